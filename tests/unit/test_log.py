@@ -1,0 +1,139 @@
+"""Logging setup: JSON vs console output, ISO timestamps, and secrets never reaching the stream."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+import structlog
+
+from tuningd.log import REDACTED, configure_logging, is_secret_key
+
+
+class TTYStringIO(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()
+
+
+def lines(buf: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in buf.getvalue().splitlines() if line.strip()]
+
+
+def test_auto_is_json_lines_on_a_non_tty_with_iso_timestamp() -> None:
+    buf = io.StringIO()
+    configure_logging("info", "auto", buf)
+    structlog.get_logger("tuningd.test").info("job accepted", job_id="j1", priority=3)
+    [rec] = lines(buf)
+    assert rec["event"] == "job accepted"
+    assert rec["job_id"] == "j1" and rec["priority"] == 3
+    assert rec["level"] == "info"
+    assert rec["logger"] == "tuningd.test"
+    ts = datetime.fromisoformat(str(rec["timestamp"]).replace("Z", "+00:00"))
+    assert ts.tzinfo is not None
+
+
+def test_auto_is_console_on_a_tty() -> None:
+    buf = TTYStringIO()
+    configure_logging("info", "auto", buf)
+    structlog.get_logger().info("hello", n=1)
+    out = buf.getvalue()
+    assert "\x1b[" in out  # coloured for a human
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", out)
+    assert "hello" in plain and "n=1" in plain
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(out.splitlines()[0])
+
+
+def test_json_forced_on_a_tty_and_console_forced_off_one() -> None:
+    tty = TTYStringIO()
+    configure_logging("info", "json", tty)
+    structlog.get_logger().info("x")
+    assert lines(tty)[0]["event"] == "x"
+    plain = io.StringIO()
+    configure_logging("info", "console", plain)
+    structlog.get_logger().info("readable", k="v")
+    assert "readable" in plain.getvalue() and "k=v" in plain.getvalue()
+    assert "\x1b[" not in plain.getvalue()  # no colour codes when not a TTY
+
+
+def test_level_filters_and_stdlib_records_are_rendered_too() -> None:
+    buf = io.StringIO()
+    configure_logging("warning", "json", buf)
+    structlog.get_logger().info("dropped")
+    logging.getLogger("aiohttp.client").warning("from %s", "stdlib")
+    [rec] = lines(buf)
+    assert rec["event"] == "from stdlib"
+    assert rec["level"] == "warning"
+
+
+def test_bad_level_and_format_are_rejected() -> None:
+    with pytest.raises(ValueError):
+        configure_logging("loud", "json", io.StringIO())
+    with pytest.raises(ValueError):
+        configure_logging("info", "xml", io.StringIO())  # type: ignore[arg-type]
+
+
+SECRET = "s3cr3t-VALUE-abcdef123456"
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_secrets_are_redacted_everywhere(fmt: str) -> None:
+    buf = io.StringIO()
+    configure_logging("debug", fmt, buf)  # type: ignore[arg-type]
+    log = structlog.get_logger()
+    log.info(
+        "request",
+        authorization=f"Bearer {SECRET}",
+        access_token=SECRET,
+        token=SECRET,
+        assertion=SECRET,
+        private_key=SECRET,
+        password=SECRET,
+        client_secret=SECRET,
+        headers={"Authorization": f"Bearer {SECRET}", "X-Ok": "fine"},
+        nested=[{"refresh_token": SECRET}],
+        note=f"sent header Bearer {SECRET} upstream",
+    )
+    log.info("positional %s", f"Bearer {SECRET}")
+    logging.getLogger("aiohttp.client").info("stdlib Authorization: Bearer %s", SECRET)
+    try:
+        raise RuntimeError(f"refresh failed for Bearer {SECRET}")
+    except RuntimeError:
+        log.exception("boom")
+    out = buf.getvalue()
+    assert SECRET not in out
+    assert REDACTED in out
+    assert "fine" in out  # non-secret values survive
+    assert "boom" in out and "RuntimeError" in out
+
+
+def test_private_key_pem_and_google_access_token_values_are_redacted() -> None:
+    buf = io.StringIO()
+    configure_logging("info", "json", buf)
+    pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----"
+    structlog.get_logger().info("loaded", blob=pem, header="ya29.a0AfH6SMBxyz123")
+    out = buf.getvalue()
+    assert "BEGIN PRIVATE KEY" not in out
+    assert "ya29.a0AfH6SMBxyz123" not in out
+
+
+def test_key_classification() -> None:
+    for key in ("Authorization", "access_token", "id-token", "private_key", "PASSWORD", "secret"):
+        assert is_secret_key(key), key
+    for key in ("total_billable_token_count", "credentials_file", "token_type", "state", "job"):
+        assert not is_secret_key(key), key
