@@ -1,0 +1,594 @@
+"""Pure scheduling, polling and backoff decisions: jobs, limits, budgets, `now` in; actions out."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from tuningd.model import ACTIVE_STATES, REMOTE_STATES, Job, LocalState, TuningJobState
+
+# ---------------------------------------------------------------------------------------------
+# Settings (config.py builds these from TOML; the defaults are the documented defaults)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Configured caps on active jobs. A scope missing from a mapping is unlimited."""
+
+    max_active: int = 1
+    per_location: Mapping[str, int] = field(default_factory=dict)
+    per_base_model: Mapping[str, int] = field(default_factory=dict)
+
+    def limit_for(self, scope: Scope) -> int | None:
+        if scope.kind is ScopeKind.GLOBAL:
+            return self.max_active
+        if scope.kind is ScopeKind.LOCATION:
+            return self.per_location.get(scope.name)
+        return self.per_base_model.get(scope.name)
+
+
+@dataclass(frozen=True)
+class SchedulingSettings:
+    """Queue order: priority plus one point of aging bonus per `aging_interval_s` waited."""
+
+    aging_interval_s: float = 600.0
+    max_aging_bonus: int | None = None
+
+
+@dataclass(frozen=True)
+class PollingSettings:
+    """Poll intervals (design §5) and the batch/reconcile knobs that ride on them."""
+
+    initial_interval_s: float = 30.0
+    max_interval_s: float = 300.0
+    multiplier: float = 2.0
+    jitter: float = 0.2
+    # Cap while the job is PENDING (None: no extra cap); starting is when users watch closely.
+    pending_max_interval_s: float | None = None
+    # Batch list polling of a location needs at least this many jobs in it to be worth it.
+    batch_min_jobs: int = 2
+    # A batch also refreshes jobs due within this window, so schedules cluster into rounds.
+    batch_coalesce_s: float | None = None
+    # After an unknown create outcome a missing job is "definitely absent" only after this grace
+    # since the create attempt began (None: 2 x initial_interval_s), because a just-created job
+    # may not be listed yet.
+    absent_grace_s: float | None = None
+
+    @property
+    def effective_absent_grace_s(self) -> float:
+        if self.absent_grace_s is not None:
+            return self.absent_grace_s
+        return 2.0 * self.initial_interval_s
+
+    @property
+    def effective_coalesce_s(self) -> float:
+        if self.batch_coalesce_s is not None:
+            return self.batch_coalesce_s
+        return self.initial_interval_s / 2.0
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """Full-jitter exponential backoff for transient errors and create 429s."""
+
+    base_s: float = 2.0
+    cap_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class BudgetSettings:
+    """Per-location request budget; defaults well under Vertex's 600 CRUD and 60 creates/min."""
+
+    requests_per_minute: float = 300.0
+    creates_per_minute: float = 30.0
+    burst_s: float = 10.0  # bucket capacity in seconds of rate (at least one token)
+    slow_down_factor: float = 0.5
+    min_rate_fraction: float = 1.0 / 16.0
+    recover_after_s: float = 60.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Scopes and adaptive limits (design §4)
+
+
+class ScopeKind(StrEnum):
+    GLOBAL = "global"
+    LOCATION = "location"
+    BASE_MODEL = "base_model"
+
+
+@dataclass(frozen=True, order=True)
+class Scope:
+    kind: ScopeKind
+    name: str = ""
+
+
+GLOBAL = Scope(ScopeKind.GLOBAL)
+
+
+def scopes_of(job: Job) -> tuple[Scope, Scope, Scope]:
+    """Every scope a job counts in: global, its location, its base model."""
+    return (GLOBAL, Scope(ScopeKind.LOCATION, job.location),
+            Scope(ScopeKind.BASE_MODEL, job.base_model))
+
+
+def active_counts(jobs: Iterable[Job]) -> dict[Scope, int]:
+    """Active jobs (submitting, pending, running, cancelling) per scope."""
+    counts: dict[Scope, int] = defaultdict(int)
+    for job in jobs:
+        if job.state in ACTIVE_STATES:
+            for scope in scopes_of(job):
+                counts[scope] += 1
+    return dict(counts)
+
+
+@dataclass(frozen=True)
+class AdaptiveLimits:
+    """Effective caps lowered by create 429s and raised again additively; the engine keeps one.
+
+    `caps` holds only lowered scopes; `successes` counts creates since the last raise.
+    Immutable: every method returns a new value.
+    """
+
+    caps: Mapping[Scope, int] = field(default_factory=dict)
+    successes: Mapping[Scope, int] = field(default_factory=dict)
+    recover_after_successes: int = 1
+
+    def effective(self, scope: Scope, limits: Limits) -> int | None:
+        """The cap in force for a scope (None: unlimited)."""
+        configured = limits.limit_for(scope)
+        cap = self.caps.get(scope)
+        if cap is None:
+            return configured
+        return cap if configured is None else min(cap, configured)
+
+    def on_throttled(self, scopes: Iterable[Scope], active: Mapping[Scope, int]) -> AdaptiveLimits:
+        """A create got 429: each given scope drops to its active count (at least 1).
+
+        `active` must not count the throttled job itself (it goes back to queued).
+        """
+        caps = dict(self.caps)
+        successes = dict(self.successes)
+        for scope in scopes:
+            caps[scope] = max(1, active.get(scope, 0))
+            successes[scope] = 0
+        return replace(self, caps=caps, successes=successes)
+
+    def on_create_succeeded(self, scopes: Iterable[Scope], limits: Limits) -> AdaptiveLimits:
+        """A create succeeded: lowered scopes gain +1 every `recover_after_successes` creates."""
+        caps = dict(self.caps)
+        successes = dict(self.successes)
+        for scope in scopes:
+            if scope not in caps:
+                continue
+            count = successes.get(scope, 0) + 1
+            if count >= self.recover_after_successes:
+                count = 0
+                caps[scope] += 1
+            successes[scope] = count
+            configured = limits.limit_for(scope)
+            if configured is not None and caps[scope] >= configured:
+                del caps[scope]
+                successes.pop(scope, None)
+        return replace(self, caps=caps, successes=successes)
+
+    def reset(self) -> AdaptiveLimits:
+        """Forget every lowered cap (e.g. on a config reload)."""
+        return replace(self, caps={}, successes={})
+
+
+# ---------------------------------------------------------------------------------------------
+# Request budget (design §4): token buckets owned by the engine, fed `now` explicitly
+
+
+class TokenBucket:
+    """A token bucket with explicit time; `slow_down` scales the rate down after a 429.
+
+    Mutable on purpose: the engine owns one per location and calls it from one task.
+    """
+
+    def __init__(self, rate_per_minute: float, now: float, *, burst_s: float = 10.0,
+                 slow_down_factor: float = 0.5, min_rate_fraction: float = 1.0 / 16.0,
+                 recover_after_s: float = 60.0) -> None:
+        if rate_per_minute <= 0:
+            raise ValueError("rate_per_minute must be > 0")
+        self.base_rate_per_s = rate_per_minute / 60.0
+        self.capacity = max(1.0, self.base_rate_per_s * burst_s)
+        self.tokens = self.capacity
+        self.updated_at = now
+        self.rate_fraction = 1.0
+        self._slow_down_factor = slow_down_factor
+        self._min_rate_fraction = min_rate_fraction
+        self._recover_after_s = recover_after_s
+        self._recover_at: float | None = None
+
+    @property
+    def rate_per_s(self) -> float:
+        return self.base_rate_per_s * self.rate_fraction
+
+    def refill(self, now: float) -> None:
+        """Add the tokens earned since the last call; also step the rate back up after quiet."""
+        now = max(now, self.updated_at)  # a clock step backwards must not drain the bucket
+        while self._recover_at is not None and now >= self._recover_at:
+            # Earn tokens at the slow rate up to the recovery point, then speed up.
+            self._earn(self._recover_at)
+            self.rate_fraction = min(1.0, self.rate_fraction / self._slow_down_factor)
+            self._recover_at = (None if self.rate_fraction >= 1.0
+                                else self._recover_at + self._recover_after_s)
+        self._earn(now)
+
+    def _earn(self, now: float) -> None:
+        elapsed = max(0.0, now - self.updated_at)
+        self.tokens = min(self.capacity, self.tokens + elapsed * self.rate_per_s)
+        self.updated_at = max(self.updated_at, now)
+
+    def available(self, now: float) -> float:
+        self.refill(now)
+        return self.tokens
+
+    def take(self, now: float, cost: float = 1.0) -> bool:
+        """Take `cost` tokens if they are there; False (and nothing taken) otherwise."""
+        self.refill(now)
+        if self.tokens + 1e-9 >= cost:
+            self.tokens = max(0.0, self.tokens - cost)
+            return True
+        return False
+
+    def seconds_until(self, now: float, cost: float = 1.0) -> float:
+        """How long until `cost` tokens are there at the current rate (0 if they are now)."""
+        self.refill(now)
+        missing = cost - self.tokens
+        if missing <= 1e-9:
+            return 0.0
+        return missing / self.rate_per_s
+
+    def slow_down(self, now: float) -> None:
+        """A 429: scale the rate by the factor (down to a floor) and restart the recovery clock."""
+        self.refill(now)
+        self.rate_fraction = max(self._min_rate_fraction,
+                                 self.rate_fraction * self._slow_down_factor)
+        self._recover_at = now + self._recover_after_s
+
+
+@dataclass(frozen=True)
+class BudgetSnapshot:
+    """Whole tokens available at one instant, as the planner sees them."""
+
+    requests: int
+    creates: int
+
+
+class LocationBudget:
+    """The request budget of one location: all calls take a request token, creates one more."""
+
+    def __init__(self, settings: BudgetSettings, now: float) -> None:
+        kw = {"burst_s": settings.burst_s, "slow_down_factor": settings.slow_down_factor,
+              "min_rate_fraction": settings.min_rate_fraction,
+              "recover_after_s": settings.recover_after_s}
+        self.requests = TokenBucket(settings.requests_per_minute, now, **kw)
+        self.creates = TokenBucket(settings.creates_per_minute, now, **kw)
+
+    def take_request(self, now: float, cost: float = 1.0) -> bool:
+        return self.requests.take(now, cost)
+
+    def take_create(self, now: float) -> bool:
+        """A create costs one create token and one request token, or nothing at all."""
+        if self.creates.available(now) + 1e-9 < 1.0 or self.requests.available(now) + 1e-9 < 1.0:
+            return False
+        return self.creates.take(now) and self.requests.take(now)
+
+    def slow_down(self, now: float, *, create: bool = False) -> None:
+        """Any 429 slows the request bucket; a create 429 slows the create bucket too."""
+        self.requests.slow_down(now)
+        if create:
+            self.creates.slow_down(now)
+
+    def snapshot(self, now: float) -> BudgetSnapshot:
+        return BudgetSnapshot(requests=math.floor(self.requests.available(now) + 1e-9),
+                              creates=math.floor(self.creates.available(now) + 1e-9))
+
+
+class Budgets:
+    """One LocationBudget per location, created on first use."""
+
+    def __init__(self, settings: BudgetSettings) -> None:
+        self.settings = settings
+        self._by_location: dict[str, LocationBudget] = {}
+
+    def location(self, location: str, now: float) -> LocationBudget:
+        budget = self._by_location.get(location)
+        if budget is None:
+            budget = self._by_location[location] = LocationBudget(self.settings, now)
+        return budget
+
+    def snapshot(self, locations: Iterable[str], now: float) -> dict[str, BudgetSnapshot]:
+        return {loc: self.location(loc, now).snapshot(now) for loc in set(locations)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Polling and backoff
+
+
+def next_poll_interval(job: Job, changed: bool, settings: PollingSettings) -> float:
+    """The un-jittered interval to the next poll; store it as Job.poll_interval_s.
+
+    Reset to the initial interval after a change, grow by the multiplier while nothing changes,
+    clamp to the maximum. Sub-states steer it: waiting for quota is slow (max), cancelling is fast
+    (initial), pending is capped by `pending_max_interval_s`.
+    """
+    initial, maximum = settings.initial_interval_s, settings.max_interval_s
+    if job.state is LocalState.CANCELLING:
+        return initial
+    if job.remote_substate == TuningJobState.TUNING_JOB_STATE_WAITING_FOR_QUOTA:
+        return maximum
+    if changed or job.poll_interval_s <= 0:
+        interval = initial
+    else:
+        interval = min(maximum, max(initial, job.poll_interval_s * settings.multiplier))
+    if job.state is LocalState.PENDING and settings.pending_max_interval_s is not None:
+        interval = min(interval, max(initial, settings.pending_max_interval_s))
+    return interval
+
+
+def jittered(delay_s: float, fraction: float, rng: random.Random) -> float:
+    """`delay_s` scaled by a uniform factor in [1 - fraction, 1 + fraction]."""
+    return delay_s * rng.uniform(1.0 - fraction, 1.0 + fraction)
+
+
+@dataclass(frozen=True)
+class PollSchedule:
+    interval_s: float
+    next_poll_at: float
+
+
+def schedule_poll(job: Job, changed: bool, now: float, settings: PollingSettings,
+                  rng: random.Random) -> PollSchedule:
+    """Interval to store plus the jittered next poll time (for Transition.with_schedule)."""
+    interval = next_poll_interval(job, changed, settings)
+    return PollSchedule(interval, now + jittered(interval, settings.jitter, rng))
+
+
+def retry_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
+    """Full-jitter backoff: uniform in [0, min(cap, base * 2**(attempt-1))]; attempt >= 1."""
+    exponent = min(max(attempt, 1) - 1, 62)  # bounded so the power cannot overflow
+    return rng.uniform(0.0, min(cap_s, base_s * 2.0 ** exponent))
+
+
+def retry_at(job: Job, now: float, settings: RetrySettings, rng: random.Random) -> float:
+    """When to retry after the job's next transient failure (uses retry_count + 1)."""
+    return now + retry_delay(job.retry_count + 1, settings.base_s, settings.cap_s, rng)
+
+
+def absent_decision_at(job: Job, settings: PollingSettings) -> float:
+    """Earliest time a reconcile may conclude "definitely absent" for a submitting job."""
+    started = job.submit_started_at if job.submit_started_at is not None else job.updated_at
+    return started + settings.effective_absent_grace_s
+
+
+def reconcile_at(job: Job, now: float, settings: PollingSettings) -> float:
+    """When to reconcile after an unknown create outcome: not before the absent grace ends."""
+    return max(now, absent_decision_at(job, settings))
+
+
+def effective_priority(job: Job, now: float, settings: SchedulingSettings) -> int:
+    """Priority plus one point per `aging_interval_s` waited since acceptance."""
+    if settings.aging_interval_s <= 0:
+        return job.priority
+    bonus = max(0, math.floor((now - job.created_at) / settings.aging_interval_s))
+    if settings.max_aging_bonus is not None:
+        bonus = min(bonus, settings.max_aging_bonus)
+    return job.priority + bonus
+
+
+def queue_order(jobs: Iterable[Job], now: float, settings: SchedulingSettings) -> list[Job]:
+    """Queued jobs in submission order: effective priority down, then oldest, then id."""
+    queued = [j for j in jobs if j.state is LocalState.QUEUED]
+    return sorted(queued, key=lambda j: (-effective_priority(j, now, settings), j.created_at, j.id))
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan
+
+
+class ActionKind(StrEnum):
+    CANCEL = "cancel"
+    SUBMIT = "submit"
+    RECONCILE = "reconcile"
+    POLL_LIST = "poll_list"
+    POLL_GET = "poll_get"
+
+
+# Execution order inside one location's budget (design §4): cancel, create, then reads.
+_ORDER = {ActionKind.CANCEL: 0, ActionKind.SUBMIT: 1, ActionKind.RECONCILE: 2,
+          ActionKind.POLL_LIST: 3, ActionKind.POLL_GET: 3}
+
+
+@dataclass(frozen=True)
+class Action:
+    """One remote call for the engine. POLL_LIST and RECONCILE cover several jobs in one list."""
+
+    kind: ActionKind
+    project: str
+    location: str
+    job_ids: tuple[str, ...]
+
+    @property
+    def job_id(self) -> str:
+        return self.job_ids[0]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do now, in execution order, and when something next becomes due."""
+
+    actions: tuple[Action, ...]
+    # Due but held back by the location's request budget (retry when tokens are back).
+    over_budget: tuple[str, ...] = ()
+    # Queued and due, but a scope is full (the queue proper).
+    waiting_for_slot: tuple[str, ...] = ()
+    # Earliest next_action_at among jobs not due now (None: nothing scheduled).
+    next_due_at: float | None = None
+
+    def of_kind(self, kind: ActionKind) -> tuple[Action, ...]:
+        return tuple(a for a in self.actions if a.kind is kind)
+
+    @property
+    def submits(self) -> tuple[str, ...]:
+        return tuple(a.job_id for a in self.of_kind(ActionKind.SUBMIT))
+
+    @property
+    def cancels(self) -> tuple[str, ...]:
+        return tuple(a.job_id for a in self.of_kind(ActionKind.CANCEL))
+
+
+def _needs_cancel(job: Job) -> bool:
+    return (job.state is LocalState.CANCELLING and job.cancel_requested
+            and job.cancel_sent_at is None)
+
+
+class _Spend:
+    """The planner's local copy of the location budgets (None: unlimited)."""
+
+    def __init__(self, budgets: Mapping[str, BudgetSnapshot] | None) -> None:
+        self._left = (None if budgets is None
+                      else {k: [v.requests, v.creates] for k, v in budgets.items()})
+
+    def request(self, location: str) -> bool:
+        if self._left is None:
+            return True
+        left = self._left.setdefault(location, [0, 0])
+        if left[0] < 1:
+            return False
+        left[0] -= 1
+        return True
+
+    def create(self, location: str) -> bool:
+        if self._left is None:
+            return True
+        left = self._left.setdefault(location, [0, 0])
+        if left[0] < 1 or left[1] < 1:
+            return False
+        left[0] -= 1
+        left[1] -= 1
+        return True
+
+
+def plan(jobs: Sequence[Job], now: float, *,
+         limits: Limits,
+         adaptive: AdaptiveLimits | None = None,
+         budgets: Mapping[str, BudgetSnapshot] | None = None,
+         scheduling: SchedulingSettings | None = None,
+         polling: PollingSettings | None = None,
+         batch_refused: AbstractSet[str] = frozenset(),
+         busy: AbstractSet[str] = frozenset(),
+         accept_submits: bool = True) -> Plan:
+    """Decide the remote calls to make now.
+
+    `jobs` are all non-terminal jobs. `busy` holds ids with a call in flight (skipped, but still
+    counted against limits). `batch_refused` holds locations where the list filter was refused
+    (per-job GETs there). `budgets` None means unlimited. Within a location, cancels are budgeted
+    first, then creates, then reconciles and polls; the returned actions follow that order.
+    """
+    scheduling = scheduling or SchedulingSettings()
+    polling = polling or PollingSettings()
+    adaptive = adaptive or AdaptiveLimits()
+    spend = _Spend(budgets)
+    cancels: list[Action] = []
+    submits: list[Action] = []
+    reads: list[Action] = []
+    over_budget: list[str] = []
+    waiting: list[str] = []
+    future: list[float] = []
+
+    # 1. Cancels first: they free quota and are what a user asked for.
+    for job in sorted(jobs, key=lambda j: (j.next_action_at, j.id)):
+        if job.id in busy or not _needs_cancel(job):
+            continue
+        if job.next_action_at > now:
+            future.append(job.next_action_at)
+        elif spend.request(job.location):
+            cancels.append(Action(ActionKind.CANCEL, job.project, job.location, (job.id,)))
+        else:
+            over_budget.append(job.id)
+
+    # 2. Creates, by effective priority, each only if all its scopes have room. Jobs picked in
+    # this plan count as active; a job held back only by budget keeps its slots reserved so a
+    # lower-priority job cannot take them for hours while it waits seconds for a token.
+    counts = active_counts(jobs)
+    for job in queue_order(jobs, now, scheduling):
+        if job.id in busy:
+            continue
+        if job.next_action_at > now:
+            future.append(job.next_action_at)
+            continue
+        scopes = scopes_of(job)
+        full = False
+        for scope in scopes:
+            cap = adaptive.effective(scope, limits)
+            if cap is not None and counts.get(scope, 0) >= cap:
+                full = True
+        if full or not accept_submits:
+            waiting.append(job.id)
+            continue
+        for scope in scopes:
+            counts[scope] = counts.get(scope, 0) + 1
+        if spend.create(job.location):
+            submits.append(Action(ActionKind.SUBMIT, job.project, job.location, (job.id,)))
+        else:
+            over_budget.append(job.id)
+
+    # 3. Reconciles: submitting jobs (not in flight) once due and past the absent grace.
+    recon: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for job in sorted(jobs, key=lambda j: (j.next_action_at, j.id)):
+        if job.state is not LocalState.SUBMITTING or job.id in busy:
+            continue
+        due_at = max(job.next_action_at, absent_decision_at(job, polling))
+        if due_at > now:
+            future.append(due_at)
+        else:
+            recon[(job.project, job.location)].append(job.id)
+    for (project, location), ids in sorted(recon.items()):
+        if spend.request(location):
+            reads.append(Action(ActionKind.RECONCILE, project, location, tuple(ids)))
+        else:
+            over_budget.extend(ids)
+
+    # 4. Polls: one list call per (project, location) when >= batch_min_jobs are due there and
+    # listing works; such a list also refreshes jobs due soon, so poll rounds cluster.
+    remote = [j for j in jobs
+              if j.state in REMOTE_STATES and j.id not in busy and not _needs_cancel(j)]
+    by_place: dict[tuple[str, str], list[Job]] = defaultdict(list)
+    for job in sorted(remote, key=lambda j: (j.next_action_at, j.id)):
+        by_place[(job.project, job.location)].append(job)
+    for (project, location), group in sorted(by_place.items()):
+        due = [j for j in group if j.next_action_at <= now]
+        later = [j.next_action_at for j in group if j.next_action_at > now]
+        if not due:
+            future.extend(later)
+            continue
+        if len(due) >= polling.batch_min_jobs and location not in batch_refused:
+            horizon = now + polling.effective_coalesce_s
+            batch = [j for j in group if j.next_action_at <= horizon]
+            future.extend(j.next_action_at for j in group if j.next_action_at > horizon)
+            if spend.request(location):
+                reads.append(Action(ActionKind.POLL_LIST, project, location,
+                                    tuple(j.id for j in batch)))
+            else:
+                over_budget.extend(j.id for j in due)
+            continue
+        future.extend(later)
+        for job in due:
+            if spend.request(location):
+                reads.append(Action(ActionKind.POLL_GET, project, location, (job.id,)))
+            else:
+                over_budget.append(job.id)
+
+    actions = sorted([*cancels, *submits, *reads], key=lambda a: (_ORDER[a.kind]))
+    return Plan(actions=tuple(actions), over_budget=tuple(over_budget),
+                waiting_for_slot=tuple(waiting),
+                next_due_at=min(future) if future else None)
