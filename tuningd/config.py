@@ -1,0 +1,489 @@
+"""Typed, validated settings from a TOML file plus TUNINGD_<SECTION>_<KEY> environment overrides."""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, get_type_hints
+
+from tuningd.errors import ConfigError
+
+ENV_PREFIX = "TUNINGD_"
+ENV_CONFIG_PATH = "TUNINGD_CONFIG"
+CONFIG_FILE_NAME = "tuningd.toml"
+DB_FILE_NAME = "tuningd.db"
+DEFAULT_STORE_PATH = "./tuningd.db"
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("auto", "json", "console")
+API_VERSIONS = ("v1", "v1beta1")
+
+
+class FrozenMap(Mapping[str, int]):
+    """An immutable, hashable, picklable str -> int mapping (TOML tables like per_location)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, int] | Iterable[tuple[str, int]] = ()) -> None:
+        self._items: dict[str, int] = dict(items)
+
+    def __getitem__(self, key: str) -> int:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items.items()))
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._items!r})"
+
+    def __getstate__(self) -> dict[str, int]:
+        return self._items
+
+    def __setstate__(self, state: dict[str, int]) -> None:
+        self._items = dict(state)
+
+
+def _key(
+    default: Any,
+    *,
+    min_value: float | None = None,
+    max_value: float | None = None,
+    positive: bool = False,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A dataclass field carrying its validation rules (checked by `_problem`)."""
+    meta = {"min": min_value, "max": max_value, "positive": positive, "choices": choices}
+    return field(default=default, metadata=meta)
+
+
+class _Section:
+    """Base of every settings section: validates its fields on construction, whatever the source."""
+
+    section: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        hints = _hints(type(self))
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            # Accept plain lists/dicts from Python callers but store immutable values.
+            if hints[f.name] == tuple[str, ...] and isinstance(value, list):
+                object.__setattr__(self, f.name, tuple(value))
+            elif (hints[f.name] == Mapping[str, int] and isinstance(value, Mapping)
+                  and not isinstance(value, FrozenMap)):
+                object.__setattr__(self, f.name, FrozenMap(value))
+            problem = _type_problem(hints[f.name], getattr(self, f.name))
+            if problem is None:
+                problem = _problem(hints[f.name], getattr(self, f.name), f.metadata)
+            if problem is not None:
+                raise ConfigError(f"config key {self.section}.{f.name}: {problem}")
+        self._cross_check()
+
+    def _cross_check(self) -> None:
+        """Rules that relate several keys of the section (none by default)."""
+
+
+@dataclass(frozen=True)
+class ServerSettings(_Section):
+    """The control API listener."""
+
+    section: ClassVar[str] = "server"
+
+    host: str = _key("127.0.0.1")
+    port: int = _key(8470, min_value=0, max_value=65535)
+    token_file: str = _key("")
+    socket: str = _key("")
+    max_body_bytes: int = _key(1_048_576, min_value=1)
+    drain_timeout_s: float = _key(10.0, min_value=0)
+
+    def _cross_check(self) -> None:
+        if not self.host:
+            raise ConfigError("config key server.host: must not be empty")
+
+
+@dataclass(frozen=True)
+class StoreSettings(_Section):
+    """Where the SQLite database lives ("" only before defaults are applied; see load)."""
+
+    section: ClassVar[str] = "store"
+
+    path: str = _key(DEFAULT_STORE_PATH)
+
+    def _cross_check(self) -> None:
+        if not self.path:
+            raise ConfigError("config key store.path: must not be empty")
+
+
+@dataclass(frozen=True)
+class VertexSettings(_Section):
+    """How to reach Vertex AI."""
+
+    section: ClassVar[str] = "vertex"
+
+    endpoint: str = _key("")
+    api_version: str = _key("v1", choices=API_VERSIONS)
+    credentials_file: str = _key("")
+    allowed_projects: tuple[str, ...] = _key(())
+    allowed_locations: tuple[str, ...] = _key(())
+    request_timeout_s: float = _key(60.0, positive=True)
+
+    def _cross_check(self) -> None:
+        if self.endpoint and not self.endpoint.startswith(("http://", "https://")):
+            raise ConfigError(
+                "config key vertex.endpoint: must start with http:// or https://, "
+                f"got {self.endpoint!r}"
+            )
+        for name in ("allowed_projects", "allowed_locations"):
+            if any(not item for item in getattr(self, name)):
+                raise ConfigError(f"config key vertex.{name}: entries must not be empty")
+
+    def base_url(self, location: str) -> str:
+        """The Vertex endpoint for a location, without a trailing slash or API version."""
+        if self.endpoint:
+            return self.endpoint.rstrip("/")
+        return f"https://{location}-aiplatform.googleapis.com"
+
+
+@dataclass(frozen=True)
+class LimitsSettings(_Section):
+    """Concurrency limits on active jobs and the per-location request budget."""
+
+    section: ClassVar[str] = "limits"
+
+    max_active: int = _key(1, min_value=1)
+    per_location: Mapping[str, int] = _key(FrozenMap(), min_value=1)
+    per_base_model: Mapping[str, int] = _key(FrozenMap(), min_value=1)
+    requests_per_minute: int = _key(300, min_value=1)
+    creates_per_minute: int = _key(30, min_value=1)
+
+
+@dataclass(frozen=True)
+class PollingSettings(_Section):
+    """How often active jobs are polled, and the reconcile grace delay (design §3, §5)."""
+
+    section: ClassVar[str] = "polling"
+
+    initial_interval_s: float = _key(30.0, positive=True)
+    max_interval_s: float = _key(300.0, positive=True)
+    multiplier: float = _key(2.0, min_value=1.0)
+    jitter: float = _key(0.2, min_value=0.0, max_value=1.0)
+    reconcile_grace_s: float = _key(10.0, min_value=0.0)
+
+    def _cross_check(self) -> None:
+        if self.max_interval_s < self.initial_interval_s:
+            raise ConfigError(
+                "config key polling.max_interval_s: must be >= polling.initial_interval_s "
+                f"({self.initial_interval_s:g}), got {self.max_interval_s:g}"
+            )
+
+
+@dataclass(frozen=True)
+class LoggingSettings(_Section):
+    """Log verbosity and rendering."""
+
+    section: ClassVar[str] = "logging"
+
+    level: str = _key("info", choices=LOG_LEVELS)
+    format: str = _key("auto", choices=LOG_FORMATS)
+
+
+@dataclass(frozen=True)
+class EmulatorSettings(_Section):
+    """The in-process Vertex emulator (`tuningd serve --emulator`); off by default."""
+
+    section: ClassVar[str] = "emulator"
+
+    enabled: bool = _key(False)
+    host: str = _key("127.0.0.1")
+    port: int = _key(0, min_value=0, max_value=65535)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All of tuningd's settings; build with `load_settings` / `settings_from` to validate input."""
+
+    server: ServerSettings = field(default_factory=ServerSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    vertex: VertexSettings = field(default_factory=VertexSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
+    polling: PollingSettings = field(default_factory=PollingSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    emulator: EmulatorSettings = field(default_factory=EmulatorSettings)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """The effective settings as plain TOML/JSON-able values (for `config show`).
+
+        Holds no secrets: tuningd's config only ever names files that contain secrets.
+        """
+        out: dict[str, dict[str, Any]] = {}
+        for name, cls in SECTIONS.items():
+            section = getattr(self, name)
+            values: dict[str, Any] = {}
+            for f in fields(cls):  # type: ignore[arg-type]
+                value = getattr(section, f.name)
+                if isinstance(value, tuple):
+                    value = list(value)
+                elif isinstance(value, Mapping):
+                    value = dict(value)
+                values[f.name] = value
+            out[name] = values
+        return out
+
+
+SECTIONS: Mapping[str, type[_Section]] = {
+    "server": ServerSettings,
+    "store": StoreSettings,
+    "vertex": VertexSettings,
+    "limits": LimitsSettings,
+    "polling": PollingSettings,
+    "logging": LoggingSettings,
+    "emulator": EmulatorSettings,
+}
+
+_HINTS_CACHE: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS_CACHE:
+        _HINTS_CACHE[cls] = get_type_hints(cls)
+    return _HINTS_CACHE[cls]
+
+
+def _kind(hint: Any) -> str:
+    if hint is bool:
+        return "a boolean"
+    if hint is int:
+        return "an integer"
+    if hint is float:
+        return "a number"
+    if hint is str:
+        return "a string"
+    if hint == tuple[str, ...]:
+        return "a list of strings"
+    return "a table of name = integer"
+
+
+def _type_problem(hint: Any, value: Any) -> str | None:
+    """Why `value` does not have the type `hint` (None if it does)."""
+    ok: bool
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = (isinstance(value, int | float) and not isinstance(value, bool)
+              and math.isfinite(value))
+    elif hint is str:
+        ok = isinstance(value, str)
+    elif hint == tuple[str, ...]:
+        ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+    else:
+        ok = isinstance(value, Mapping) and all(
+            isinstance(k, str) and k and isinstance(v, int) and not isinstance(v, bool)
+            for k, v in value.items()
+        )
+    return None if ok else f"must be {_kind(hint)}, got {value!r}"
+
+
+def _problem(hint: Any, value: Any, meta: Mapping[str, Any]) -> str | None:
+    """Why a well-typed `value` breaks its field's rules (None if it does not)."""
+    choices: tuple[str, ...] | None = meta.get("choices")
+    if choices is not None and value not in choices:
+        return f"must be one of {', '.join(choices)}; got {value!r}"
+    if isinstance(value, Mapping):
+        what, numbers = "integers", [(f"{k} = ", v) for k, v in value.items()]
+    elif hint is int or hint is float:
+        what, numbers = ("an integer" if hint is int else "a number"), [("", value)]
+    else:
+        return None
+    low, high, positive = meta.get("min"), meta.get("max"), meta.get("positive")
+    if positive:
+        rule = "> 0"
+    elif low is not None and high is not None:
+        rule = f"between {low:g} and {high:g}"
+    elif low is not None:
+        rule = f">= {low:g}"
+    else:
+        return None
+    for where, number in numbers:
+        if ((positive and number <= 0) or (low is not None and number < low)
+                or (high is not None and number > high)):
+            return f"must be {what} {rule}, got {where}{number!r}"
+    return None
+
+
+def _parse_env(hint: Any, raw: str) -> Any:
+    """Parse an environment variable's text as the type `hint`; ValueError when it cannot."""
+    text = raw.strip()
+    if hint is bool:
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("must be a boolean (true/false, 1/0, yes/no, on/off)")
+    if hint is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError("must be an integer") from None
+    if hint is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError("must be a number") from None
+    if hint is str:
+        return raw
+    if hint == tuple[str, ...]:
+        return tuple(item.strip() for item in text.split(",")) if text else ()
+    table: dict[str, int] = {}
+    for item in text.split(",") if text else []:
+        name, sep, number = item.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            table[name.strip()] = int(number.strip())
+        except ValueError:
+            raise ValueError(
+                "must be a table written as name=integer pairs separated by commas "
+                "(e.g. us-central1=2,europe-west4=1)"
+            ) from None
+    return table
+
+
+def _from_toml(hint: Any, value: Any) -> Any:
+    """Normalize a TOML value for `hint` (ints may stand for floats; arrays become tuples)."""
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint == tuple[str, ...] and isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def default_store_path(env: Mapping[str, str]) -> str:
+    """`$STATE_DIRECTORY/tuningd.db` under systemd's StateDirectory=, else `./tuningd.db`."""
+    # systemd joins several StateDirectory= entries with ':'; the first is ours.
+    state_dir = env.get("STATE_DIRECTORY", "").split(":")[0]
+    if state_dir:
+        return str(Path(state_dir) / DB_FILE_NAME)
+    return DEFAULT_STORE_PATH
+
+
+def settings_from(data: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
+    """Validated settings from parsed TOML `data` with `env` overrides on top (pure)."""
+    for section_name, section_data in data.items():
+        if section_name not in SECTIONS:
+            raise ConfigError(
+                f"config key {section_name}: unknown section (known: {', '.join(SECTIONS)})"
+            )
+        if not isinstance(section_data, Mapping):
+            raise ConfigError(f"config key {section_name}: must be a table")
+    _check_env_names(env)
+    sections: dict[str, _Section] = {}
+    for section_name, cls in SECTIONS.items():
+        section_data = data.get(section_name, {})
+        hints = _hints(cls)
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        for key in section_data:
+            if key not in known:
+                raise ConfigError(
+                    f"config key {section_name}.{key}: unknown key "
+                    f"(known: {', '.join(sorted(known))})"
+                )
+        values: dict[str, Any] = {}
+        if section_name == "store":
+            values["path"] = default_store_path(env)
+        for f in fields(cls):  # type: ignore[arg-type]
+            hint = hints[f.name]
+            dotted = f"{section_name}.{f.name}"
+            env_name = f"{ENV_PREFIX}{section_name}_{f.name}".upper()
+            if env_name in env:
+                source = f" (from ${env_name})"
+                try:
+                    value = _parse_env(hint, env[env_name])
+                except ValueError as exc:
+                    raise ConfigError(
+                        f"config key {dotted}{source}: {exc}, got {env[env_name]!r}"
+                    ) from None
+            elif f.name in section_data:
+                source = ""
+                value = _from_toml(hint, section_data[f.name])
+            else:
+                continue
+            if section_name == "store" and f.name == "path" and value == "":
+                continue  # "" means "the default location", as for the other path keys
+            if f.metadata.get("choices") and isinstance(value, str):
+                value = value.strip().lower()  # LEVEL=DEBUG is as clear as level=debug
+            problem = _type_problem(hint, value) or _problem(hint, value, f.metadata)
+            if problem is not None:
+                raise ConfigError(f"config key {dotted}{source}: {problem}")
+            values[f.name] = value
+        sections[section_name] = cls(**values)
+    return Settings(**sections)  # type: ignore[arg-type]
+
+
+def _check_env_names(env: Mapping[str, str]) -> None:
+    """Refuse TUNINGD_<SECTION>_<KEY> variables whose key does not exist (typos)."""
+    valid = {
+        f"{ENV_PREFIX}{section_name}_{f.name}".upper()
+        for section_name, cls in SECTIONS.items()
+        for f in fields(cls)  # type: ignore[arg-type]
+    }
+    for name in env:
+        if not name.startswith(ENV_PREFIX) or name in valid:
+            continue
+        section_name, _, key = name[len(ENV_PREFIX):].partition("_")
+        cls = SECTIONS.get(section_name.lower())
+        if cls is None:
+            continue  # other TUNINGD_* variables (e.g. TUNINGD_CONFIG) are not settings
+        known = sorted(f.name for f in fields(cls))  # type: ignore[arg-type]
+        raise ConfigError(
+            f"config key {section_name.lower()}.{key.lower()} (from ${name}): unknown key; "
+            f"known keys: {', '.join(known)} (variable names are upper-case)"
+        )
+
+
+def find_config_file(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
+    """The TOML file to read: explicit path > $TUNINGD_CONFIG > $CONFIGURATION_DIRECTORY > none."""
+    if path is not None and str(path) != "":
+        return Path(path)
+    if env.get(ENV_CONFIG_PATH):
+        return Path(env[ENV_CONFIG_PATH])
+    for directory in env.get("CONFIGURATION_DIRECTORY", "").split(":"):
+        if directory:
+            candidate = Path(directory) / CONFIG_FILE_NAME
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse one TOML file; a missing or malformed file is a ConfigError naming the file."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path}: not found") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Find and read the config file (if any), apply `env` (default os.environ), validate."""
+    environ: Mapping[str, str] = os.environ if env is None else env
+    config_file = find_config_file(path, environ)
+    data = read_toml(config_file) if config_file is not None else {}
+    return settings_from(data, environ)
