@@ -1,0 +1,779 @@
+"""Control API: Vertex-compatible tuningJobs routes over the engine, plus probes and OpenAPI."""
+
+from __future__ import annotations
+
+import hmac
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from tuningd import __version__, wire
+from tuningd.engine import Engine
+from tuningd.errors import (
+    Code,
+    InvalidArgument,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    TuningdError,
+    Unauthenticated,
+    Unavailable,
+    code_for_http,
+    error_for,
+)
+from tuningd.model import LABEL_JOB_ID, LABEL_MANAGED_BY, LOCAL_TO_REMOTE, Job, JobEvent, LocalState
+
+log = structlog.get_logger("tuningd.api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Maps a check name ("store", "credentials", ...) to True when healthy, else False or a reason.
+ReadinessCheck = Callable[[], Awaitable[Mapping[str, bool | str]]]
+# (method, route template, HTTP status) per answered request: Metrics.observe_api_request.
+RequestObserver = Callable[[str, str, int], None]
+
+# Paths answered without a bearer token: probes and scrapers carry no credentials.
+OPEN_PATHS: frozenset[str] = frozenset({"/healthz", "/readyz", "/metrics"})
+
+# Label keys tuningd sets itself for crash reconciliation (design §3); a client-chosen value would
+# make reconciliation adopt the wrong remote job, so these prefixes are refused on create.
+RESERVED_LABEL_PREFIXES: tuple[str, ...] = ("tuningd-", LABEL_MANAGED_BY)
+
+# Outputs mirrored from Vertex's copy of the job once it exists (design §8).
+MIRRORED_REMOTE_FIELDS: tuple[str, ...] = (
+    "tunedModel", "experiment", "tuningDataStats", "startTime", "endTime", "tuningJobState",
+    "tuningJobMetadata", "evaluateDatasetRuns", "gcsMetricsUri",
+)
+
+# TuningJob.error is "only populated when job's state is FAILED or CANCELLED" (spec §2).
+_ERROR_STATES: frozenset[LocalState] = frozenset({LocalState.FAILED, LocalState.CANCELLED})
+CANCELLED_ERROR: Mapping[str, Any] = {
+    "code": int(Code.CANCELLED), "message": "Tuning job was cancelled.",
+}
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+
+UNAUTHENTICATED_MESSAGE = (
+    "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie "
+    "or other valid authentication credential. See "
+    "https://developers.google.com/identity/sign-in/web/devconsole-project."
+)
+INTERNAL_MESSAGE = "Internal error encountered."
+
+
+# --------------------------------------------------------------------------------------------
+# The TuningJob view of a Job (pure)
+
+
+def job_name(job: Job) -> str:
+    """tuningd's own resource name of a job, with the project as given at submit time."""
+    return f"projects/{job.project}/locations/{job.location}/tuningJobs/{job.id}"
+
+
+def job_view(job: Job, *, queue_position: int | None = None,
+             history: Sequence[JobEvent] | None = None) -> dict[str, Any]:
+    """The canonical TuningJob a client sees for a job, plus the `tuningd` extension object under
+    the key "tuningd" (history included only when given)."""
+    view = wire.strip_output_only(job.spec)
+    view["name"] = job_name(job)
+    view["state"] = LOCAL_TO_REMOTE[job.state].value
+    view["createTime"] = wire.format_timestamp(job.created_at)
+    view["updateTime"] = wire.format_timestamp(job.updated_at)
+    remote = job.remote or {}
+    for key in MIRRORED_REMOTE_FIELDS:
+        if key in remote:
+            view[key] = remote[key]
+    resolved = (remote.get("supervisedTuningSpec") or {}).get("hyperParameters")
+    if resolved and "supervisedTuningSpec" in view:
+        # Vertex fills in the hyperparameters it picked; the client's own choices stay as sent.
+        spec = dict(view["supervisedTuningSpec"])
+        spec["hyperParameters"] = {**resolved, **(spec.get("hyperParameters") or {})}
+        view["supervisedTuningSpec"] = spec
+    if job.state in _ERROR_STATES:
+        error = remote.get("error") or _local_error(job)
+        view["error"] = error
+    if job.state.is_terminal and "endTime" not in view and job.ended_at is not None:
+        view["endTime"] = wire.format_timestamp(job.ended_at)
+    view["tuningd"] = _extension(job, queue_position=queue_position, history=history)
+    return view
+
+
+def _local_error(job: Job) -> dict[str, Any]:
+    if job.error_code is None and job.state is LocalState.CANCELLED:
+        return dict(CANCELLED_ERROR)
+    code = job.error_code if job.error_code is not None else int(Code.UNKNOWN)
+    message = job.error_message or (
+        "Tuning job was cancelled." if job.state is LocalState.CANCELLED else "Tuning job failed."
+    )
+    return {"code": code, "message": message}
+
+
+def _extension(job: Job, *, queue_position: int | None,
+               history: Sequence[JobEvent] | None) -> dict[str, Any]:
+    ext: dict[str, Any] = {
+        "state": job.state.value,
+        "priority": job.priority,
+        "attempts": job.attempts,
+        "cancelRequested": job.cancel_requested,
+    }
+    optional: dict[str, Any] = {
+        "remoteName": job.remote_name,
+        "remoteState": job.remote_state,
+        "remoteSubstate": job.remote_substate,
+        "queuePosition": queue_position if job.state is LocalState.QUEUED else None,
+        "requestId": job.request_id,
+        "outcome": job.outcome.value if job.outcome is not None else None,
+    }
+    ext.update({k: v for k, v in optional.items() if v is not None})
+    if history is not None:
+        ext["history"] = [history_entry(ev) for ev in history]
+    return ext
+
+
+def history_entry(event: JobEvent) -> dict[str, Any]:
+    """One stored transition as JSON: time, from (null for the first), to, reason."""
+    entry: dict[str, Any] = {
+        "time": wire.format_timestamp(event.at),
+        "from": event.from_state.value if event.from_state is not None else None,
+        "to": event.to_state.value,
+        "reason": event.reason,
+    }
+    if event.detail:
+        entry["detail"] = dict(event.detail)
+    return entry
+
+
+def render_view(view: Mapping[str, Any], *, enum_as_int: bool = False,
+                api_version: str = "v1") -> dict[str, Any]:
+    """Proto3 JSON of a job_view(): the TuningJob rendered by wire, then the `tuningd` object."""
+    body = {k: v for k, v in view.items() if k != "tuningd"}
+    rendered = wire.render_tuning_job(body, enum_as_int=enum_as_int, api_version=api_version)
+    if "tuningd" in view:
+        rendered["tuningd"] = view["tuningd"]
+    return rendered
+
+
+# --------------------------------------------------------------------------------------------
+# Request validation helpers
+
+
+def parse_priority(value: str | None) -> int:
+    """The `priority` query parameter: an int32, 0 when absent."""
+    if value is None:
+        return 0
+    try:
+        priority = int(value.strip(), 10)
+    except ValueError:
+        raise InvalidArgument(f"Invalid value at 'priority' (TYPE_INT32), \"{value}\"") from None
+    if not _INT32_MIN <= priority <= _INT32_MAX:
+        raise InvalidArgument(f"Invalid value at 'priority' (TYPE_INT32), \"{value}\"")
+    return priority
+
+
+def parse_request_id(value: str | None) -> str | None:
+    """The `requestId` query parameter: 1-64 characters of [A-Za-z0-9_-] (a UUID fits)."""
+    if value is None:
+        return None
+    if not _REQUEST_ID.fullmatch(value):
+        raise InvalidArgument(
+            "Invalid value at 'request_id': must be 1 to 64 characters of letters, digits, "
+            "'_' and '-' (a UUID is recommended)."
+        )
+    return value
+
+
+def check_reserved_labels(spec: Mapping[str, Any]) -> None:
+    """Refuse client labels that would collide with tuningd's reconciliation labels."""
+    for key in spec.get("labels") or {}:
+        if any(str(key).startswith(prefix) for prefix in RESERVED_LABEL_PREFIXES):
+            raise InvalidArgument(
+                f"Label key \"{key}\" is reserved: tuningd sets \"{LABEL_JOB_ID}\" and "
+                f"\"{LABEL_MANAGED_BY}\" itself to reconcile jobs with Vertex."
+            )
+
+
+def _query(request: web.Request, camel: str, snake: str) -> str | None:
+    # Google front ends accept both the JSON name and the proto name of a query parameter.
+    value = request.query.get(camel)
+    return value if value is not None else request.query.get(snake)
+
+
+# --------------------------------------------------------------------------------------------
+# The application
+
+
+def make_api_app(
+    engine: Engine,
+    *,
+    token: str | None = None,
+    allowed_projects: Sequence[str] = (),
+    allowed_locations: Sequence[str] = (),
+    max_body_bytes: int = 1_048_576,
+    metrics_handler: Handler | None = None,
+    readiness: ReadinessCheck | None = None,
+    observe_request: RequestObserver | None = None,
+) -> web.Application:
+    """Build the control API application.
+
+    - engine: the Engine facade every job route calls.
+    - token: when set, `Authorization: Bearer <token>` is required on every route except
+      /healthz, /readyz and /metrics (401 UNAUTHENTICATED otherwise).
+    - allowed_projects / allowed_locations: when non-empty, other projects or locations in a path
+      (or of a job looked up by id) answer 403 PERMISSION_DENIED.
+    - max_body_bytes: request bodies above it answer 413 (status INVALID_ARGUMENT).
+    - metrics_handler: served at GET /metrics when given (the route is absent otherwise).
+    - readiness: extra /readyz checks (store writable, credentials usable...): a mapping of check
+      name to True, or to False / a reason string when failing.
+    - observe_request: called with (method, route template, status) after each request.
+    """
+    api = _Api(
+        engine,
+        allowed_projects=frozenset(allowed_projects),
+        allowed_locations=frozenset(allowed_locations),
+        readiness=readiness,
+    )
+    app = web.Application(
+        client_max_size=max_body_bytes,
+        middlewares=[
+            _error_middleware(max_body_bytes, observe_request),
+            _auth_middleware(token),
+        ],
+    )
+    router = app.router
+    router.add_get("/healthz", api.healthz, allow_head=False)
+    router.add_get("/readyz", api.readyz, allow_head=False)
+    if metrics_handler is not None:
+        router.add_get("/metrics", metrics_handler, allow_head=False)
+    openapi = openapi_document(with_metrics=metrics_handler is not None,
+                               with_token=token is not None)
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.json_response(openapi)
+
+    router.add_get("/openapi.json", openapi_json, allow_head=False)
+    for version in wire.API_VERSIONS:
+        base = f"/{version}/projects/{{project}}/locations/{{location}}/tuningJobs"
+        router.add_post(base, api.create)
+        router.add_get(base, api.list, allow_head=False)
+        router.add_get(base + "/{id:[^/:]+}", api.get, allow_head=False)
+        router.add_post(base + "/{id:[^/:]+}:cancel", api.cancel)
+    router.add_get("/v1/tuningd/jobs/{id:[^/:]+}", api.lookup, allow_head=False)
+    return app
+
+
+class _Api:
+    """The route handlers: parse, call the engine, render. No business rules here."""
+
+    def __init__(self, engine: Engine, *, allowed_projects: frozenset[str],
+                 allowed_locations: frozenset[str], readiness: ReadinessCheck | None) -> None:
+        self._engine = engine
+        self._projects = allowed_projects
+        self._locations = allowed_locations
+        self._readiness = readiness
+
+    def _check_scope(self, project: str, location: str) -> None:
+        if self._projects and project not in self._projects:
+            raise PermissionDenied(f"Permission denied on resource project {project}.")
+        if self._locations and location not in self._locations:
+            raise PermissionDenied(
+                f"Permission denied on resource location projects/{project}/locations/{location}."
+            )
+
+    def _scope(self, request: web.Request) -> tuple[str, str]:
+        project, location = request.match_info["project"], request.match_info["location"]
+        self._check_scope(project, location)
+        return project, location
+
+    async def _job_in_scope(self, request: web.Request) -> Job:
+        project, location = self._scope(request)
+        job_id = request.match_info["id"]
+        job = await self._engine.get(job_id)
+        # A job of another project/location does not exist under this path, as on Vertex.
+        if job is None or job.project != project or job.location != location:
+            raise NotFound(
+                f"TuningJob projects/{project}/locations/{location}/tuningJobs/{job_id} "
+                "does not exist."
+            )
+        return job
+
+    def _respond(self, request: web.Request, job: Job,
+                 history: Sequence[JobEvent] | None, api_version: str) -> web.Response:
+        view = job_view(job, queue_position=self._engine.queue_position(job), history=history)
+        body = render_view(view, enum_as_int=wire.wants_int_enums(request.query),
+                           api_version=api_version)
+        return web.json_response(body)
+
+    async def create(self, request: web.Request) -> web.Response:
+        """POST .../tuningJobs[?requestId=&priority=]: queue a job; 200 with its TuningJob."""
+        project, location = self._scope(request)
+        if self._engine.draining:
+            raise Unavailable("tuningd is shutting down and accepts no new tuning jobs.")
+        priority = parse_priority(request.query.get("priority"))
+        request_id = parse_request_id(_query(request, "requestId", "request_id"))
+        version = _version(request)
+        body = wire.parse_json_body(await request.read())
+        # Clients often re-POST a job they fetched; Vertex ignores output-only fields on create.
+        spec = wire.strip_output_only(wire.parse_tuning_job(body, api_version=version))
+        check_reserved_labels(spec)
+        wire.validate_create(spec)
+        job, _created = await self._engine.submit(
+            project, location, spec, priority=priority, request_id=request_id,
+        )
+        return self._respond(request, job, None, version)
+
+    async def get(self, request: web.Request) -> web.Response:
+        """GET .../tuningJobs/{id}: the job with its history."""
+        job = await self._job_in_scope(request)
+        history = await self._engine.history(job.id)
+        return self._respond(request, job, history, _version(request))
+
+    async def lookup(self, request: web.Request) -> web.Response:
+        """GET /v1/tuningd/jobs/{id}: a job by local id alone, whatever its project/location."""
+        job_id = request.match_info["id"]
+        job = await self._engine.get(job_id)
+        if job is None:
+            raise NotFound(f"tuningd job {job_id} does not exist.")
+        self._check_scope(job.project, job.location)
+        history = await self._engine.history(job.id)
+        return self._respond(request, job, history, "v1")
+
+    async def list(self, request: web.Request) -> web.Response:
+        """GET .../tuningJobs?filter=&pageSize=&pageToken=: newest first, AIP-160 filter."""
+        project, location = self._scope(request)
+        filter_text = request.query.get("filter", "")
+        matches = wire.compile_filter(filter_text)
+        page_size = wire.parse_page_size(_query(request, "pageSize", "page_size"))
+        token = _query(request, "pageToken", "page_token")
+        after_key = wire.decode_page_token(token, filter_text) if token else None
+
+        def predicate(job: Job) -> bool:
+            return matches(_without_extension(job_view(job)))
+
+        page = await self._engine.list_jobs(project, location, predicate=predicate,
+                                            page_size=page_size, after_key=after_key)
+        enum_as_int = wire.wants_int_enums(request.query)
+        version = _version(request)
+        body: dict[str, Any] = {}
+        if page.jobs:
+            body["tuningJobs"] = [
+                render_view(job_view(job, queue_position=self._engine.queue_position(job)),
+                            enum_as_int=enum_as_int, api_version=version)
+                for job in page.jobs
+            ]
+        if page.next_key is not None:
+            body["nextPageToken"] = wire.encode_page_token(page.next_key, filter_text)
+        return web.json_response(body)
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        """POST .../tuningJobs/{id}:cancel: best-effort cancel; 200 {}."""
+        job = await self._job_in_scope(request)
+        raw = await request.read()
+        if raw.strip():
+            # CancelTuningJobRequest has no body fields; still refuse malformed JSON like Google.
+            wire.parse_json_body(raw)
+        await self._engine.cancel(job.id)
+        return web.json_response({})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        """GET /healthz: the event loop answers."""
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """GET /readyz: 200 when the engine is ready and every readiness check passes, else 503."""
+        failures: dict[str, str] = {}
+        checks: dict[str, str] = {}
+        if self._engine.draining:
+            failures["engine"] = "draining"
+        elif not self._engine.ready():
+            failures["engine"] = "starting"
+        else:
+            checks["engine"] = "ok"
+        if self._readiness is not None:
+            try:
+                results = await self._readiness()
+            except Exception as exc:  # a broken check means "not ready", never a 500
+                log.warning("readiness_check_failed", error=type(exc).__name__)
+                results = {"readiness": f"check failed: {type(exc).__name__}"}
+            for name, result in results.items():
+                if result is True:
+                    checks[name] = "ok"
+                else:
+                    failures[name] = "failed" if result is False else str(result)
+        if failures:
+            reasons = "; ".join(f"{name}: {why}" for name, why in sorted(failures.items()))
+            raise Unavailable(
+                f"tuningd is not ready: {reasons}",
+                details=[{
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "NOT_READY",
+                    "domain": "tuningd",
+                    "metadata": failures,
+                }],
+            )
+        return web.json_response({"status": "ready", "checks": checks})
+
+
+def _without_extension(view: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in view.items() if k != "tuningd"}
+
+
+def _version(request: web.Request) -> str:
+    return request.path.split("/", 2)[1]
+
+
+# --------------------------------------------------------------------------------------------
+# Middleware
+
+
+def _error_middleware(max_body_bytes: int,
+                      observe: RequestObserver | None) -> Any:
+    """Google's error envelope for every failure, and one log line per request."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            response = await handler(request)
+        except TuningdError as err:
+            response = _error_response(err)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = _error_response(_http_error(request, exc, max_body_bytes))
+            if "Allow" in exc.headers:
+                response.headers["Allow"] = exc.headers["Allow"]
+        except Exception:
+            # Internals (paths, SQL, tracebacks) go to the log only, never to the client.
+            log.exception("api_unhandled_error", method=request.method, path=request.path)
+            response = _error_response(error_for(Code.INTERNAL, INTERNAL_MESSAGE))
+        duration_ms = (time.perf_counter() - started) * 1000.0
+        log.info("api_request", method=request.method, path=request.path,
+                 status=response.status, duration_ms=round(duration_ms, 3))
+        if observe is not None:
+            observe(request.method, _route_template(request), response.status)
+        return response
+
+    return middleware
+
+
+def _route_template(request: web.Request) -> str:
+    # Raw paths would give Prometheus one series per job id; templates keep it bounded.
+    route = request.match_info.route
+    resource = route.resource if route is not None else None
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def _http_error(request: web.Request, exc: web.HTTPException, max_body_bytes: int) -> TuningdError:
+    if exc.status == 413:
+        return PayloadTooLarge(f"Request payload size exceeds the limit: {max_body_bytes} bytes.")
+    if exc.status == 404:
+        message = f"The requested URL {request.path} was not found on this server."
+    elif exc.status == 405:
+        message = f"Method {request.method} is not allowed for {request.path}."
+    else:
+        message = exc.reason
+    err = error_for(code_for_http(exc.status), message)
+    err.http_status = exc.status
+    return err
+
+
+def _error_response(err: TuningdError) -> web.Response:
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(err, Unauthenticated) else None
+    return web.json_response(wire.error_envelope(err), status=err.http_status, headers=headers)
+
+
+def _auth_middleware(token: str | None) -> Any:
+    """Bearer token check (constant time) on everything but the probe and scrape paths."""
+    expected = token.encode("utf-8") if token is not None else None
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if expected is not None and request.path not in OPEN_PATHS:
+            header = request.headers.get("Authorization", "")
+            scheme, _, presented = header.partition(" ")
+            ok = scheme.lower() == "bearer" and hmac.compare_digest(
+                presented.strip().encode("utf-8"), expected
+            )
+            if not ok:
+                raise Unauthenticated(UNAUTHENTICATED_MESSAGE)
+        return await handler(request)
+
+    return middleware
+
+
+# --------------------------------------------------------------------------------------------
+# OpenAPI description
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _error_responses(*codes: int) -> dict[str, Any]:
+    descriptions = {
+        400: "INVALID_ARGUMENT or FAILED_PRECONDITION",
+        401: "UNAUTHENTICATED: missing or wrong bearer token",
+        403: "PERMISSION_DENIED: project or location not served",
+        404: "NOT_FOUND",
+        405: "method not allowed on this path",
+        413: "request body over the size limit (status INVALID_ARGUMENT)",
+        500: "INTERNAL",
+        503: "UNAVAILABLE",
+    }
+    return {
+        str(code): {
+            "description": descriptions[code],
+            "content": {"application/json": {"schema": _ref("ErrorEnvelope")}},
+        }
+        for code in codes
+    }
+
+
+def _json_response(description: str, schema: Mapping[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _param(name: str, where: str, description: str, schema: Mapping[str, Any],
+           *, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": where, "description": description,
+            "required": required or where == "path", "schema": dict(schema)}
+
+
+_STRING = {"type": "string"}
+_PATH_PARAMS = [
+    _param("project", "path", "Project id or number (kept as given).", _STRING),
+    _param("location", "path", "Region, e.g. us-central1.", _STRING),
+]
+_ID_PARAM = _param("id", "path", "tuningd job id (the last segment of `name`).",
+                   {"type": "string", "pattern": "^[^/:]+$"})
+_ALT_PARAM = _param("$alt", "query",
+                    "`json;enum-encoding=int` renders enums as numbers (as GAPIC clients ask).",
+                    _STRING)
+
+
+def _schemas() -> dict[str, Any]:
+    timestamp = {"type": "string", "format": "date-time"}
+    int64 = {"type": "string", "pattern": "^-?[0-9]+$",
+             "description": "int64 (string on output; a number is accepted on input)"}
+    enum_or_int = {"oneOf": [{"type": "string"}, {"type": "integer"}]}
+    status = {
+        "type": "object",
+        "description": "google.rpc.Status; `code` is the gRPC canonical code (1 = CANCELLED).",
+        "properties": {"code": {"type": "integer"}, "message": {"type": "string"},
+                       "details": {"type": "array", "items": {"type": "object"}}},
+    }
+    return {
+        "TuningJob": {
+            "type": "object",
+            "description": "Vertex AI TuningJob (proto3 JSON; snake_case names, enum numbers and "
+                           "int64 numbers are accepted on input). Output-only fields sent on "
+                           "create are ignored.",
+            "additionalProperties": True,
+            "properties": {
+                "name": {"type": "string", "readOnly": True,
+                         "description": "projects/{project}/locations/{location}/tuningJobs/{id}"},
+                "baseModel": {"type": "string"},
+                "preTunedModel": {"type": "object"},
+                "supervisedTuningSpec": {
+                    "type": "object",
+                    "properties": {
+                        "trainingDatasetUri": {"type": "string"},
+                        "validationDatasetUri": {"type": "string"},
+                        "hyperParameters": {
+                            "type": "object",
+                            "properties": {"epochCount": int64,
+                                           "learningRateMultiplier": {"type": "number"},
+                                           "adapterSize": enum_or_int},
+                        },
+                        "exportLastCheckpointOnly": {"type": "boolean"},
+                    },
+                },
+                "tunedModelDisplayName": {"type": "string", "maxLength": 128},
+                "description": {"type": "string"},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"},
+                           "description": "keys starting with `tuningd-` or `managed-by` are "
+                                          "reserved for tuningd"},
+                "encryptionSpec": {"type": "object",
+                                   "properties": {"kmsKeyName": {"type": "string"}}},
+                "serviceAccount": {"type": "string"},
+                "state": {**enum_or_int, "readOnly": True,
+                          "description": "JobState; queued jobs show JOB_STATE_QUEUED"},
+                "createTime": {**timestamp, "readOnly": True},
+                "updateTime": {**timestamp, "readOnly": True},
+                "startTime": {**timestamp, "readOnly": True},
+                "endTime": {**timestamp, "readOnly": True},
+                "error": {**status, "readOnly": True},
+                "experiment": {"type": "string", "readOnly": True},
+                "tunedModel": {"type": "object", "readOnly": True},
+                "tuningDataStats": {"type": "object", "readOnly": True},
+                "tuningJobState": {**enum_or_int, "readOnly": True,
+                                   "description": "v1beta1 only"},
+                "tuningJobMetadata": {"type": "object", "readOnly": True,
+                                      "description": "v1beta1 only"},
+                "tuningd": {**_ref("TuningdExtension"), "readOnly": True},
+            },
+        },
+        "TuningdExtension": {
+            "type": "object",
+            "description": "tuningd-only details (clients of Vertex ignore unknown fields).",
+            "required": ["state", "priority", "attempts", "cancelRequested"],
+            "properties": {
+                "state": {"type": "string", "enum": [s.value for s in LocalState]},
+                "priority": {"type": "integer"},
+                "attempts": {"type": "integer"},
+                "cancelRequested": {"type": "boolean"},
+                "remoteName": {"type": "string"},
+                "remoteState": {"type": "string"},
+                "remoteSubstate": {"type": "string"},
+                "queuePosition": {"type": "integer", "minimum": 1,
+                                  "description": "1-based, only while queued"},
+                "requestId": {"type": "string"},
+                "outcome": {"type": "string"},
+                "history": {"type": "array", "items": _ref("HistoryEntry"),
+                            "description": "only on single-job GETs"},
+            },
+        },
+        "HistoryEntry": {
+            "type": "object",
+            "required": ["time", "from", "to", "reason"],
+            "properties": {"time": timestamp, "from": {"type": "string", "nullable": True},
+                           "to": {"type": "string"}, "reason": {"type": "string"},
+                           "detail": {"type": "object"}},
+        },
+        "ListTuningJobsResponse": {
+            "type": "object",
+            "description": "Empty object when nothing matches.",
+            "properties": {"tuningJobs": {"type": "array", "items": _ref("TuningJob")},
+                           "nextPageToken": {"type": "string"}},
+        },
+        "Empty": {"type": "object", "description": "google.protobuf.Empty"},
+        "ErrorEnvelope": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {
+                "type": "object",
+                "required": ["code", "message", "status"],
+                "properties": {"code": {"type": "integer", "description": "HTTP status"},
+                               "message": {"type": "string"},
+                               "status": {"type": "string", "example": "INVALID_ARGUMENT"},
+                               "details": {"type": "array", "items": {"type": "object"}}},
+            }},
+        },
+        "Health": {"type": "object", "properties": {"status": {"type": "string",
+                                                              "enum": ["ok"]}}},
+        "Readiness": {"type": "object",
+                      "properties": {"status": {"type": "string", "enum": ["ready"]},
+                                     "checks": {"type": "object",
+                                                "additionalProperties": {"type": "string"}}}},
+    }
+
+
+def openapi_document(*, with_metrics: bool, with_token: bool) -> dict[str, Any]:
+    """An OpenAPI 3.0 description of exactly the routes make_api_app registers."""
+    auth_errors = (401,) if with_token else ()
+    paths: dict[str, Any] = {
+        "/healthz": {"get": {
+            "summary": "Liveness: the event loop answers.", "operationId": "healthz",
+            "security": [],
+            "responses": {"200": _json_response("alive", _ref("Health"))},
+        }},
+        "/readyz": {"get": {
+            "summary": "Readiness: engine started, store writable, credentials usable.",
+            "operationId": "readyz", "security": [],
+            "responses": {"200": _json_response("ready", _ref("Readiness")),
+                          **_error_responses(503)},
+        }},
+        "/openapi.json": {"get": {
+            "summary": "This document.", "operationId": "openapi",
+            "responses": {"200": _json_response("OpenAPI 3.0 document", {"type": "object"}),
+                          **_error_responses(*auth_errors)},
+        }},
+        "/v1/tuningd/jobs/{id}": {"get": {
+            "summary": "tuningd extension: a job by local id alone (with history), whatever "
+                       "its project and location.",
+            "operationId": "tuningd.lookupJob",
+            "parameters": [_ID_PARAM, _ALT_PARAM],
+            "responses": {"200": _json_response("the job", _ref("TuningJob")),
+                          **_error_responses(*auth_errors, 403, 404)},
+        }},
+    }
+    if with_metrics:
+        paths["/metrics"] = {"get": {
+            "summary": "Prometheus metrics (text or OpenMetrics by Accept).",
+            "operationId": "metrics", "security": [],
+            "responses": {"200": {"description": "metrics",
+                                  "content": {"text/plain": {"schema": _STRING}}}},
+        }}
+    for version in wire.API_VERSIONS:
+        base = f"/{version}/projects/{{project}}/locations/{{location}}/tuningJobs"
+        paths[base] = {
+            "post": {
+                "summary": "Queue a tuning job (Vertex create; answers the job, not an LRO).",
+                "operationId": f"{version}.tuningJobs.create",
+                "parameters": [
+                    *_PATH_PARAMS,
+                    _param("requestId", "query",
+                           "Idempotency key: 1-64 of [A-Za-z0-9_-] (a UUID fits); a repeat "
+                           "returns the job first created with it.",
+                           {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}),
+                    _param("priority", "query", "int32; higher is submitted first (default 0).",
+                           {"type": "integer", "format": "int32"}),
+                    _ALT_PARAM,
+                ],
+                "requestBody": {"required": True,
+                                "content": {"application/json": {"schema": _ref("TuningJob")}}},
+                "responses": {"200": _json_response("the queued job", _ref("TuningJob")),
+                              **_error_responses(400, *auth_errors, 403, 413, 503)},
+            },
+            "get": {
+                "summary": "List jobs, newest first.",
+                "operationId": f"{version}.tuningJobs.list",
+                "parameters": [
+                    *_PATH_PARAMS,
+                    _param("filter", "query",
+                           "AIP-160 filter on the TuningJob view: state, display_name, "
+                           "create_time, labels.key, AND/OR/NOT.", _STRING),
+                    _param("pageSize", "query", "default 50, maximum 100",
+                           {"type": "integer", "format": "int32", "minimum": 0}),
+                    _param("pageToken", "query", "nextPageToken of the previous page (same "
+                           "filter)", _STRING),
+                    _ALT_PARAM,
+                ],
+                "responses": {"200": _json_response("one page", _ref("ListTuningJobsResponse")),
+                              **_error_responses(400, *auth_errors, 403)},
+            },
+        }
+        paths[base + "/{id}"] = {"get": {
+            "summary": "Get a job (with tuningd.history).",
+            "operationId": f"{version}.tuningJobs.get",
+            "parameters": [*_PATH_PARAMS, _ID_PARAM, _ALT_PARAM],
+            "responses": {"200": _json_response("the job", _ref("TuningJob")),
+                          **_error_responses(*auth_errors, 403, 404)},
+        }}
+        paths[base + "/{id}:cancel"] = {"post": {
+            "summary": "Cancel a job: queued ones at once, submitted ones best effort on Vertex.",
+            "operationId": f"{version}.tuningJobs.cancel",
+            "parameters": [*_PATH_PARAMS, _ID_PARAM],
+            "requestBody": {"required": False,
+                            "content": {"application/json": {"schema": _ref("Empty")}}},
+            "responses": {"200": _json_response("cancel accepted", _ref("Empty")),
+                          **_error_responses(400, *auth_errors, 403, 404)},
+        }}
+    doc: dict[str, Any] = {
+        "openapi": "3.0.3",
+        "info": {"title": "tuningd control API", "version": __version__,
+                 "description": "Vertex AI tuningJobs wire format (v1 and v1beta1) served by "
+                                "tuningd, plus tuningd extensions. Every error uses Google's "
+                                "envelope. Unknown paths answer 404 and wrong methods 405, in "
+                                "the same envelope."},
+        "paths": paths,
+        "components": {"schemas": _schemas()},
+    }
+    if with_token:
+        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        doc["security"] = [{"bearer": []}]
+    return doc
