@@ -1,0 +1,389 @@
+"""aiohttp front end of the emulator: Vertex routes, token/admin endpoints, faults, auth, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from tuningd import wire
+from tuningd.emulator.auth import OAuthError
+from tuningd.emulator.config import Clock, EmulatorConfig, ManualClock, SystemClock
+from tuningd.emulator.faults import FaultAction, Faults, LostReplyMode, injected_error
+from tuningd.emulator.state import EmulatorState
+from tuningd.errors import (
+    InvalidArgument,
+    NotFound,
+    TuningdError,
+    Unavailable,
+    Unimplemented,
+    code_for_http,
+    error_for,
+)
+
+log = structlog.get_logger("tuningd.emulator")
+
+STATE_KEY = web.AppKey("emulator_state", EmulatorState)
+_JOBS_PREFIX = "/{version}/projects/{project}/locations/{location}"
+_METHOD_NOT_FOUND = "Method not found."
+
+
+class _Dropped(Exception):
+    """Internal signal: the connection was closed on purpose and nothing must be written."""
+
+
+def make_app(state_or_config: EmulatorState | EmulatorConfig | None = None) -> web.Application:
+    """The emulator's aiohttp application around a new or an existing state."""
+    if isinstance(state_or_config, EmulatorState):
+        state = state_or_config
+    else:
+        state = EmulatorState(state_or_config)
+    app = web.Application(middlewares=[_error_middleware])
+    app[STATE_KEY] = state
+    router = app.router
+    router.add_post("/token", _token)
+    router.add_get("/emulator/state", _admin_state)
+    router.add_get("/emulator/faults", _admin_get_faults)
+    router.add_post("/emulator/faults", _admin_set_faults)
+    router.add_post("/emulator/reset", _admin_reset)
+    router.add_post("/emulator/advance", _admin_advance)
+    router.add_route("*", _JOBS_PREFIX + "/tuningJobs/{job}", _job_resource)
+    router.add_route("*", _JOBS_PREFIX + "/{collection}", _collection)
+    router.add_route("*", "/{tail:.*}", _unknown_route)
+    return app
+
+
+# --------------------------------------------------------------------------- middleware
+
+
+@web.middleware
+async def _error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    """Every error leaves in Google's JSON envelope, including aiohttp's own 404/405/413."""
+    try:
+        return await handler(request)
+    except TuningdError as err:
+        return _error_response(err)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        http_err = error_for(code_for_http(exc.status), exc.reason)
+        http_err.http_status = exc.status
+        return _error_response(http_err)
+    except Exception:
+        log.exception("emulator_internal_error", path=request.path)
+        return _error_response(error_for(code_for_http(500), "Internal error encountered."))
+
+
+def _error_response(err: TuningdError) -> web.Response:
+    return web.json_response(wire.error_envelope(err), status=err.http_status)
+
+
+# --------------------------------------------------------------------------- Vertex API
+
+
+def _state(request: web.Request) -> EmulatorState:
+    return request.app[STATE_KEY]
+
+
+async def _collection(request: web.Request) -> web.StreamResponse:
+    collection = request.match_info["collection"]
+    if collection == "tuningJobs":
+        if request.method == "POST":
+            return await _api_call(request, "create", _create)
+        if request.method == "GET":
+            return await _api_call(request, "list", _list)
+    if collection.startswith("tuningJobs:") and request.method == "POST":
+        # rebaseTunedModel / optimizePrompt / ... exist in Vertex but are not emulated.
+        return await _api_call(request, "other", _unimplemented)
+    return await _api_call(request, "other", _method_not_found)
+
+
+async def _job_resource(request: web.Request) -> web.StreamResponse:
+    _, _, verb = request.match_info["job"].partition(":")
+    if not verb and request.method == "GET":
+        return await _api_call(request, "get", _get)
+    if verb == "cancel" and request.method == "POST":
+        return await _api_call(request, "cancel", _cancel)
+    # Vertex has no delete or update for tuning jobs.
+    return await _api_call(request, "other", _method_not_found)
+
+
+async def _unknown_route(request: web.Request) -> web.StreamResponse:
+    return await _api_call(request, "other", _method_not_found)
+
+
+Handler = Callable[[web.Request, EmulatorState], Awaitable[dict[str, Any]]]
+
+
+async def _api_call(request: web.Request, method: str, handler: Handler) -> web.StreamResponse:
+    """Runs one Vertex call through auth, rate limits and faults; counts and logs it."""
+    state = _state(request)
+    started = time.monotonic()
+    outcome = "500"
+    try:
+        response = await _guarded(request, state, method, handler)
+        outcome = str(response.status)
+        return response
+    except _Dropped as dropped:
+        outcome = str(dropped) or "dropped"
+        return web.Response(status=204)  # never written: the transport is already closed
+    except TuningdError as err:
+        outcome = str(err.http_status)
+        raise
+    finally:
+        state.record_request(method, outcome)
+        log.info("request", http_method=request.method, path=request.path, api_method=method,
+                 outcome=outcome, duration_ms=round((time.monotonic() - started) * 1000, 2))
+
+
+async def _guarded(request: web.Request, state: EmulatorState, method: str,
+                   handler: Handler) -> web.StreamResponse:
+    if method != "other":
+        if request.match_info.get("version") not in wire.API_VERSIONS:
+            raise NotFound(_METHOD_NOT_FOUND)
+        if state.config.strict_auth:
+            state.tokens.check(request.headers.get("Authorization"), state.now())
+        state.check_rate(method)
+        faults: Faults = state.faults
+        delay_s = state.dice.latency_s(faults)
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
+        action = state.dice.decide(faults, method)
+        if action == FaultAction.DROP:
+            _drop(request)
+            raise _Dropped("dropped")
+        if action == FaultAction.ERROR:
+            raise injected_error(faults.error_status(method), state.config.project_number)
+    body = await handler(request, state)
+    if method == "create" and state.dice.roll(state.faults.lost_reply_rate):
+        # The job really exists now; only the reply is lost (tests label reconciliation).
+        if state.faults.lost_reply_mode == LostReplyMode.DROP:
+            _drop(request)
+            raise _Dropped("lost_reply_dropped")
+        raise Unavailable("The service is currently unavailable.")
+    return web.json_response(body)
+
+
+def _drop(request: web.Request) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
+async def _read_json(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    return wire.parse_json_body(raw)
+
+
+def _render(request: web.Request, state: EmulatorState, job_view: dict[str, Any]) -> dict[str, Any]:
+    return wire.render_tuning_job(job_view, enum_as_int=wire.wants_int_enums(request.query),
+                                  api_version=request.match_info["version"])
+
+
+async def _create(request: web.Request, state: EmulatorState) -> dict[str, Any]:
+    body = await _read_json(request)
+    info = request.match_info
+    job = state.create(body, api_version=info["version"], project=info["project"],
+                       location=info["location"])
+    return _render(request, state, state.view(job))
+
+
+async def _get(request: web.Request, state: EmulatorState) -> dict[str, Any]:
+    job = state.get(request.match_info["location"], request.match_info["job"])
+    return _render(request, state, state.view(job))
+
+
+async def _list(request: web.Request, state: EmulatorState) -> dict[str, Any]:
+    query = request.query
+    cfg = state.config
+    page_size = wire.parse_page_size(query.get("pageSize", query.get("page_size")),
+                                     default=cfg.default_page_size, maximum=cfg.max_page_size)
+    jobs, token = state.list_jobs(
+        request.match_info["location"],
+        filter_text=query.get("filter", ""),
+        page_size=page_size,
+        page_token=query.get("pageToken", query.get("page_token", "")),
+    )
+    result: dict[str, Any] = {}
+    if jobs:
+        result["tuningJobs"] = [_render(request, state, state.view(j)) for j in jobs]
+    if token:
+        result["nextPageToken"] = token
+    return result
+
+
+async def _cancel(request: web.Request, state: EmulatorState) -> dict[str, Any]:
+    await _read_json(request)  # CancelTuningJobRequest has no body fields, but must be JSON
+    job_id = request.match_info["job"].partition(":")[0]
+    state.cancel(request.match_info["location"], job_id)
+    return {}
+
+
+async def _method_not_found(request: web.Request, state: EmulatorState) -> dict[str, Any]:
+    raise NotFound(_METHOD_NOT_FOUND)
+
+
+async def _unimplemented(request: web.Request, state: EmulatorState) -> dict[str, Any]:
+    raise Unimplemented("Operation is not implemented, or supported, or enabled.")
+
+
+# --------------------------------------------------------------------------- OAuth token
+
+
+async def _token(request: web.Request) -> web.StreamResponse:
+    state = _state(request)
+    form: dict[str, str] = {}
+    if request.content_type == "application/json":
+        body = await _read_json(request)
+        if isinstance(body, dict):
+            form = {str(k): str(v) for k, v in body.items()}
+    else:
+        posted = await request.post()
+        form = {k: v for k, v in posted.items() if isinstance(v, str)}
+    try:
+        answer = state.tokens.grant(form, state.now())
+    except OAuthError as err:
+        state.record_request("token", "400")
+        log.info("token_refused", error=err.error, grant_type=form.get("grant_type", ""))
+        return web.json_response(err.to_json(), status=400)
+    state.record_request("token", "200")
+    log.info("token_issued", grant_type=form.get("grant_type", ""),
+             expires_in=answer["expires_in"])
+    return web.json_response(answer)
+
+
+# --------------------------------------------------------------------------- admin / inspection
+
+
+async def _admin_state(request: web.Request) -> web.StreamResponse:
+    return web.json_response(_state(request).snapshot())
+
+
+async def _admin_get_faults(request: web.Request) -> web.StreamResponse:
+    return web.json_response(_state(request).faults.to_json())
+
+
+async def _admin_set_faults(request: web.Request) -> web.StreamResponse:
+    """Replace the runtime faults with exactly what the body says ({} clears them)."""
+    state = _state(request)
+    body = await _read_json(request)
+    try:
+        faults = Faults.from_json(body)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
+    state.faults = faults
+    log.info("faults_set", faults=faults.to_json())
+    return web.json_response(faults.to_json())
+
+
+async def _admin_reset(request: web.Request) -> web.StreamResponse:
+    _state(request).reset()
+    log.info("emulator_reset")
+    return web.json_response({})
+
+
+async def _admin_advance(request: web.Request) -> web.StreamResponse:
+    """Move a manual clock forward: {"seconds": float}. Lets a standalone emulator skip time."""
+    state = _state(request)
+    body = await _read_json(request)
+    seconds = body.get("seconds") if isinstance(body, dict) else None
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+        raise InvalidArgument('"seconds" must be a non-negative number')
+    clock = state.clock
+    if not isinstance(clock, ManualClock):
+        raise InvalidArgument("the emulator runs on the real clock; time cannot be advanced")
+    clock.advance(float(seconds))
+    state.advance()
+    return web.json_response({"now": wire.format_timestamp(state.now())})
+
+
+# --------------------------------------------------------------------------- in-process runner
+
+
+class Emulator:
+    """The emulator as an in-process server: `async with Emulator(cfg) as emu: emu.url ...`."""
+
+    def __init__(self, config: EmulatorConfig | None = None, *, clock: Clock | None = None,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
+        self.config = config or EmulatorConfig()
+        self.clock: Clock = clock or SystemClock()
+        self.state = EmulatorState(self.config, self.clock)
+        self.app = make_app(self.state)
+        self._host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._url: str | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL such as http://127.0.0.1:8471 (no trailing slash)."""
+        if self._url is None:
+            raise RuntimeError("the emulator is not started")
+        return self._url
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def advance(self, seconds: float) -> None:
+        """Advance a manual clock and apply every transition that became due."""
+        if not isinstance(self.clock, ManualClock):
+            raise TypeError("advance() needs the emulator to run on a ManualClock")
+        self.clock.advance(seconds)
+        self.state.advance()
+
+    async def start(self, host: str | None = None, port: int | None = None) -> None:
+        host = host if host is not None else self._host
+        port = port if port is not None else self._port
+        # A short shutdown timeout: idle keep-alive clients must not delay stop().
+        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.25)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        self._runner = runner
+        bound_host, bound_port = runner.addresses[0][:2]
+        shown = f"[{bound_host}]" if ":" in str(bound_host) else str(bound_host)
+        self._url = f"http://{shown}:{bound_port}"
+        if not isinstance(self.clock, ManualClock) and self.config.tick_seconds > 0:
+            self._ticker = asyncio.create_task(self._tick())
+        log.info("emulator_started", url=self._url, project_number=self.config.project_number,
+                 job_seconds=self.config.job_seconds, pending_seconds=self.config.pending_seconds,
+                 max_concurrent=self.config.max_concurrent,
+                 quota_mode=self.config.quota_mode.value)
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+            log.info("emulator_stopped", url=self._url)
+
+    async def _tick(self) -> None:
+        # Transitions are exact without this (they are replayed lazily); the ticker only makes
+        # the transition log lines appear when they happen rather than at the next request.
+        while True:
+            await asyncio.sleep(self.config.tick_seconds)
+            self.state.advance()
+
+    async def __aenter__(self) -> Emulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
