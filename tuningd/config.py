@@ -177,12 +177,39 @@ class PollingSettings(_Section):
     multiplier: float = _key(2.0, min_value=1.0)
     jitter: float = _key(0.2, min_value=0.0, max_value=1.0)
     reconcile_grace_s: float = _key(10.0, min_value=0.0)
+    batch_min_jobs: int = _key(2, min_value=1)
 
     def _cross_check(self) -> None:
         if self.max_interval_s < self.initial_interval_s:
             raise ConfigError(
                 "config key polling.max_interval_s: must be >= polling.initial_interval_s "
                 f"({self.initial_interval_s:g}), got {self.max_interval_s:g}"
+            )
+
+
+@dataclass(frozen=True)
+class SchedulingSettings(_Section):
+    """Queue order: priority first, plus aging so low priority is not starved (design §4)."""
+
+    section: ClassVar[str] = "scheduling"
+
+    aging_interval_s: float = _key(600.0, positive=True)
+
+
+@dataclass(frozen=True)
+class RetrySettings(_Section):
+    """Full-jitter exponential backoff after transient errors and create 429s (design §5)."""
+
+    section: ClassVar[str] = "retry"
+
+    base_s: float = _key(2.0, positive=True)
+    cap_s: float = _key(300.0, positive=True)
+
+    def _cross_check(self) -> None:
+        if self.cap_s < self.base_s:
+            raise ConfigError(
+                f"config key retry.cap_s: must be >= retry.base_s ({self.base_s:g}), "
+                f"got {self.cap_s:g}"
             )
 
 
@@ -216,10 +243,12 @@ class Settings:
     vertex: VertexSettings = field(default_factory=VertexSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     polling: PollingSettings = field(default_factory=PollingSettings)
+    scheduling: SchedulingSettings = field(default_factory=SchedulingSettings)
+    retry: RetrySettings = field(default_factory=RetrySettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     emulator: EmulatorSettings = field(default_factory=EmulatorSettings)
 
-    def to_dict(self) -> dict[str, dict[str, Any]]:
+    def as_dict(self) -> dict[str, dict[str, Any]]:
         """The effective settings as plain TOML/JSON-able values (for `config show`).
 
         Holds no secrets: tuningd's config only ever names files that contain secrets.
@@ -245,6 +274,8 @@ SECTIONS: Mapping[str, type[_Section]] = {
     "vertex": VertexSettings,
     "limits": LimitsSettings,
     "polling": PollingSettings,
+    "scheduling": SchedulingSettings,
+    "retry": RetrySettings,
     "logging": LoggingSettings,
     "emulator": EmulatorSettings,
 }

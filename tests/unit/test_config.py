@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 import tomllib
@@ -49,6 +50,9 @@ def test_defaults() -> None:
     assert (s.limits.requests_per_minute, s.limits.creates_per_minute) == (300, 30)
     assert (s.polling.initial_interval_s, s.polling.max_interval_s) == (30.0, 300.0)
     assert (s.polling.multiplier, s.polling.jitter, s.polling.reconcile_grace_s) == (2.0, 0.2, 10.0)
+    assert s.polling.batch_min_jobs == 2
+    assert s.scheduling.aging_interval_s == 600.0
+    assert (s.retry.base_s, s.retry.cap_s) == (2.0, 300.0)
     assert (s.logging.level, s.logging.format) == ("info", "auto")
     assert not s.emulator.enabled
 
@@ -161,6 +165,10 @@ BAD: list[tuple[dict[str, Any], dict[str, str], str]] = [
     ({"polling": {"multiplier": 0.5}}, {}, "polling.multiplier"),
     ({"polling": {"jitter": 1.5}}, {}, "polling.jitter"),
     ({"polling": {"reconcile_grace_s": -0.1}}, {}, "polling.reconcile_grace_s"),
+    ({"polling": {"batch_min_jobs": 0}}, {}, "polling.batch_min_jobs"),
+    ({"scheduling": {"aging_interval_s": 0}}, {}, "scheduling.aging_interval_s"),
+    ({"retry": {"base_s": -1}}, {}, "retry.base_s"),
+    ({"retry": {"cap_s": 1}}, {}, "retry.cap_s"),
     ({"logging": {"level": "loud"}}, {}, "logging.level"),
     ({"logging": {"format": "xml"}}, {}, "logging.format"),
     ({"emulator": {"enabled": "yes"}}, {}, "emulator.enabled"),
@@ -254,15 +262,16 @@ def test_env_beats_file(tmp_path: Path) -> None:
     assert load_settings(cfg, env={"TUNINGD_SERVER_PORT": "4321"}).server.port == 4321
 
 
-def test_to_dict_round_trips_through_settings_from() -> None:
+def test_as_dict_round_trips_through_settings_from() -> None:
     """The effective-settings dict is plain data and loads back to equal settings."""
     s = settings_from({"limits": {"per_location": {"us-central1": 2}},
                        "vertex": {"allowed_projects": ["p"]}}, {})
-    d = s.to_dict()
+    d = s.as_dict()
     assert d["limits"]["per_location"] == {"us-central1": 2}
     assert d["vertex"]["allowed_projects"] == ["p"]
     assert settings_from(d, {}) == s
     assert set(d) == set(SECTIONS)
+    assert json.loads(json.dumps(d)) == d
 
 
 def test_settings_are_frozen_hashable_and_picklable() -> None:
