@@ -777,7 +777,8 @@ def strip_output_only(job: Mapping[str, Any]) -> dict[str, Any]:
 # Create-time validation
 
 
-_GCS_URI_RE = re.compile(r"gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]/[^\r\n]+")
+# Bucket length is not enforced (GCS wants 3-63): the SDK docs' own samples use gs://b/...
+_GCS_URI_RE = re.compile(r"gs://[a-z0-9](?:[a-z0-9._-]{0,220}[a-z0-9])?/[^\r\n]+")
 _DATASET_RE = re.compile(r"projects/[^/\s]+/locations/[^/\s]+/datasets/[^/\s]+")
 _TUNED_MODEL_RE = re.compile(r"projects/[^/\s]+/locations/[^/\s]+/models/[^/\s]+")
 _PUBLISHER_PREFIX_RE = re.compile(
