@@ -50,9 +50,11 @@ class PollingSettings:
     jitter: float = 0.2
     # Cap while the job is PENDING (None: no extra cap); starting is when users watch closely.
     pending_max_interval_s: float | None = None
-    # Batch list polling of a location needs at least this many jobs in it to be worth it.
+    # Batch list polling of a location needs at least this many jobs in the list to be worth it.
     batch_min_jobs: int = 2
-    # A batch also refreshes jobs due within this window, so schedules cluster into rounds.
+    # A list call costs one read however many jobs it returns, so it also refreshes jobs due
+    # within this window (None: every active job there). Their schedules then move together and
+    # the location is read once per round instead of once per job.
     batch_coalesce_s: float | None = None
     # After an unknown create outcome a missing job is "definitely absent" only after this grace
     # since the create attempt began (None: 2 x initial_interval_s), because a just-created job
@@ -67,9 +69,7 @@ class PollingSettings:
 
     @property
     def effective_coalesce_s(self) -> float:
-        if self.batch_coalesce_s is not None:
-            return self.batch_coalesce_s
-        return self.initial_interval_s / 2.0
+        return math.inf if self.batch_coalesce_s is None else self.batch_coalesce_s
 
 
 @dataclass(frozen=True)
@@ -558,8 +558,8 @@ def plan(jobs: Sequence[Job], now: float, *,
         else:
             over_budget.extend(ids)
 
-    # 4. Polls: one list call per (project, location) when >= batch_min_jobs are due there and
-    # listing works; such a list also refreshes jobs due soon, so poll rounds cluster.
+    # 4. Polls: when a job of a (project, location) is due and listing works there, one list
+    # call refreshes it and the others in the coalesce window, if that makes >= batch_min_jobs.
     remote = [j for j in jobs
               if j.state in REMOTE_STATES and j.id not in busy and not _needs_cancel(j)]
     by_place: dict[tuple[str, str], list[Job]] = defaultdict(list)
@@ -571,9 +571,9 @@ def plan(jobs: Sequence[Job], now: float, *,
         if not due:
             future.extend(later)
             continue
-        if len(due) >= polling.batch_min_jobs and location not in batch_refused:
-            horizon = now + polling.effective_coalesce_s
-            batch = [j for j in group if j.next_action_at <= horizon]
+        horizon = now + polling.effective_coalesce_s
+        batch = [j for j in group if j.next_action_at <= horizon]
+        if len(batch) >= polling.batch_min_jobs and location not in batch_refused:
             future.extend(j.next_action_at for j in group if j.next_action_at > horizon)
             if spend.request(location):
                 reads.append(Action(ActionKind.POLL_LIST, project, location,
