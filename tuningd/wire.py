@@ -495,7 +495,8 @@ def _parse_double(value: Any) -> float | None:
             result = float(value)
         except OverflowError:
             return None
-        return result if math.isfinite(result) or isinstance(value, float) else None
+        # JSON numbers are finite; Python's json turns 1e400 into inf, which is out of range.
+        return result if math.isfinite(result) else None
     if isinstance(value, str):
         if value in _SPECIAL_FLOATS:
             return _SPECIAL_FLOATS[value]
@@ -536,6 +537,10 @@ def _parse_scalar(f: _Field, value: Any, path: str, ctx: _Ctx) -> Any:
         elif (isinstance(value, int) and not isinstance(value, bool)
               and value in f.enum.names):
             result = f.enum.names[value]
+        elif ctx.ignore_unknown and isinstance(value, str | int) and not isinstance(value, bool):
+            # Like json_format's ignore_unknown_fields: a value added to the enum after this
+            # schema was written must not make a newer server's answer unreadable.
+            return None
         else:
             raise _bad_value(path, _type_label(f, ctx), value)
         if f.enum.numbers[result] == 0:

@@ -109,6 +109,8 @@ def test_double_accepts_numeric_strings_and_specials() -> None:
     assert lrm("Infinity") == math.inf
     assert lrm("-Infinity") == -math.inf
     assert math.isnan(lrm("NaN"))
+    assert "(TYPE_DOUBLE)" in _err(lrm, math.inf)
+    assert "(TYPE_DOUBLE)" in _err(lrm, "1e400")
     msg = _err(lrm, "abc")
     assert msg.endswith("learning_rate_multiplier' (TYPE_DOUBLE), \"abc\"")
 
@@ -128,6 +130,15 @@ def test_unknown_fields_dropped_when_ignored() -> None:
     job = wire.parse_tuning_job({"x": 1, "supervisedTuningSpec": {"y": {}, "trainingDatasetUri":
                                  "gs://b/o"}}, ignore_unknown=True)
     assert job == {"supervisedTuningSpec": {"trainingDatasetUri": "gs://b/o"}}
+
+
+def test_unknown_enum_values_dropped_when_ignored() -> None:
+    """With ignore_unknown, enum values newer than the schema are dropped like unknown fields."""
+    job = wire.parse_tuning_job({"state": "JOB_STATE_FROM_THE_FUTURE", "tuningJobState": 42,
+                                 "description": "d"}, ignore_unknown=True)
+    assert job == {"description": "d"}
+    assert "(TYPE_STRING)" not in _err(wire.parse_tuning_job, {"state": True},
+                                       ignore_unknown=True)
 
 
 def test_v1_parse_rejects_v1beta1_only_fields() -> None:
