@@ -171,6 +171,8 @@ class GoogleCredentialsSource:
         self._clock = clock
         # Monotonic deadline after which token() refreshes first; -inf = refresh now.
         self._refresh_at_s = -math.inf
+        # Monotonic instant the current token expires (by our estimate).
+        self._expires_at_s = -math.inf
         self._token: str | None = None
         self._inflight: asyncio.Future[None] | None = None
         # google-auth credentials are not thread safe; a refresh thread that outlives a
@@ -198,11 +200,20 @@ class GoogleCredentialsSource:
 
     async def token(self) -> str | None:
         if self._token is None or self._clock() >= self._refresh_at_s:
-            await self._refresh()
+            try:
+                await self._refresh()
+            except RemoteError as exc:
+                # An early refresh that fails (token endpoint blip) is no reason to fail the
+                # call while the current token is still good; the next call tries again.
+                if self._token is None or self._clock() >= self._expires_at_s:
+                    raise
+                _log.warning("early token refresh failed; using the current token",
+                             extra={"reason": exc.message})
         return self._token
 
     def invalidate(self) -> None:
         self._refresh_at_s = -math.inf
+        self._expires_at_s = -math.inf
 
     async def _refresh(self) -> None:
         if self._inflight is None:
@@ -249,16 +260,16 @@ class GoogleCredentialsSource:
                                   status="UNAUTHENTICATED", kind="auth")
             expiry = self._credentials.expiry
             if expiry is None:
-                refresh_at_s = math.inf
                 lifetime_s = math.inf
             else:
                 now_utc = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
                 lifetime_s = (expiry - now_utc).total_seconds()
-                refresh_at_s = started_s + lifetime_s - refresh_margin_s(lifetime_s)
+            # Measured from before the request, so the estimate errs early by its latency.
             self._token = str(token)
-            self._refresh_at_s = refresh_at_s
+            self._expires_at_s = started_s + lifetime_s
+            self._refresh_at_s = started_s + lifetime_s - refresh_margin_s(lifetime_s)
             self.refresh_count += 1
-        _log.debug("access token refreshed", extra={"token_lifetime_s": round(lifetime_s, 1)})
+        _log.debug("access token refreshed", extra={"lifetime_s": round(lifetime_s, 1)})
 
     def _load_blocking(self) -> None:
         if self._credentials_file:
