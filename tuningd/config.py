@@ -132,6 +132,8 @@ class VertexSettings(_Section):
     endpoint: str = _key("")
     api_version: str = _key("v1", choices=API_VERSIONS)
     credentials_file: str = _key("")
+    # Send no Authorization header at all: for emulators and test servers, never for Google.
+    anonymous: bool = _key(False)
     allowed_projects: tuple[str, ...] = _key(())
     allowed_locations: tuple[str, ...] = _key(())
     request_timeout_s: float = _key(60.0, positive=True)

@@ -1,14 +1,50 @@
-"""The engine: runs the policy's decisions through the store and the Vertex client, one job at a time."""
+"""The engine: runs the policy's decisions through the store and the Vertex client."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import random
+import time
+import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from tuningd.model import Job, JobEvent
+import structlog
+
+from tuningd import errors, machine, policy, wire
+from tuningd.errors import Code, RemoteError
+from tuningd.machine import Event, RemoteSnapshot, Transition
+from tuningd.metrics import Metrics
+from tuningd.model import (
+    LABEL_JOB_ID,
+    LABEL_MANAGED_BY,
+    LOCAL_TO_REMOTE,
+    MANAGED_BY_VALUE,
+    Job,
+    JobEvent,
+    LocalState,
+)
+from tuningd.store import Store, page_key
+from tuningd.vertex import VertexClient
 
 JobPredicate = Callable[[Job], bool]
+Clock = Callable[[], float]
+
+log = structlog.get_logger("tuningd.engine")
+
+# Remote states in which a job still needs watching; a batch list asks only for these, so a
+# list costs the same whatever the size of the history, and a job missing from it has changed.
+_ACTIVE_REMOTE_FILTER = (
+    f'labels.{LABEL_MANAGED_BY}="{MANAGED_BY_VALUE}" AND ('
+    + " OR ".join(f'state="{s}"' for s in (
+        "JOB_STATE_QUEUED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_CANCELLING",
+        "JOB_STATE_PAUSED", "JOB_STATE_UPDATING"))
+    + ")"
+)
 
 
 @dataclass(frozen=True)
@@ -19,42 +55,637 @@ class Page:
     next_key: str | None
 
 
-class Engine:
-    """Facade used by the control API (contract; the loop itself is filled in below).
+@dataclass(frozen=True)
+class EngineSettings:
+    """Everything the engine needs from the configuration, as core policy values."""
 
-    - submit(): validated canonical TuningJob `spec` (tuningd labels not included) -> stored
-      queued Job; with a request_id already seen for the same project/location, the existing
-      job is returned and `created` is False. Raises errors.Unavailable while draining.
-    - get()/history(): None / [] for unknown ids.
-    - list_jobs(): newest first, keyset pagination by an opaque key; `predicate` filters in
-      memory (labels, state, display name...).
-    - cancel(): queued -> cancelled at once; active -> cancel intent stored. Raises
-      errors.NotFound for unknown ids, errors.FailedPrecondition for ended jobs.
-    - queue_position(): 1-based position among queued jobs in submission order, else None.
+    limits: policy.Limits = field(default_factory=policy.Limits)
+    polling: policy.PollingSettings = field(default_factory=policy.PollingSettings)
+    retry: policy.RetrySettings = field(default_factory=policy.RetrySettings)
+    budget: policy.BudgetSettings = field(default_factory=policy.BudgetSettings)
+    scheduling: policy.SchedulingSettings = field(default_factory=policy.SchedulingSettings)
+    # Upper bound on how long the loop sleeps, so the watchdog sees progress while idle.
+    tick_s: float = 1.0
+
+
+def scope_label(scope: policy.Scope) -> str:
+    """The `scope` label value of a limit scope in metrics."""
+    return scope.kind.value if not scope.name else f"{scope.kind.value}:{scope.name}"
+
+
+def _grpc_code(status: str) -> int:
+    try:
+        return int(Code[status])
+    except KeyError:
+        return int(Code.UNKNOWN)
+
+
+class Engine:
+    """The daemon's heart: accepts jobs, plans, calls Vertex, applies transitions, persists.
+
+    All changes to a job go through `_commit` under one lock, so the in-memory working set (every
+    non-terminal job) and SQLite never disagree, and a job is changed by one writer at a time.
+    Remote calls run outside the lock; their results are applied to the job as it is *then*
+    (a cancel may have arrived meanwhile), which the state machine is built for.
     """
 
-    draining: bool = False
+    def __init__(self, store: Store, vertex: VertexClient, settings: EngineSettings, *,
+                 metrics: Metrics | None = None, clock: Clock = time.time,
+                 rng: random.Random | None = None,
+                 on_progress: Callable[[], None] | None = None) -> None:
+        self._store = store
+        self._vertex = vertex
+        self.settings = settings
+        self._metrics = metrics
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._on_progress = on_progress
+        self._jobs: dict[str, Job] = {}
+        self._counts: Counter[LocalState] = Counter()
+        self._lock = asyncio.Lock()
+        self._wakeup = asyncio.Event()
+        self._busy: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._adaptive = policy.AdaptiveLimits()
+        self._budgets = policy.Budgets(settings.budget)
+        self._batch_refused: set[str] = set()
+        self._seen_orphans: set[str] = set()
+        self._queue_cache: tuple[int, dict[str, int]] | None = None
+        self._version = 0
+        self._started = False
+        self.draining = False
+
+    # ------------------------------------------------------------------ facade for the API
 
     async def submit(self, project: str, location: str, spec: Mapping[str, Any], *,
                      priority: int = 0, request_id: str | None = None) -> tuple[Job, bool]:
-        raise NotImplementedError
+        """Store a validated TuningJob spec as a queued job (idempotent per request_id)."""
+        if self.draining:
+            raise errors.Unavailable("tuningd is shutting down; retry against the next instance.")
+        now = self._clock()
+        base_model = str(spec.get("baseModel")
+                         or (spec.get("preTunedModel") or {}).get("tunedModelName") or "")
+        job = Job(
+            id=str(uuid.uuid4()), project=project, location=location,
+            spec_json=json.dumps(spec, sort_keys=True, separators=(",", ":")),
+            base_model=base_model, state=LocalState.QUEUED, created_at=now, updated_at=now,
+            priority=priority, request_id=request_id,
+            display_name=str(spec.get("tunedModelDisplayName", "")), next_action_at=now,
+        )
+        async with self._lock:
+            stored, created = await self._store.create_or_get(job, "accepted")
+            if created:
+                self._jobs[stored.id] = stored
+                self._counts[stored.state] += 1
+                self._version += 1
+        if created:
+            log.info("job.accepted", job_id=stored.id, project=project, location=location,
+                     base_model=base_model, priority=priority, request_id=request_id)
+            self._publish_counts()
+            self._wakeup.set()
+        return stored, created
 
     async def get(self, job_id: str) -> Job | None:
-        raise NotImplementedError
+        return self._jobs.get(job_id) or await self._store.get(job_id)
 
     async def history(self, job_id: str) -> list[JobEvent]:
-        raise NotImplementedError
+        return await self._store.history(job_id)
 
     async def list_jobs(self, project: str, location: str, *, predicate: JobPredicate | None,
                         page_size: int, after_key: str | None) -> Page:
-        raise NotImplementedError
+        """Newest first; keeps reading store pages until `page_size` jobs match."""
+        out: list[Job] = []
+        key = after_key
+        batch_size = max(page_size, 100)
+        while True:
+            batch, next_key = await self._store.list_page(project, location, None, key,
+                                                          batch_size)
+            for i, job in enumerate(batch):
+                job = self._jobs.get(job.id, job)
+                if predicate is None or predicate(job):
+                    out.append(job)
+                    if len(out) == page_size:
+                        more = i + 1 < len(batch) or next_key is not None
+                        return Page(out, page_key(job) if more else None)
+            if next_key is None:
+                return Page(out, None)
+            key = next_key
 
     async def cancel(self, job_id: str) -> Job:
-        raise NotImplementedError
+        """Queued: cancelled at once. Active: the intent is stored and carried out by the loop."""
+        async with self._lock:
+            job = self._jobs.get(job_id) or await self._store.get(job_id)
+            if job is None:
+                raise errors.NotFound(f"The TuningJob {job_id} does not exist.")
+            if job.state.is_terminal:
+                raise errors.FailedPrecondition(
+                    f"The tuning job {job_id} is already in a terminal state: "
+                    f"{LOCAL_TO_REMOTE[job.state].value}.")
+            tr = machine.apply(job, Event.cancel_requested(), self._clock())
+            job = await self._commit_locked(tr)
+        self._wakeup.set()
+        return job
 
     def queue_position(self, job: Job) -> int | None:
-        raise NotImplementedError
+        if job.state is not LocalState.QUEUED:
+            return None
+        if self._queue_cache is None or self._queue_cache[0] != self._version:
+            order = policy.queue_order(self._jobs.values(), self._clock(),
+                                       self.settings.scheduling)
+            self._queue_cache = (self._version, {j.id: i + 1 for i, j in enumerate(order)})
+        return self._queue_cache[1].get(job.id)
 
     def ready(self) -> bool:
-        """Start-up work done (store open, reconciliation started) and not draining."""
-        raise NotImplementedError
+        return self._started and not self.draining
+
+    def state_counts(self) -> dict[LocalState, int]:
+        """Jobs per local state, as the engine tracks them (for status lines)."""
+        return {state: self._counts.get(state, 0) for state in LocalState}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Load the working set; every submitting job reconciles and every remote job polls soon."""
+        now = self._clock()
+        jobs = await self._store.active_and_queued()
+        counts = await self._store.count_by_state()
+        self._counts = Counter(counts)
+        for job in jobs:
+            if job.state in (LocalState.SUBMITTING, LocalState.PENDING, LocalState.RUNNING,
+                             LocalState.CANCELLING) and job.next_action_at > now:
+                # After a restart we do not know what happened meanwhile: look now.
+                job = job.evolve(next_action_at=now)
+                await self._store.update_job(job)
+            self._jobs[job.id] = job
+        self._version += 1
+        self._started = True
+        self._publish_counts()
+        recovering = sum(1 for j in jobs if j.state is LocalState.SUBMITTING)
+        log.info("engine.started", working_set=len(jobs), reconciling=recovering)
+
+    def reload(self, settings: EngineSettings) -> None:
+        """Apply new limits and polling settings (SIGHUP); adaptive caps start afresh."""
+        self.settings = settings
+        self._adaptive = self._adaptive.reset()
+        self._budgets = policy.Budgets(settings.budget)
+        self._version += 1
+        self._wakeup.set()
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """The loop: plan, start the actions, sleep until something is due or happens."""
+        while not stop.is_set():
+            self._wakeup.clear()
+            delay = self._iterate()
+            if self._on_progress is not None:
+                self._on_progress()
+            if self._metrics is not None:
+                self._metrics.loop_iteration()
+            waiter = asyncio.ensure_future(self._wakeup.wait())
+            stopper = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({waiter, stopper}, timeout=delay,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                stopper.cancel()
+
+    async def drain(self, grace_s: float) -> None:
+        """Stop accepting creates and let in-flight calls finish within `grace_s`."""
+        self.draining = True
+        pending = set(self._tasks)
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=grace_s)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=1.0)
+        log.info("engine.drained", abandoned=len(pending) and len(
+            [t for t in pending if t.cancelled()]))
+
+    # ------------------------------------------------------------------ planning
+
+    def _iterate(self) -> float:
+        """One planning round; returns how long to sleep before the next one."""
+        now = self._clock()
+        s = self.settings
+        jobs = list(self._jobs.values())
+        locations = {j.location for j in jobs}
+        plan = policy.plan(
+            jobs, now, limits=s.limits, adaptive=self._adaptive,
+            budgets=self._budgets.snapshot(locations, now), scheduling=s.scheduling,
+            polling=s.polling, batch_refused=frozenset(self._batch_refused),
+            busy=frozenset(self._busy), accept_submits=not self.draining,
+        )
+        for action in plan.actions:
+            budget = self._budgets.location(action.location, now)
+            took = (budget.take_create(now) if action.kind is policy.ActionKind.SUBMIT
+                    else budget.take_request(now))
+            if not took:
+                continue
+            self._busy.update(action.job_ids)
+            task = asyncio.get_running_loop().create_task(self._execute(action),
+                                                           name=f"{action.kind}:{action.job_id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._publish_scopes(jobs)
+        delay = s.tick_s
+        if plan.next_due_at is not None:
+            delay = min(delay, max(0.0, plan.next_due_at - now))
+        if plan.over_budget:
+            waits = [self._budgets.location(loc, now).requests.seconds_until(now)
+                     for loc in locations]
+            delay = min(delay, max(0.05, min(waits, default=delay)))
+        return delay
+
+    async def _execute(self, action: policy.Action) -> None:
+        try:
+            handler = {
+                policy.ActionKind.CANCEL: self._do_cancel,
+                policy.ActionKind.SUBMIT: self._do_submit,
+                policy.ActionKind.RECONCILE: self._do_reconcile,
+                policy.ActionKind.POLL_LIST: self._do_poll_list,
+                policy.ActionKind.POLL_GET: self._do_poll_get,
+            }[action.kind]
+            await handler(action)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug or a surprise in one job's handling must never stop the daemon; the job is
+            # retried at its next due time, which the failed action did not move.
+            log.exception("engine.action_failed", action=action.kind.value,
+                          job_ids=list(action.job_ids))
+            await self._push_back(action.job_ids)
+        finally:
+            self._busy.difference_update(action.job_ids)
+            self._wakeup.set()
+
+    async def _push_back(self, job_ids: Sequence[str]) -> None:
+        """Delay jobs whose action crashed, so a persistent bug does not become a hot loop."""
+        now = self._clock()
+        async with self._lock:
+            for job_id in job_ids:
+                job = self._jobs.get(job_id)
+                if job is None:
+                    continue
+                later = job.evolve(next_action_at=policy.retry_at(job, now, self.settings.retry,
+                                                                  self._rng),
+                                   retry_count=job.retry_count + 1)
+                try:
+                    await self._store.update_job(later)
+                    self._jobs[job_id] = later
+                except errors.TuningdError:
+                    log.exception("engine.push_back_failed", job_id=job_id)
+
+    # ------------------------------------------------------------------ actions
+
+    async def _do_submit(self, action: policy.Action) -> None:
+        now = self._clock()
+        job = await self._transition(action.job_id, Event.submit_started(next_action_at=now))
+        if job is None or job.state is not LocalState.SUBMITTING:
+            return
+        body = job.spec
+        body["labels"] = {**(body.get("labels") or {}),
+                          LABEL_JOB_ID: job.id, LABEL_MANAGED_BY: MANAGED_BY_VALUE}
+        bound = log.bind(job_id=job.id)
+        try:
+            remote = await self._vertex.create(job.project, job.location, body)
+        except RemoteError as exc:
+            await self._create_failed(job, exc)
+            return
+        except Exception as exc:
+            # Whatever broke, the POST may have reached Vertex: only reconciliation may tell.
+            bound.exception("job.create_crashed")
+            await self._create_failed(job, RemoteError(str(exc), http_status=500,
+                                                       kind="unknown_outcome"))
+            return
+        snapshot = RemoteSnapshot.from_json(remote)
+        after = await self._transition(job.id, Event.create_succeeded(snapshot), schedule=True)
+        self._adaptive = self._adaptive.on_create_succeeded(policy.scopes_of(job),
+                                                            self.settings.limits)
+        if self._metrics is not None and after is not None:
+            self._metrics.observe_queue_wait(self._clock() - job.created_at)
+
+    async def _create_failed(self, job: Job, exc: RemoteError) -> None:
+        now = self._clock()
+        s = self.settings
+        if exc.kind == "permanent":
+            await self._transition(job.id, Event.create_rejected(_grpc_code(exc.status),
+                                                                 exc.message))
+        elif exc.kind == "quota":
+            # The throttled job goes back to queued: it must not count in the new cap.
+            others = [j for j in self._jobs.values() if j.id != job.id]
+            self._adaptive = self._adaptive.on_throttled(policy.scopes_of(job),
+                                                         policy.active_counts(others))
+            self._budgets.location(job.location, now).slow_down(now, create=True)
+            await self._transition(job.id, Event.create_throttled(
+                retry_at=policy.retry_at(job, now, s.retry, self._rng),
+                error_message=exc.message))
+        else:
+            # unknown_outcome, transient, auth: the job may exist. Reconcile, never resubmit blind.
+            await self._transition(job.id, Event.create_outcome_unknown(
+                reconcile_at=policy.reconcile_at(job, now, s.polling),
+                error_message=f"{exc.status}: {exc.message}"))
+
+    async def _do_reconcile(self, action: policy.Action) -> None:
+        ids = list(action.job_ids)
+        flt = " OR ".join(f'labels.{LABEL_JOB_ID}="{i}"' for i in ids)
+        try:
+            try:
+                remotes = await self._vertex.list_all(action.project, action.location, filter=flt)
+            except RemoteError as exc:
+                if exc.kind != "permanent" or exc.http_status != 400:
+                    raise
+                # The label filter was refused: list everything and match locally (spec §8).
+                remotes = await self._vertex.list_all(action.project, action.location)
+        except RemoteError as exc:
+            self._count_reconciliation("error", len(ids))
+            now = self._clock()
+            for job_id in ids:
+                await self._transient(job_id, exc, now)
+            return
+        by_job: dict[str, list[dict[str, Any]]] = {}
+        for remote in remotes:
+            label = (remote.get("labels") or {}).get(LABEL_JOB_ID)
+            if label in ids:  # the filter is not documented: re-check every result (spec §8)
+                by_job.setdefault(str(label), []).append(remote)
+        now = self._clock()
+        for job_id in ids:
+            job = self._jobs.get(job_id)
+            if job is None or job.state is not LocalState.SUBMITTING:
+                continue
+            found = sorted(by_job.get(job_id, []), key=lambda r: str(r.get("createTime", "")))
+            if found:
+                if len(found) > 1:
+                    await self._handle_duplicates(job, found[1:])
+                self._count_reconciliation("found")
+                await self._transition(job_id, Event.reconciled_found(
+                    RemoteSnapshot.from_json(found[0])), schedule=True)
+                self._adaptive = self._adaptive.on_create_succeeded(policy.scopes_of(job),
+                                                                    self.settings.limits)
+            elif now >= policy.absent_decision_at(job, self.settings.polling):
+                self._count_reconciliation("absent")
+                await self._transition(job_id, Event.reconciled_absent(retry_at=now))
+            else:
+                await self._reschedule(job_id, policy.absent_decision_at(
+                    job, self.settings.polling))
+
+    async def _handle_duplicates(self, job: Job, extras: Sequence[Mapping[str, Any]]) -> None:
+        """Should never happen; if it does, keep the oldest and cancel the rest, loudly."""
+        for remote in extras:
+            name = str(remote.get("name", ""))
+            self._count_reconciliation("duplicate")
+            log.error("job.duplicate_remote", job_id=job.id, remote_name=name)
+            try:
+                await self._vertex.cancel(name)
+            except RemoteError as exc:
+                log.error("job.duplicate_cancel_failed", job_id=job.id, remote_name=name,
+                          status=exc.status, error=exc.message)
+
+    async def _do_poll_list(self, action: policy.Action) -> None:
+        try:
+            remotes = await self._vertex.list_all(action.project, action.location,
+                                                  filter=_ACTIVE_REMOTE_FILTER)
+        except RemoteError as exc:
+            if exc.kind == "permanent" and exc.http_status == 400:
+                log.warning("engine.batch_poll_refused", location=action.location,
+                            error=exc.message)
+                self._batch_refused.add(action.location)
+                for job_id in action.job_ids:
+                    await self._poll_one(job_id)
+                return
+            now = self._clock()
+            for job_id in action.job_ids:
+                await self._transient(job_id, exc, now)
+            return
+        self._mark_poll_success()
+        by_remote_id: dict[str, dict[str, Any]] = {}
+        for remote in remotes:
+            labels = remote.get("labels") or {}
+            if labels.get(LABEL_MANAGED_BY) != MANAGED_BY_VALUE:
+                continue
+            remote_id = str(remote.get("name", "")).rsplit("/", 1)[-1]
+            by_remote_id[remote_id] = remote
+            self._check_orphan(remote_id, str(labels.get(LABEL_JOB_ID, "")))
+        for job_id in action.job_ids:
+            job = self._jobs.get(job_id)
+            if job is None or job.remote_id is None:
+                continue
+            found = by_remote_id.get(job.remote_id)
+            if found is None:
+                # No longer active on Vertex: it ended (or vanished). One GET says which.
+                await self._poll_one(job_id)
+            else:
+                await self._observe(job_id, found)
+
+    def _check_orphan(self, remote_id: str, label_job_id: str) -> None:
+        """A managed remote job that no local job owns is a duplicate or an orphan: alert."""
+        if remote_id in self._seen_orphans:
+            return
+        owner = self._jobs.get(label_job_id)
+        if owner is not None and owner.remote_id == remote_id:
+            return
+        if owner is not None and owner.state is LocalState.SUBMITTING:
+            return  # being reconciled right now
+        if owner is None and label_job_id:
+            return  # a job of ours that ended, or another daemon's: cannot tell cheaply
+        self._seen_orphans.add(remote_id)
+        result = "duplicate" if owner is not None else "orphan"
+        self._count_reconciliation(result)
+        log.error("engine.unowned_remote_job", remote_id=remote_id, label_job_id=label_job_id,
+                  result=result)
+
+    async def _do_poll_get(self, action: policy.Action) -> None:
+        for job_id in action.job_ids:
+            await self._poll_one(job_id)
+
+    async def _poll_one(self, job_id: str) -> None:
+        job = self._jobs.get(job_id)
+        if job is None or job.remote_name is None:
+            return
+        try:
+            remote = await self._vertex.get(job.remote_name)
+        except RemoteError as exc:
+            if exc.http_status == 404:
+                await self._transition(job_id, Event.remote_not_found(exc.message))
+            else:
+                await self._transient(job_id, exc, self._clock())
+            return
+        self._mark_poll_success()
+        await self._observe(job_id, remote)
+
+    async def _do_cancel(self, action: policy.Action) -> None:
+        job = self._jobs.get(action.job_id)
+        if job is None or job.remote_name is None:
+            return
+        now = self._clock()
+        initial = self.settings.polling.initial_interval_s
+        try:
+            await self._vertex.cancel(job.remote_name)
+        except RemoteError as exc:
+            if exc.http_status == 404:
+                await self._transition(job.id, Event.remote_not_found(exc.message))
+            elif exc.kind == "permanent":
+                # FAILED_PRECONDITION: it already ended. Stop asking, and poll to see how.
+                await self._transition(job.id, Event.cancel_sent(
+                    next_action_at=now, note=f"{exc.status}: {exc.message}"))
+            else:
+                await self._transient(job.id, exc, now)
+            return
+        await self._transition(job.id, Event.cancel_sent(next_action_at=now + initial))
+
+    # ------------------------------------------------------------------ applying results
+
+    async def _observe(self, job_id: str, remote: Mapping[str, Any]) -> None:
+        await self._transition(job_id, Event.remote_observed(RemoteSnapshot.from_json(remote)),
+                               schedule=True)
+
+    async def _transient(self, job_id: str, exc: RemoteError, now: float) -> None:
+        job = self._jobs.get(job_id)
+        if job is None:
+            return
+        if exc.kind == "quota":
+            self._budgets.location(job.location, now).slow_down(now)
+        await self._transition(job_id, Event.transient_error(
+            retry_at=policy.retry_at(job, now, self.settings.retry, self._rng),
+            error_message=f"{exc.status}: {exc.message}"))
+
+    async def _reschedule(self, job_id: str, at: float) -> None:
+        async with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return
+            later = job.evolve(next_action_at=at)
+            await self._store.update_job(later)
+            self._jobs[job_id] = later
+
+    async def _transition(self, job_id: str, event: Event, *,
+                          schedule: bool = False) -> Job | None:
+        """Apply `event` to the job as it is now, persist, publish; None if the job is gone.
+
+        With `schedule`, the next poll is set by the policy (interval reset after a change)."""
+        async with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return None
+            now = self._clock()
+            try:
+                tr = machine.apply(job, event, now)
+            except errors.IllegalTransition as exc:
+                # A stale result (e.g. an observation after the job ended): drop it, loudly.
+                log.warning("job.event_ignored", job_id=job_id, event=event.kind.value,
+                            state=job.state.value, error=exc.message)
+                return job
+            if schedule and not tr.job.state.is_terminal:
+                if tr.job.state is LocalState.CANCELLING and tr.job.cancel_sent_at is None:
+                    pass  # the cancel itself is due now; the machine set that
+                else:
+                    sched = policy.schedule_poll(tr.job, tr.changed, now, self.settings.polling,
+                                                 self._rng)
+                    tr = tr.with_schedule(sched.next_poll_at, sched.interval_s)
+            return await self._commit_locked(tr, event)
+
+    async def _commit_locked(self, tr: Transition, event: Event | None = None) -> Job:
+        before, after = tr.before, tr.job
+        if tr.changed or tr.state_changed:
+            detail: dict[str, Any] = {"event": tr.event.value}
+            if after.remote_state:
+                detail["remote_state"] = after.remote_state
+            if after.remote_substate:
+                detail["remote_substate"] = after.remote_substate
+            await self._store.apply(before, after, tr.reason, detail)
+        elif after != before:
+            await self._store.update_job(after)
+        if after.state.is_terminal:
+            self._jobs.pop(after.id, None)
+        else:
+            self._jobs[after.id] = after
+        if tr.state_changed:
+            self._counts[before.state] -= 1
+            self._counts[after.state] += 1
+            self._version += 1
+        self._after_commit(tr)
+        return after
+
+    def _after_commit(self, tr: Transition) -> None:
+        before, after = tr.before, tr.job
+        bound = log.bind(job_id=after.id)
+        if tr.state_changed:
+            bound.info("job.transition", from_state=before.state.value,
+                       to_state=after.state.value, reason=tr.reason,
+                       remote_name=after.remote_name, remote_state=after.remote_state)
+        elif tr.event is machine.EventKind.TRANSIENT_ERROR:
+            bound.warning("job.transient_error", state=after.state.value, reason=tr.reason,
+                          retry_count=after.retry_count)
+        elif tr.changed:
+            bound.info("job.updated", state=after.state.value, reason=tr.reason,
+                       remote_substate=after.remote_substate)
+        m = self._metrics
+        if m is None:
+            return
+        now = self._clock()
+        if tr.state_changed:
+            m.observe_transition(before.state, after.state)
+            self._publish_counts()
+        if tr.changed and tr.event is machine.EventKind.REMOTE_OBSERVED:
+            remote = after.remote or {}
+            changed_at = remote.get("endTime") if after.state.is_terminal else None
+            changed_at = changed_at or remote.get("updateTime")
+            if isinstance(changed_at, str):
+                with contextlib.suppress(errors.TuningdError):
+                    m.observe_detection_delay(now - wire.parse_timestamp(changed_at))
+        if tr.state_changed and after.state.is_terminal:
+            m.observe_job_duration(after.state, now - after.created_at)
+            remote = after.remote or {}
+            start, end = remote.get("startTime"), remote.get("endTime")
+            if isinstance(start, str) and isinstance(end, str):
+                with contextlib.suppress(errors.TuningdError):
+                    m.observe_run_duration(after.state, wire.parse_timestamp(end)
+                                           - wire.parse_timestamp(start))
+
+    # ------------------------------------------------------------------ metrics
+
+    def _publish_counts(self) -> None:
+        m = self._metrics
+        if m is None:
+            return
+        m.set_job_counts(self._counts)
+        queued = [j.created_at for j in self._jobs.values() if j.state is LocalState.QUEUED]
+        m.set_oldest_queued(min(queued) if queued else 0.0)
+        running = [j for j in self._jobs.values() if j.state is LocalState.RUNNING]
+        starts: list[float] = []
+        for job in running:
+            start = (job.remote or {}).get("startTime")
+            if isinstance(start, str):
+                try:
+                    starts.append(wire.parse_timestamp(start))
+                except errors.TuningdError:
+                    continue
+        m.set_oldest_running(min(starts) if starts else 0.0)
+
+    def _publish_scopes(self, jobs: Sequence[Job]) -> None:
+        m = self._metrics
+        if m is None:
+            return
+        counts = policy.active_counts(jobs)
+        scopes = {policy.GLOBAL, *counts.keys()}
+        labels = []
+        for scope in scopes:
+            limit = self._adaptive.effective(scope, self.settings.limits)
+            if limit is None and scope is not policy.GLOBAL and scope != policy.GLOBAL:
+                continue
+            label = scope_label(scope)
+            labels.append(label)
+            m.set_active(label, counts.get(scope, 0), limit or 0)
+        m.set_scopes(labels)
+
+    def _mark_poll_success(self) -> None:
+        if self._metrics is not None:
+            self._metrics.mark_poll_success(self._clock())
+
+    def _count_reconciliation(self, result: str, n: int = 1) -> None:
+        if self._metrics is not None:
+            for _ in range(n):
+                self._metrics.count_reconciliation(result)

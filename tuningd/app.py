@@ -1,0 +1,276 @@
+"""Composition root: builds and wires every part of the daemon, signals, ordered shutdown."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from tuningd import __version__, policy
+from tuningd.api import make_api_app
+from tuningd.auth import AnonymousTokenSource, TokenSource, token_source_from_settings
+from tuningd.config import Settings, load_settings
+from tuningd.engine import Engine, EngineSettings
+from tuningd.errors import ConfigError, TuningdError
+from tuningd.log import configure_logging
+from tuningd.metrics import Metrics, build_registry, metrics_handler
+from tuningd.notify import Notifier, Watchdog
+from tuningd.store import Store
+from tuningd.vertex import VertexClient
+
+log = structlog.get_logger("tuningd.app")
+
+
+def engine_settings(settings: Settings) -> EngineSettings:
+    """The core policy values for a configuration."""
+    lim, pol = settings.limits, settings.polling
+    return EngineSettings(
+        limits=policy.Limits(max_active=lim.max_active, per_location=dict(lim.per_location),
+                             per_base_model=dict(lim.per_base_model)),
+        polling=policy.PollingSettings(
+            initial_interval_s=pol.initial_interval_s, max_interval_s=pol.max_interval_s,
+            multiplier=pol.multiplier, jitter=pol.jitter, batch_min_jobs=pol.batch_min_jobs,
+            absent_grace_s=pol.reconcile_grace_s),
+        retry=policy.RetrySettings(base_s=settings.retry.base_s, cap_s=settings.retry.cap_s),
+        budget=policy.BudgetSettings(requests_per_minute=lim.requests_per_minute,
+                                     creates_per_minute=lim.creates_per_minute),
+        scheduling=policy.SchedulingSettings(
+            aging_interval_s=settings.scheduling.aging_interval_s),
+        tick_s=min(1.0, pol.initial_interval_s),
+    )
+
+
+def _read_token(path: str) -> str | None:
+    if not path:
+        return None
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"config key server.token_file: cannot read {path}: "
+                          f"{exc.strerror}") from exc
+    if not token:
+        raise ConfigError(f"config key server.token_file: {path} is empty")
+    return token
+
+
+class Daemon:
+    """Everything one running tuningd owns, started and stopped in a fixed order."""
+
+    def __init__(self, settings: Settings, *, emulator_args: argparse.Namespace | None = None,
+                 env: Mapping[str, str] | None = None, config_path: str | None = None) -> None:
+        self.settings = settings
+        self._emulator_args = emulator_args
+        self._env = os.environ if env is None else env
+        self._config_path = config_path
+        self.notifier = Notifier(self._env)
+        self.watchdog = Watchdog(self.notifier)
+        self.registry = build_registry()
+        self.metrics = Metrics(self.registry)
+        self.metrics.set_start_time(time.time())
+        self.stop_event = asyncio.Event()
+        self._tempdir: tempfile.TemporaryDirectory[str] | None = None
+        self.emulator: Any = None
+        self.store: Store | None = None
+        self.engine: Engine | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+        self.urls: list[str] = []
+
+    async def _start_emulator(self) -> None:
+        from tuningd.emulator.config import EmulatorConfig
+        from tuningd.emulator.server import Emulator
+
+        a = self._emulator_args
+        assert a is not None
+        gcs_root = Path(a.emulator_gcs_root) if a.emulator_gcs_root else None
+        self.emulator = Emulator(EmulatorConfig(
+            job_seconds=a.emulator_job_seconds, pending_seconds=a.emulator_pending_seconds,
+            max_concurrent=a.emulator_max_concurrent, gcs_root=gcs_root,
+            strict_unknown_fields=False))
+        await self.emulator.start()
+        self.settings = dataclasses.replace(
+            self.settings, vertex=dataclasses.replace(self.settings.vertex,
+                                                      endpoint=self.emulator.url))
+        if self._config_path is None and "TUNINGD_STORE_PATH" not in self._env:
+            # The emulator forgets its jobs when it stops, so a database that outlived it would
+            # only hold jobs Vertex "lost": keep the two lifetimes equal unless told otherwise.
+            self._tempdir = tempfile.TemporaryDirectory(prefix="tuningd-")
+            self.settings = dataclasses.replace(
+                self.settings, store=dataclasses.replace(
+                    self.settings.store, path=str(Path(self._tempdir.name) / "tuningd.db")))
+        log.info("emulator.embedded", url=self.emulator.url, store=self.settings.store.path)
+
+    def _token_source(self) -> TokenSource:
+        if self.emulator is not None:
+            return AnonymousTokenSource()
+        v = self.settings.vertex
+        return token_source_from_settings(v.credentials_file, anonymous=v.anonymous)
+
+    async def start(self) -> None:
+        s = self.settings
+        if self._emulator_args is not None and self._emulator_args.emulator:
+            await self._start_emulator()
+            s = self.settings
+        self.store = await Store.open(s.store.path)
+        self._session = aiohttp.ClientSession()
+        vertex = VertexClient(self._session, self._token_source(), endpoint=s.vertex.endpoint,
+                              api_version=s.vertex.api_version,
+                              timeout_s=s.vertex.request_timeout_s,
+                              observer=self.metrics.observe_vertex_request)
+        self.engine = Engine(self.store, vertex, engine_settings(s), metrics=self.metrics,
+                             on_progress=self.watchdog.progress)
+        await self.engine.start()
+        app = make_api_app(
+            self.engine, token=_read_token(s.server.token_file),
+            allowed_projects=s.vertex.allowed_projects,
+            allowed_locations=s.vertex.allowed_locations,
+            max_body_bytes=s.server.max_body_bytes,
+            metrics_handler=metrics_handler(self.registry), readiness=self._readiness,
+            observe_request=self.metrics.observe_api_request)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        site: web.BaseSite = web.TCPSite(self._runner, s.server.host, s.server.port)
+        await site.start()
+        if s.server.socket:
+            _remove_stale_socket(s.server.socket)
+            await web.UnixSite(self._runner, s.server.socket).start()
+        self.urls = [_url(addr) for addr in self._runner.addresses]
+        log.info("daemon.ready", version=__version__, listen=self.urls,
+                 store=s.store.path, vertex=s.vertex.endpoint or "googleapis",
+                 max_active=s.limits.max_active)
+
+    async def _readiness(self) -> dict[str, bool | str]:
+        checks: dict[str, bool | str] = {}
+        assert self.store is not None
+        checks["store_writable"] = await self.store.check_writable() or "store not writable"
+        return checks
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config; apply limits, polling and log level."""
+        self.notifier.reloading()
+        try:
+            fresh = load_settings(self._config_path, self._env)
+        except ConfigError as exc:
+            log.error("daemon.reload_failed", error=exc.message)
+            self.notifier.ready(status="reload failed; running with the previous settings")
+            return
+        configure_logging(fresh.logging.level, _log_format(fresh.logging.format))
+        self.settings = dataclasses.replace(self.settings, limits=fresh.limits,
+                                            polling=fresh.polling, retry=fresh.retry,
+                                            scheduling=fresh.scheduling, logging=fresh.logging)
+        if self.engine is not None:
+            self.engine.reload(engine_settings(self.settings))
+        log.info("daemon.reloaded", max_active=fresh.limits.max_active,
+                 initial_interval_s=fresh.polling.initial_interval_s,
+                 log_level=fresh.logging.level)
+        self.notifier.ready(status="reloaded")
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop_event.set)
+        loop.add_signal_handler(signal.SIGINT, self.stop_event.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        try:
+            await self.start()
+            assert self.engine is not None
+            self.notifier.ready(status=f"serving on {', '.join(self.urls)}")
+            # One TaskGroup: if a background task dies, the daemon stops loudly (design §7).
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.engine.run(self.stop_event), name="engine")
+                tg.create_task(self._status_loop(), name="status")
+                watchdog = tg.create_task(self.watchdog.run(), name="watchdog")
+                await self.stop_event.wait()
+                watchdog.cancel()
+        finally:
+            await self.shutdown()
+
+    async def _status_loop(self) -> None:
+        while not self.stop_event.is_set():
+            if self.engine is not None:
+                counts = {s.value: n for s, n in self.engine.state_counts().items() if n}
+                self.notifier.status(" ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+                                     or "idle")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), timeout=10.0)
+
+    async def shutdown(self) -> None:
+        """Ordered stop: no new creates, in-flight calls finish, listeners close, store closes."""
+        self.notifier.stopping()
+        log.info("daemon.stopping")
+        if self.engine is not None:
+            await self.engine.drain(self.settings.server.drain_timeout_s)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+        if self.store is not None:
+            await self.store.close()
+        if self.emulator is not None:
+            await self.emulator.stop()
+        if self._tempdir is not None:
+            self._tempdir.cleanup()
+        log.info("daemon.stopped")
+
+
+def _remove_stale_socket(path: str) -> None:
+    # A socket file left by a killed daemon would make bind() fail; the store lock already
+    # guarantees no other live daemon owns it.
+    with contextlib.suppress(FileNotFoundError):
+        Path(path).unlink()
+
+
+def _url(addr: Any) -> str:
+    if isinstance(addr, str):
+        return f"unix:{addr}"
+    host, port = addr[0], addr[1]
+    return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
+
+
+def _log_format(fmt: str) -> Any:
+    return fmt
+
+
+def run_daemon(args: argparse.Namespace) -> int:
+    """`tuningd serve`: exit 0 after a clean stop, 2 on a configuration error, 1 otherwise."""
+    try:
+        settings = load_settings(args.config, os.environ)
+    except ConfigError as exc:
+        print(f"tuningd: {exc.message}", file=sys.stderr)
+        return 2
+    configure_logging(settings.logging.level, _log_format(settings.logging.format))
+    daemon = Daemon(settings, emulator_args=args, config_path=args.config)
+    try:
+        asyncio.run(daemon.run())
+    except (TuningdError, ExceptionGroup) as exc:
+        err = _unwrap(exc)
+        if err is None:
+            raise
+        log.error("daemon.failed", status=err.status, error=err.message)
+        print(f"tuningd: {err.message}", file=sys.stderr)
+        return 2 if isinstance(err, ConfigError) else 1
+    return 0
+
+
+def _unwrap(exc: BaseException) -> TuningdError | None:
+    """The TuningdError inside a TaskGroup's exception group (or the error itself)."""
+    if isinstance(exc, TuningdError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _unwrap(inner)
+            if found is not None:
+                return found
+    return None

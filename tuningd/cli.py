@@ -1,0 +1,105 @@
+"""Command line entry point: `tuningd serve | emulator | submit | list | show | cancel | config`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from tuningd import __version__
+
+
+def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="run the daemon (queue, scheduler, poller, control API)",
+        description="Run the tuningd daemon. With --emulator it also starts the built-in Vertex "
+        "emulator in the same process and points the daemon at it: no Google account needed.",
+    )
+    p.add_argument("--config", metavar="FILE",
+                   help="TOML config file (default: $TUNINGD_CONFIG, then "
+                        "$CONFIGURATION_DIRECTORY/tuningd.toml, then built-in defaults)")
+    p.add_argument("--emulator", action="store_true",
+                   help="run against an in-process Vertex emulator (the embedded default)")
+    p.add_argument("--emulator-job-seconds", type=float, default=20.0, metavar="S",
+                   help="with --emulator: simulated tuning time per job (default 20)")
+    p.add_argument("--emulator-pending-seconds", type=float, default=2.0, metavar="S",
+                   help="with --emulator: simulated time in PENDING (default 2)")
+    p.add_argument("--emulator-max-concurrent", type=int, default=2, metavar="N",
+                   help="with --emulator: the emulated global concurrency quota (default 2)")
+    p.add_argument("--emulator-gcs-root", metavar="DIR",
+                   help="with --emulator: read datasets from DIR/bucket/path for gs://bucket/path")
+    p.set_defaults(func=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from tuningd.app import run_daemon
+
+    return run_daemon(args)
+
+
+def _add_emulator(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from tuningd.emulator import cli as emulator_cli
+
+    p = subparsers.add_parser(
+        "emulator",
+        help="run the standalone Vertex AI tuningJobs emulator",
+        description="A faithful emulator of Vertex AI's tuningJobs REST API (v1 and v1beta1), "
+        "for tests, CI and laptops.",
+    )
+    emulator_cli.add_arguments(p)
+    p.set_defaults(func=emulator_cli.run)
+
+
+def _add_config(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "config", help="validate a config file and print the effective settings",
+    )
+    p.add_argument("--config", metavar="FILE", help="TOML config file")
+    p.set_defaults(func=_run_config)
+
+
+def _run_config(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from tuningd.config import load_settings
+    from tuningd.errors import ConfigError
+
+    try:
+        settings = load_settings(args.config, os.environ)
+    except ConfigError as exc:
+        print(f"tuningd: {exc.message}", file=sys.stderr)
+        return 2
+    print(json.dumps(settings.as_dict(), indent=2, sort_keys=True))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tuningd",
+        description="tuningd: a queueing, crash-safe daemon for Vertex AI Gemini tuning jobs.",
+    )
+    parser.add_argument("--version", action="version", version=f"tuningd {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_serve(subparsers)
+    _add_emulator(subparsers)
+    from tuningd.client import add_client_commands
+
+    add_client_commands(subparsers)
+    _add_config(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
