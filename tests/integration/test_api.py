@@ -278,26 +278,27 @@ def _with(path: str, value: Any) -> dict[str, Any]:
 
 _DELETE = object()
 
+def _raw(path: str, value: Any) -> bytes:
+    return json.dumps(_with(path, value)).encode()
+
+
+HYPER = "supervisedTuningSpec.hyperParameters"
 BAD_BODIES: list[tuple[str, bytes]] = [
     ("malformed json", b'{"baseModel": '),
     ("not an object", b'["gemini-2.5-flash"]'),
     ("empty body", b""),
-    ("missing base model", json.dumps(_with("baseModel", _DELETE)).encode()),
-    ("missing training data", json.dumps(
-        _with("supervisedTuningSpec.trainingDatasetUri", _DELETE)).encode()),
-    ("bad enum", json.dumps(_with("supervisedTuningSpec.hyperParameters.adapterSize",
-                                  "ADAPTER_SIZE_HUGE")).encode()),
-    ("bad int enum", json.dumps(_with("supervisedTuningSpec.hyperParameters.adapterSize",
-                                      99)).encode()),
-    ("unknown field", json.dumps(_with("supervisedTuningSpec.colour", "red")).encode()),
-    ("129-char display name", json.dumps(_with("tunedModelDisplayName", "x" * 129)).encode()),
-    ("unknown base model", json.dumps(_with("baseModel", "gpt-4")).encode()),
-    ("negative epoch count", json.dumps(_with("supervisedTuningSpec.hyperParameters.epochCount",
-                                              "-1")).encode()),
-    ("bad label key", json.dumps(_with("labels", {"Team": "nlp"})).encode()),
-    ("reserved label tuningd-job-id", json.dumps(_with("labels", {"tuningd-job-id": "x"})).encode()),
-    ("reserved label tuningd- prefix", json.dumps(_with("labels", {"tuningd-foo": "x"})).encode()),
-    ("reserved label managed-by", json.dumps(_with("labels", {"managed-by": "me"})).encode()),
+    ("missing base model", _raw("baseModel", _DELETE)),
+    ("missing training data", _raw("supervisedTuningSpec.trainingDatasetUri", _DELETE)),
+    ("bad enum", _raw(f"{HYPER}.adapterSize", "ADAPTER_SIZE_HUGE")),
+    ("bad int enum", _raw(f"{HYPER}.adapterSize", 99)),
+    ("unknown field", _raw("supervisedTuningSpec.colour", "red")),
+    ("129-char display name", _raw("tunedModelDisplayName", "x" * 129)),
+    ("unknown base model", _raw("baseModel", "gpt-4")),
+    ("negative epoch count", _raw(f"{HYPER}.epochCount", "-1")),
+    ("bad label key", _raw("labels", {"Team": "nlp"})),
+    ("reserved label tuningd-job-id", _raw("labels", {"tuningd-job-id": "x"})),
+    ("reserved label tuningd- prefix", _raw("labels", {"tuningd-foo": "x"})),
+    ("reserved label managed-by", _raw("labels", {"managed-by": "me"})),
 ]
 
 
