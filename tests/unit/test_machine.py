@@ -216,7 +216,8 @@ def test_adoption_maps_remote_state(remote_state: str, local: LocalState,
 
 
 @pytest.mark.parametrize("kind", [E.CREATE_SUCCEEDED, E.RECONCILED_FOUND])
-@pytest.mark.parametrize("remote_state", ["JOB_STATE_PENDING", "JOB_STATE_RUNNING"])
+@pytest.mark.parametrize("remote_state", ["JOB_STATE_PENDING", "JOB_STATE_RUNNING",
+                                          "JOB_STATE_UNSPECIFIED", "JOB_STATE_FROM_THE_FUTURE"])
 def test_adoption_with_cancel_intent_goes_cancelling(kind: EventKind, remote_state: str) -> None:
     """A cancel asked for while submitting turns the adopted job into cancelling, due now."""
     job = make_job(S.SUBMITTING, cancel_requested=True)
