@@ -171,6 +171,7 @@ async def test_requests_per_minute_limit(http: aiohttp.ClientSession) -> None:
                  for _ in range(4)]
         assert codes == [200, 200, 200, 429]
         code, body = await request(http, emu, "GET", f"/v1/{PARENT}/tuningJobs")
+        assert code == 429
         assert "Resource management (CRUD) requests" in body["error"]["message"]
         clock.advance(60)
         assert (await request(http, emu, "GET", f"/v1/{PARENT}/tuningJobs"))[0] == 200
