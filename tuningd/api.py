@@ -15,6 +15,7 @@ from tuningd import __version__, wire
 from tuningd.engine import Engine
 from tuningd.errors import (
     Code,
+    ConfigError,
     InvalidArgument,
     NotFound,
     PayloadTooLarge,
@@ -55,6 +56,7 @@ CANCELLED_ERROR: Mapping[str, Any] = {
 }
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_INT = re.compile(r"[+-]?[0-9]{1,12}")
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 UNAUTHENTICATED_MESSAGE = (
@@ -165,13 +167,10 @@ def parse_priority(value: str | None) -> int:
     """The `priority` query parameter: an int32, 0 when absent."""
     if value is None:
         return 0
-    try:
-        priority = int(value.strip(), 10)
-    except ValueError:
-        raise InvalidArgument(f"Invalid value at 'priority' (TYPE_INT32), \"{value}\"") from None
-    if not _INT32_MIN <= priority <= _INT32_MAX:
+    # int() alone would also take " 5" and "1_000", which Google's query parser refuses.
+    if not _INT.fullmatch(value) or not _INT32_MIN <= int(value) <= _INT32_MAX:
         raise InvalidArgument(f"Invalid value at 'priority' (TYPE_INT32), \"{value}\"")
-    return priority
+    return int(value)
 
 
 def parse_request_id(value: str | None) -> str | None:
@@ -230,6 +229,9 @@ def make_api_app(
       name to True, or to False / a reason string when failing.
     - observe_request: called with (method, route template, status) after each request.
     """
+    if token is not None and not token:
+        # An empty token would make "Authorization: Bearer " a valid credential.
+        raise ConfigError("The API token must not be empty; leave it unset to disable auth.")
     api = _Api(
         engine,
         allowed_projects=frozenset(allowed_projects),

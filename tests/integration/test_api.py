@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from tuningd import wire
 from tuningd.api import job_view, make_api_app
 from tuningd.engine import Engine, JobPredicate, Page
-from tuningd.errors import FailedPrecondition, NotFound, Unavailable
+from tuningd.errors import ConfigError, FailedPrecondition, NotFound, Unavailable
 from tuningd.model import Job, JobEvent, LocalState, Outcome
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -323,6 +324,7 @@ async def test_v1beta1_only_field_is_unknown_on_v1(api: Factory) -> None:
 
 BAD_QUERIES: list[dict[str, str]] = [
     {"priority": "abc"}, {"priority": "1.5"}, {"priority": "99999999999"}, {"priority": ""},
+    {"priority": "1_000"}, {"priority": " 5"}, {"priority": "2147483648"},
     {"requestId": "x" * 65}, {"requestId": "has space"}, {"requestId": ""},
     {"requestId": "a/b"}, {"requestId": "ünïcode"},
 ]
@@ -646,6 +648,12 @@ async def test_token_auth(api: Factory) -> None:
         assert (await client.get(path)).status == 200, path
 
 
+def test_empty_token_is_refused() -> None:
+    """An empty token is a configuration error, not a token that every request matches."""
+    with pytest.raises(ConfigError):
+        make_api_app(FakeEngine(), token="")
+
+
 async def test_allow_lists_are_403(api: Factory) -> None:
     """Projects and locations outside the allow-lists answer 403 PERMISSION_DENIED."""
     client, engine = await api(allowed_projects=["proj-a"], allowed_locations=["us-central1"])
@@ -796,3 +804,38 @@ async def test_openapi_describes_exactly_the_routes(api: Factory,
     assert refs <= set(doc["components"]["schemas"])
     assert "ErrorEnvelope" in refs
     assert ("securitySchemes" in doc["components"]) == ("token" in configured)
+
+
+# --------------------------------------------------------------------------------------------
+# An official client library, with only the host changed
+
+
+@pytest.mark.parametrize("version", ["v1", "v1beta1"])
+async def test_google_genai_client_works_against_the_api(api: Factory, version: str) -> None:
+    """google-genai (async) creates, gets, lists (paged) and cancels through tuningd."""
+    genai = pytest.importorskip("google.genai")
+    from google.genai import types
+    from google.oauth2.credentials import Credentials
+
+    client, engine = await api(token="tok")
+    sdk = genai.Client(vertexai=True, project="proj-a", location="us-central1",
+                       credentials=Credentials(token="tok"),
+                       http_options=types.HttpOptions(base_url=str(client.make_url("/")),
+                                                      api_version=version))
+    engine.add()
+    with warnings.catch_warnings():  # tune() is marked experimental
+        warnings.simplefilter("ignore")
+        job = await sdk.aio.tunings.tune(
+            base_model="gemini-2.5-flash",
+            training_dataset=types.TuningDataset(gcs_uri="gs://my-bucket/train.jsonl"),
+            config=types.CreateTuningJobConfig(tuned_model_display_name="x", epoch_count=3,
+                                               adapter_size="ADAPTER_SIZE_FOUR"))
+    assert job.state == types.JobState.JOB_STATE_QUEUED
+    assert engine.submits[0]["spec"]["supervisedTuningSpec"]["hyperParameters"] == {
+        "epochCount": 3, "adapterSize": "ADAPTER_SIZE_FOUR"}
+    names = [j.name async for j in await sdk.aio.tunings.list(config={"page_size": 1})]
+    assert names == [job.name, "projects/proj-a/locations/us-central1/tuningJobs/job-0001"]
+    await sdk.aio.tunings.cancel(name=job.name)
+    fetched = await sdk.aio.tunings.get(name=job.name)
+    assert fetched.state == types.JobState.JOB_STATE_CANCELLED
+    assert fetched.error is not None and fetched.error.code == 1
