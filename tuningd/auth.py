@@ -212,6 +212,9 @@ class GoogleCredentialsSource:
         return self._token
 
     def invalidate(self) -> None:
+        if self._inflight is not None:
+            # A refresh is already on its way; every 401 of a burst must not start another.
+            return
         self._refresh_at_s = -math.inf
         self._expires_at_s = -math.inf
 

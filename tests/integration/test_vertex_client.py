@@ -175,7 +175,7 @@ async def test_cancel_then_cancelled(client: VertexClient, clock: ManualClock,
                                      calls: Calls) -> None:
     """cancel returns None and the job goes CANCELLING then CANCELLED with error code 1."""
     created = await client.create(PROJECT, LOCATION, job_spec())
-    assert await client.cancel(created["name"]) is None
+    await client.cancel(created["name"])
     assert calls.seen[-1] == ("cancel", "200")
     state = (await client.get(created["name"]))["state"]
     assert state in ("JOB_STATE_CANCELLING", "JOB_STATE_CANCELLED")
@@ -294,6 +294,9 @@ async def test_lost_create_reply_is_unknown_and_job_exists(
     await set_faults(session, emulator)
     found = await jobs_with_label(client, job_id)
     assert len(found) == 1
+    async with session.get(f"{emulator.url}/emulator/state") as resp:
+        state = await resp.json()
+    assert [j["name"] for j in state["jobs"]] == [found[0]["name"]]
 
 
 async def test_timeout(emulator: Emulator, session: aiohttp.ClientSession) -> None:
