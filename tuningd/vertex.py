@@ -259,9 +259,11 @@ class VertexClient:
 
     def _transport_error(self, method: str, exc: BaseException, *, create: bool) -> RemoteError:
         timed_out = isinstance(exc, TimeoutError)
-        # Connecting failed (refused, DNS, TLS handshake, connect timeout): nothing was sent.
+        # Connecting failed (refused, DNS, TLS handshake, connect timeout) or the URL was
+        # unusable: nothing was sent, so even a create definitely did not happen.
         never_sent = isinstance(
-            exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError
+            exc,
+            aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError | aiohttp.InvalidURL,
         )
         kind = UNKNOWN_OUTCOME if create and not never_sent else TRANSIENT
         what = f"timed out after {self._timeout_s:g} s" if timed_out else "connection failed"
