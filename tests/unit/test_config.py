@@ -151,6 +151,7 @@ BAD: list[tuple[dict[str, Any], dict[str, str], str]] = [
     ({"vertex": {"endpoint": "ftp://x"}}, {}, "vertex.endpoint"),
     ({"vertex": {"api_version": "v2"}}, {}, "vertex.api_version"),
     ({"vertex": {"credentials_file": ["a"]}}, {}, "vertex.credentials_file"),
+    ({"vertex": {"anonymous": "no"}}, {}, "vertex.anonymous"),
     ({"vertex": {"allowed_projects": "p1"}}, {}, "vertex.allowed_projects"),
     ({"vertex": {"allowed_locations": [""]}}, {}, "vertex.allowed_locations"),
     ({"vertex": {"request_timeout_s": 0}}, {}, "vertex.request_timeout_s"),
