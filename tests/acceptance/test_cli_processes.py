@@ -1,0 +1,104 @@
+"""The installed command line: `tuningd --help` and the standalone `tuningd emulator` process."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.acceptance
+
+COMMANDS = ("serve", "emulator", "submit", "list", "show", "cancel", "config")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait_for(url: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1.0):
+                return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_help_lists_every_command() -> None:
+    """`tuningd --help` names every command a user can run."""
+    out = subprocess.run([sys.executable, "-m", "tuningd.cli", "--help"], check=True,
+                         capture_output=True, text=True).stdout
+    for command in COMMANDS:
+        assert f"    {command} " in out or f"    {command}\n" in out, command
+
+
+@pytest.fixture
+def emulator_process(tmp_path: Path) -> Iterator[str]:
+    port = _free_port()
+    log_file = (tmp_path / "emulator.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tuningd.cli", "emulator", "--port", str(port),
+         "--job-seconds", "0.5", "--pending-seconds", "0.1"],
+        stdout=log_file, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(url + "/emulator/state")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log_file.close()
+
+
+def _call(url: str, method: str = "GET",
+          body: object | None = None) -> tuple[int, dict[str, object]]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def test_standalone_emulator_serves_a_job_to_success(emulator_process: str) -> None:
+    """`tuningd emulator --port P` serves create and get, and a job reaches SUCCEEDED."""
+    base = f"{emulator_process}/v1/projects/my-proj/locations/us-central1/tuningJobs"
+    body = json.loads((Path(__file__).parents[2] / "examples" / "request-basic.json").read_text())
+    status, job = _call(base, "POST", body)
+    assert status == 200 and job["state"] == "JOB_STATE_PENDING"
+    name = str(job["name"])
+    assert name.startswith("projects/123456789012/locations/us-central1/tuningJobs/")
+    deadline = time.monotonic() + 20
+    while job.get("state") != "JOB_STATE_SUCCEEDED":
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+        status, job = _call(f"{emulator_process}/v1/{name}")
+    assert "tunedModel" in job
+
+
+def test_standalone_emulator_answers_errors_in_googles_envelope(emulator_process: str) -> None:
+    """A create without a training dataset gets 400 INVALID_ARGUMENT in Google's envelope."""
+    base = f"{emulator_process}/v1/projects/my-proj/locations/us-central1/tuningJobs"
+    status, body = _call(base, "POST", {"baseModel": "gemini-2.5-flash"})
+    assert status == 400
+    error = body["error"]
+    assert isinstance(error, dict)
+    assert error["status"] == "INVALID_ARGUMENT" and error["code"] == 400 and error["message"]
