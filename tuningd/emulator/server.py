@@ -54,6 +54,8 @@ def make_app(state_or_config: EmulatorState | EmulatorConfig | None = None) -> w
     router.add_post("/emulator/reset", _admin_reset)
     router.add_post("/emulator/advance", _admin_advance)
     router.add_route("*", _JOBS_PREFIX + "/tuningJobs/{job}", _job_resource)
+    router.add_route("*", _JOBS_PREFIX + "/metadataStores/{store}/contexts/{context}",
+                     _experiment_context)
     router.add_route("*", _JOBS_PREFIX + "/{collection}", _collection)
     router.add_route("*", "/{tail:.*}", _unknown_route)
     return app
@@ -113,6 +115,13 @@ async def _job_resource(request: web.Request) -> web.StreamResponse:
     if verb == "cancel" and request.method == "POST":
         return await _api_call(request, "cancel", _cancel)
     # Vertex has no delete or update for tuning jobs.
+    return await _api_call(request, "other", _method_not_found)
+
+
+async def _experiment_context(request: web.Request) -> web.StreamResponse:
+    # The Vertex SDK's TuningJob.refresh() reads the job's experiment context; serve just that.
+    if request.method == "GET":
+        return await _api_call(request, "experiment", _get_experiment)
     return await _api_call(request, "other", _method_not_found)
 
 
@@ -227,6 +236,11 @@ async def _cancel(request: web.Request, state: EmulatorState) -> dict[str, Any]:
     job_id = request.match_info["job"].partition(":")[0]
     state.cancel(request.match_info["location"], job_id)
     return {}
+
+
+async def _get_experiment(request: web.Request, state: EmulatorState) -> dict[str, Any]:
+    info = request.match_info
+    return state.experiment_context(info["location"], info["store"], info["context"])
 
 
 async def _method_not_found(request: web.Request, state: EmulatorState) -> dict[str, Any]:

@@ -265,6 +265,19 @@ class EmulatorState:
             token = wire.encode_page_token(str(page[-1].seq), filter_text)
         return page, token
 
+    def experiment_context(self, location: str, store: str, context: str) -> dict[str, Any]:
+        """The metadata Context behind a job's `experiment` (what aiplatform.Experiment reads)."""
+        self.advance()
+        name = (f"projects/{self.config.project_number}/locations/{location}/metadataStores/"
+                f"{store}/contexts/{context}")
+        for job in self.jobs.values():
+            if job.start_s is not None and self.view(job).get("experiment") == name:
+                stamp = wire.format_timestamp(job.start_s)
+                return {"name": name, "displayName": context, "schemaTitle": "system.Experiment",
+                        "schemaVersion": "0.0.1", "metadata": {"experiment_deleted": False},
+                        "createTime": stamp, "updateTime": stamp}
+        raise NotFound(f"Context {name} not found.")
+
     def cancel(self, location: str, job_id: str) -> EmulatedJob:
         """Start cancellation; a job that has already ended -> FailedPrecondition."""
         job = self.get(location, job_id)
