@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from google import genai
 from google.genai import errors, types
+from google.oauth2 import service_account
 from google.oauth2.credentials import Credentials
 
-from tuningd.emulator import Faults, ThreadedEmulator
+from tuningd.emulator import EmulatorConfig, Faults, ManualClock, ThreadedEmulator
 
 pytestmark = pytest.mark.contract
 
@@ -117,3 +122,26 @@ def test_server_errors_are_server_error(emulator: ThreadedEmulator) -> None:
     with pytest.raises(errors.ServerError) as err:
         client.tunings.get(name="projects/1/locations/us-central1/tuningJobs/1")
     assert err.value.code == 503
+
+
+def test_service_account_key_against_strict_auth(tmp_path: Path) -> None:
+    """A service-account key whose token_uri is the emulator authenticates genai under
+    strict_auth: the token comes from POST /token and the API accepts it."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    config = EmulatorConfig(strict_auth=True, pending_seconds=1, job_seconds=10)
+    with ThreadedEmulator(config, clock=ManualClock()) as emu:
+        creds = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+            {"type": "service_account", "project_id": "my-proj", "private_key_id": "k",
+             "private_key": pem, "client_email": "sa@my-proj.iam.gserviceaccount.com",
+             "client_id": "1", "token_uri": f"{emu.url}/token"},
+            scopes=["https://www.googleapis.com/auth/cloud-platform"])
+        client = genai.Client(
+            vertexai=True, project="my-proj", location="us-central1", credentials=creds,
+            http_options=types.HttpOptions(base_url=emu.url, api_version="v1"))
+        job = tune(client)
+        assert job.state == types.JobState.JOB_STATE_PENDING
+        snap = emu.snapshot()
+        assert snap["tokensIssued"] == 1
+        assert snap["requestCounts"]["create"] == {"200": 1}

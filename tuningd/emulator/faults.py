@@ -85,7 +85,8 @@ class Faults:
             raise ValueError("latency_s must be >= 0")
         return cls(
             error_rates={k: v for k, v in error_rates.items() if v > 0},
-            error_statuses={k: int(v) for k, v in statuses.items()},
+            # Only non-default statuses are kept, so equal settings compare equal.
+            error_statuses={k: int(v) for k, v in statuses.items() if int(v) != 503},
             drop_rates={k: v for k, v in drop_rates.items() if v > 0},
             latency_s=latency,
             latency_probability=_probability(body.get("latency_probability", 1.0),
