@@ -1,4 +1,4 @@
-"""Acceptance: the real daemon speaks sd_notify as systemd expects: ready, watchdog, reload, stop."""
+"""Acceptance: the real daemon sends sd_notify READY, WATCHDOG, RELOADING and STOPPING."""
 
 from __future__ import annotations
 
