@@ -41,10 +41,11 @@ def _total_requests(emu: EmulatorProc) -> int:
 
 
 def _kill_after_some_requests(daemon: DaemonProc, emu: EmulatorProc, rng: random.Random) -> None:
-    """SIGKILL the daemon once it has made a random number of Vertex calls since now."""
-    target = _total_requests(emu) + rng.randint(1, 25)
-    wait_until(lambda: _total_requests(emu) >= target or not daemon.alive(), 60,
-               interval_s=0.05, message="the daemon to make progress before the kill")
+    """SIGKILL the daemon once it has made a random number of Vertex calls since now (a random
+    moment in the daemon's own timeline: mid-create, mid-reconcile, mid-poll...)."""
+    target = _total_requests(emu) + rng.randint(1, 15)
+    wait_until(lambda: _total_requests(emu) >= target or not daemon.alive(), 30,
+               interval_s=0.02, message="the daemon to make progress before the kill")
     daemon.check_alive()
     daemon.kill()
 
@@ -75,15 +76,13 @@ def test_sigkill_under_faults_loses_and_duplicates_nothing(procs: Processes,
         states = daemon.states(ids)
         return len(states) == N_JOBS and all(s == "JOB_STATE_SUCCEEDED" for s in states.values())
 
-    while kills < MIN_KILLS or not finished():
-        if kills >= MIN_KILLS:
-            wait_until(finished, 120, interval_s=0.3,
-                       message=lambda: f"all jobs to succeed: {daemon.states(ids)}\n"
-                                       f"{procs.dump()}")
-            break
+    while kills < MIN_KILLS:
+        assert not finished(), f"all jobs ended after only {kills} kills; kill sooner"
         _kill_after_some_requests(daemon, emu, rng)
         kills += 1
         daemon.start()
+    wait_until(finished, 120, interval_s=0.3,
+               message=lambda: f"all jobs to succeed: {daemon.states(ids)}\n{procs.dump()}")
     wall_s = time.monotonic() - started
 
     # Nothing lost: every accepted id is known and succeeded.
@@ -110,8 +109,11 @@ def test_sigkill_under_faults_loses_and_duplicates_nothing(procs: Processes,
         "lost_create_replies": counts.get("create", {}).get("lost_reply_dropped", 0),
     }
     assert injected["errors_503"] > 0 and injected["lost_create_replies"] > 0, counts
+    starts = [r for r in daemon.log_records() if r.get("event") == "engine.started"]
+    assert len(starts) == kills + 1
     figures = {
         "jobs": N_JOBS, "kills": kills, "seed": SEED, "injected": injected,
+        "restarts_reconciling_submitting": sum(1 for r in starts if r.get("reconciling")),
         "remote_creates": len(state["jobs"]),
         "create_calls": sum(counts.get("create", {}).values()),
         "request_counts": counts, "wall_s": round(wall_s, 2),
