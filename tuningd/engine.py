@@ -252,6 +252,16 @@ class Engine:
                 waiter.cancel()
                 stopper.cancel()
 
+    async def step(self) -> int:
+        """One planning round, then wait for every action it started (for tests and tools that
+        drive time themselves). Returns the number of actions started."""
+        before = set(self._tasks)
+        self._iterate()
+        started = self._tasks - before
+        if started:
+            await asyncio.gather(*started, return_exceptions=True)
+        return len(started)
+
     async def drain(self, grace_s: float) -> None:
         """Stop accepting creates and let in-flight calls finish within `grace_s`."""
         self.draining = True
