@@ -1,0 +1,92 @@
+"""The dependency rule of design §10: a pure core, adapters around it, one composition root."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "tuningd"
+
+CORE = {"model", "wire", "machine", "policy", "config", "errors"}
+# Adapters may use the core (and auth, for the Vertex client's token source), never the
+# engine, the API or the composition root.
+ADAPTERS = {"store", "vertex", "auth", "metrics", "notify", "log"}
+COMPOSITION = {"app", "cli"}
+# Modules of the core that may do I/O-free work only: no event loop, no sockets, no files
+# other than config's one TOML read.
+FORBIDDEN_IN_CORE = {"asyncio", "aiohttp", "aiosqlite", "socket", "sqlite3", "structlog",
+                     "prometheus_client", "logging", "subprocess", "threading"}
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    return ".".join(rel.parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module imported by a file, absolute names (relative imports resolved)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module is not None:
+            if node.module == "tuningd":
+                found.update(f"tuningd.{alias.name}" for alias in node.names)
+            else:
+                found.add(node.module)
+    return found
+
+
+def _tuningd_deps(path: Path) -> set[str]:
+    """The first-level tuningd modules a file depends on ("emulator" for the subpackage)."""
+    deps = set()
+    for name in _imports(path):
+        parts = name.split(".")
+        if parts[0] == "tuningd" and len(parts) > 1:
+            deps.add(parts[1])
+    return deps
+
+
+@pytest.mark.parametrize("name", sorted(CORE))
+def test_core_imports_only_stdlib_and_core(name: str) -> None:
+    """Core modules import the standard library and other core modules only."""
+    path = PACKAGE / f"{name}.py"
+    for imported in _imports(path):
+        top = imported.split(".")[0]
+        if top == "tuningd":
+            dep = imported.split(".")[1] if "." in imported else ""
+            assert dep in CORE, f"{name} imports {imported}"
+        else:
+            assert top in sys.stdlib_module_names or top == "__future__", \
+                f"{name} imports third-party {imported}"
+            assert top not in FORBIDDEN_IN_CORE, f"{name} imports {imported}"
+
+
+@pytest.mark.parametrize("name", sorted(ADAPTERS))
+def test_adapters_never_import_engine_api_or_app(name: str) -> None:
+    """Adapters depend on the core (and vertex on auth), never on the engine, API or app."""
+    deps = _tuningd_deps(PACKAGE / f"{name}.py") - {"__version__"}
+    assert deps <= CORE | {"auth"}, f"{name} depends on {sorted(deps - CORE)}"
+
+
+def test_only_the_composition_root_imports_everything() -> None:
+    """No module but cli imports app, and nothing outside app/cli imports the emulator."""
+    for path in PACKAGE.rglob("*.py"):
+        module = _module_name(path)
+        short = module.split(".")[1] if module.count(".") else module
+        deps = _tuningd_deps(path)
+        if short not in COMPOSITION:
+            assert "app" not in deps, f"{module} imports tuningd.app"
+        if short not in COMPOSITION and short != "emulator":
+            assert "emulator" not in deps, f"{module} imports the emulator"
+
+
+def test_emulator_uses_only_the_core() -> None:
+    """The emulator is built on the wire codec and core values, not on the daemon's adapters."""
+    for path in (PACKAGE / "emulator").glob("*.py"):
+        deps = _tuningd_deps(path) - {"emulator", "__version__"}
+        assert deps <= CORE, f"{path.name} depends on {sorted(deps - CORE)}"
