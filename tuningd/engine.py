@@ -272,8 +272,8 @@ class Engine:
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=1.0)
-        log.info("engine.drained", abandoned=len(pending) and len(
-            [t for t in pending if t.cancelled()]))
+        log.info("engine.drained", in_flight=len(pending),
+                 abandoned=sum(1 for t in pending if t.cancelled()))
 
     # ------------------------------------------------------------------ planning
 
@@ -684,7 +684,7 @@ class Engine:
         labels = []
         for scope in scopes:
             limit = self._adaptive.effective(scope, self.settings.limits)
-            if limit is None and scope is not policy.GLOBAL and scope != policy.GLOBAL:
+            if limit is None:  # an unlimited scope has no limit series
                 continue
             label = scope_label(scope)
             labels.append(label)
