@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -14,6 +15,7 @@ from aiohttp import web
 from tuningd import __version__, wire
 from tuningd.engine import Engine
 from tuningd.errors import (
+    AlreadyExists,
     Code,
     ConfigError,
     InvalidArgument,
@@ -65,6 +67,21 @@ UNAUTHENTICATED_MESSAGE = (
     "https://developers.google.com/identity/sign-in/web/devconsole-project."
 )
 INTERNAL_MESSAGE = "Internal error encountered."
+# What Google's front ends answer (404 NOT_FOUND) for an HTTP method a known path does not map.
+METHOD_NOT_FOUND_MESSAGE = "Method not found."
+# Google's Content-Type on every JSON answer.
+JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
+# Request line / header field limits: a 20 000-character filter, percent-encoded, must fit (the
+# aiohttp default of 8190 bytes answers longer lines in plain text, outside Google's envelope).
+MAX_REQUEST_LINE_BYTES = 65_536
+
+
+def json_response(body: Any, *, status: int = 200,
+                  headers: Mapping[str, str] | None = None) -> web.Response:
+    """A JSON answer with Google's exact Content-Type (`application/json; charset=UTF-8`)."""
+    all_headers = {"Content-Type": JSON_CONTENT_TYPE, **(headers or {})}
+    return web.Response(body=json.dumps(body).encode("utf-8"), status=status,
+                        headers=all_headers)
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,6 +257,8 @@ def make_api_app(
     )
     app = web.Application(
         client_max_size=max_body_bytes,
+        handler_args={"max_line_size": MAX_REQUEST_LINE_BYTES,
+                      "max_field_size": MAX_REQUEST_LINE_BYTES},
         middlewares=[
             _error_middleware(max_body_bytes, observe_request),
             _auth_middleware(token),
@@ -254,7 +273,7 @@ def make_api_app(
                                with_token=token is not None)
 
     async def openapi_json(request: web.Request) -> web.Response:
-        return web.json_response(openapi)
+        return json_response(openapi)
 
     router.add_get("/openapi.json", openapi_json, allow_head=False)
     for version in wire.API_VERSIONS:
@@ -297,8 +316,8 @@ class _Api:
         # A job of another project/location does not exist under this path, as on Vertex.
         if job is None or job.project != project or job.location != location:
             raise NotFound(
-                f"TuningJob projects/{project}/locations/{location}/tuningJobs/{job_id} "
-                "does not exist."
+                f"The TuningJob does not exist: projects/{project}/locations/{location}/"
+                f"tuningJobs/{job_id}."
             )
         return job
 
@@ -307,7 +326,7 @@ class _Api:
         view = job_view(job, queue_position=self._engine.queue_position(job), history=history)
         body = render_view(view, enum_as_int=wire.wants_int_enums(request.query),
                            api_version=api_version)
-        return web.json_response(body)
+        return json_response(body)
 
     async def create(self, request: web.Request) -> web.Response:
         """POST .../tuningJobs[?requestId=&priority=]: queue a job; 200 with its TuningJob."""
@@ -322,9 +341,17 @@ class _Api:
         spec = wire.strip_output_only(wire.parse_tuning_job(body, api_version=version))
         check_reserved_labels(spec)
         wire.validate_create(spec)
-        job, _created = await self._engine.submit(
+        job, created = await self._engine.submit(
             project, location, spec, priority=priority, request_id=request_id,
         )
+        if not created and (job.spec != spec or job.priority != priority):
+            # A retry must repeat its request; silently answering the first job for a different
+            # body would hide a client bug (two jobs meant, one queued). Nothing is changed.
+            raise AlreadyExists(
+                f"requestId {request_id} was already used for a different request (tuning job "
+                f"{job_name(job)}). Repeat the same body and priority to get that job, or use "
+                "a new requestId."
+            )
         return self._respond(request, job, None, version)
 
     async def get(self, request: web.Request) -> web.Response:
@@ -350,7 +377,9 @@ class _Api:
         matches = wire.compile_filter(filter_text)
         page_size = wire.parse_page_size(_query(request, "pageSize", "page_size"))
         token = _query(request, "pageToken", "page_token")
-        after_key = wire.decode_page_token(token, filter_text) if token else None
+        # A token resumes only the list it came from (same parent and filter; either version).
+        scope = f"projects/{project}/locations/{location}"
+        after_key = wire.decode_page_token(token, filter_text, scope) if token else None
 
         def predicate(job: Job) -> bool:
             return matches(_without_extension(job_view(job)))
@@ -367,22 +396,21 @@ class _Api:
                 for job in page.jobs
             ]
         if page.next_key is not None:
-            body["nextPageToken"] = wire.encode_page_token(page.next_key, filter_text)
-        return web.json_response(body)
+            body["nextPageToken"] = wire.encode_page_token(page.next_key, filter_text, scope)
+        return json_response(body)
 
     async def cancel(self, request: web.Request) -> web.Response:
         """POST .../tuningJobs/{id}:cancel: best-effort cancel; 200 {}."""
         job = await self._job_in_scope(request)
-        raw = await request.read()
-        if raw.strip():
-            # CancelTuningJobRequest has no body fields; still refuse malformed JSON like Google.
-            wire.parse_json_body(raw)
+        # CancelTuningJobRequest has no body fields: an empty body or {} (anything else is
+        # refused like Google does, before anything changes).
+        wire.parse_empty_request(wire.parse_json_body(await request.read()))
         await self._engine.cancel(job.id)
-        return web.json_response({})
+        return json_response({})
 
     async def healthz(self, request: web.Request) -> web.Response:
         """GET /healthz: the event loop answers."""
-        return web.json_response({"status": "ok"})
+        return json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
         """GET /readyz: 200 when the engine is ready and every readiness check passes, else 503."""
@@ -416,7 +444,7 @@ class _Api:
                     "metadata": failures,
                 }],
             )
-        return web.json_response({"status": "ready", "checks": checks})
+        return json_response({"status": "ready", "checks": checks})
 
 
 def _without_extension(view: Mapping[str, Any]) -> dict[str, Any]:
@@ -446,8 +474,6 @@ def _error_middleware(max_body_bytes: int,
             if exc.status < 400:
                 raise
             response = _error_response(_http_error(request, exc, max_body_bytes))
-            if "Allow" in exc.headers:
-                response.headers["Allow"] = exc.headers["Allow"]
         except Exception:
             # Internals (paths, SQL, tracebacks) go to the log only, never to the client.
             log.exception("api_unhandled_error", method=request.method, path=request.path)
@@ -475,7 +501,9 @@ def _http_error(request: web.Request, exc: web.HTTPException, max_body_bytes: in
     if exc.status == 404:
         message = f"The requested URL {request.path} was not found on this server."
     elif exc.status == 405:
-        message = f"Method {request.method} is not allowed for {request.path}."
+        # Google answers a method a known path does not map with 404 NOT_FOUND "Method not
+        # found." (as the emulator does), not 405: one behaviour for Vertex and for tuningd.
+        return NotFound(METHOD_NOT_FOUND_MESSAGE)
     else:
         message = exc.reason
     err = error_for(code_for_http(exc.status), message)
@@ -485,7 +513,7 @@ def _http_error(request: web.Request, exc: web.HTTPException, max_body_bytes: in
 
 def _error_response(err: TuningdError) -> web.Response:
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(err, Unauthenticated) else None
-    return web.json_response(wire.error_envelope(err), status=err.http_status, headers=headers)
+    return json_response(wire.error_envelope(err), status=err.http_status, headers=headers)
 
 
 def _auth_middleware(token: str | None) -> Any:
@@ -521,7 +549,6 @@ def _error_responses(*codes: int) -> dict[str, Any]:
         401: "UNAUTHENTICATED: missing or wrong bearer token",
         403: "PERMISSION_DENIED: project or location not served",
         404: "NOT_FOUND",
-        405: "method not allowed on this path",
         413: "request body over the size limit (status INVALID_ARGUMENT)",
         500: "INTERNAL",
         503: "UNAVAILABLE",
@@ -770,8 +797,9 @@ def openapi_document(*, with_metrics: bool, with_token: bool) -> dict[str, Any]:
         "info": {"title": "tuningd control API", "version": __version__,
                  "description": "Vertex AI tuningJobs wire format (v1 and v1beta1) served by "
                                 "tuningd, plus tuningd extensions. Every error uses Google's "
-                                "envelope. Unknown paths answer 404 and wrong methods 405, in "
-                                "the same envelope."},
+                                "envelope. Unknown paths, and methods a known path does not "
+                                "serve, answer 404 NOT_FOUND in the same envelope (Google "
+                                "says \"Method not found.\" for the latter)."},
         "paths": paths,
         "components": {"schemas": _schemas()},
     }

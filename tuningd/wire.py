@@ -47,6 +47,7 @@ __all__ = [
     "encode_page_token",
     "error_envelope",
     "format_timestamp",
+    "parse_empty_request",
     "parse_json_body",
     "parse_page_size",
     "parse_timestamp",
@@ -398,16 +399,71 @@ def parse_timestamp(text: str) -> float:
 # Parsing (either dialect -> canonical)
 
 
+# Google's proto JSON parsers stop at 100 nested messages/values ("Message too deep").
+MAX_JSON_DEPTH = 100
+# No int64/uint64/double holds an integer literal with more digits than this (double max ~1.8e308).
+_MAX_INT_DIGITS = 309
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def _json_error(detail: str) -> InvalidArgument:
+    return InvalidArgument(f"Invalid JSON payload received. {detail}")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _json_error(f'Duplicate key "{key[:200]}".')
+        out[key] = value
+    return out
+
+
+def _parse_json_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise _json_error(f"Number out of range: {text[:40]}...")
+    return int(text)
+
+
+def _parse_json_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _json_error(f"Number out of range: {text[:40]}")
+    return value
+
+
+def _check_json_tree(value: Any) -> None:
+    """Depth limit and valid Unicode in every string, without recursion."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            if _SURROGATE_RE.search(node):
+                raise _json_error("Invalid \\u escape: unpaired UTF-16 surrogate.")
+            continue
+        if not isinstance(node, dict | list):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise _json_error(f"Message too deep. Max recursion depth is {MAX_JSON_DEPTH}.")
+        if isinstance(node, dict):
+            stack.extend((k, depth) for k in node)
+            stack.extend((v, depth + 1) for v in node.values())
+        else:
+            stack.extend((v, depth + 1) for v in node)
+
+
 def parse_json_body(raw: bytes) -> Any:
     """Decode a request body; malformed JSON -> InvalidArgument with Google's wording.
 
     An empty (or all-whitespace) body decodes to {} (an empty message), as Google's front end does.
+    Also refused (never a crash): duplicate keys, nesting deeper than MAX_JSON_DEPTH, numbers no
+    proto field can hold (huge integer literals, literals that overflow a double), NaN/Infinity
+    literals and unpaired UTF-16 surrogate escapes.
     """
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidArgument(
-            f"Invalid JSON payload received. Invalid UTF-8 at byte {exc.start}.") from None
+        raise _json_error(f"Invalid UTF-8 at byte {exc.start}.") from None
     if not text.strip():
         return {}
 
@@ -416,7 +472,8 @@ def parse_json_body(raw: bytes) -> Any:
         raise json.JSONDecodeError("Unexpected token", text, text.index(name))
 
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_json_int,
+                           parse_float=_parse_json_float, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as exc:
         line = text.splitlines()[exc.lineno - 1] if text.splitlines() else ""
         caret = " " * max(exc.colno - 1, 0) + "^"
@@ -424,8 +481,12 @@ def parse_json_body(raw: bytes) -> Any:
             "Invalid JSON payload received. Unexpected token.\n"
             f"{line[:200]}\n{caret[:201]}") from None
     except RecursionError:
-        raise InvalidArgument(
-            "Invalid JSON payload received. Nesting too deep.") from None
+        raise _json_error(
+            f"Message too deep. Max recursion depth is {MAX_JSON_DEPTH}.") from None
+    except ValueError as exc:  # any other conversion limit of the json module
+        raise _json_error(f"Unexpected value: {str(exc)[:200]}") from None
+    _check_json_tree(value)
+    return value
 
 
 def _dump(value: Any) -> str:
@@ -657,6 +718,21 @@ def parse_tuning_job(body: Any, *, ignore_unknown: bool = False,
             f"Invalid JSON payload received. Expected an object at '{_ROOT_PATH}', "
             f"got {_json_kind(body)}.")
     return _parse_message(_TUNING_JOB, body, _ROOT_PATH, _Ctx(ignore_unknown, api_version))
+
+
+def parse_empty_request(body: Any, *, ignore_unknown: bool = False,
+                        root: str = "cancel_tuning_job_request") -> None:
+    """Check the JSON body of a request message without body fields (CancelTuningJobRequest):
+    an object, with unknown names refused unless ignore_unknown; raises InvalidArgument."""
+    if not isinstance(body, dict):
+        raise InvalidArgument(
+            f"Invalid JSON payload received. Expected an object at '{root}', "
+            f"got {_json_kind(body)}.")
+    if body and not ignore_unknown:
+        key = next(iter(body))
+        raise InvalidArgument(
+            f'Invalid JSON payload received. Unknown name "{str(key)[:200]}" at \'{root}\': '
+            "Cannot find field.")
 
 
 def _json_kind(value: Any) -> str:
@@ -943,23 +1019,28 @@ _TOKEN_VERSION = b"\x01"
 _TOKEN_DOMAIN = b"tuningd/page-token/v1"
 
 
-def _filter_digest(filter_text: str) -> bytes:
-    return hashlib.sha256(_TOKEN_DOMAIN + b"|filter|" + filter_text.strip().encode()).digest()[:8]
+def _filter_digest(filter_text: str, scope: str = "") -> bytes:
+    material = _TOKEN_DOMAIN + b"|filter|" + filter_text.strip().encode()
+    if scope:
+        material += b"|scope|" + scope.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(material).digest()[:8]
 
 
 def _token_checksum(body: bytes) -> bytes:
     return hashlib.sha256(_TOKEN_DOMAIN + b"|sum|" + body).digest()[:8]
 
 
-def encode_page_token(offset_key: str, filter_text: str) -> str:
-    """An opaque page token that resumes after offset_key for this filter."""
-    body = _TOKEN_VERSION + _filter_digest(filter_text) + offset_key.encode("utf-8")
+def encode_page_token(offset_key: str, filter_text: str, scope: str = "") -> str:
+    """An opaque page token that resumes after offset_key for this filter (and scope, e.g. the
+    list's parent: a token from another collection is then refused)."""
+    body = _TOKEN_VERSION + _filter_digest(filter_text, scope) + offset_key.encode("utf-8")
     return base64.urlsafe_b64encode(body + _token_checksum(body)).decode("ascii").rstrip("=")
 
 
-def decode_page_token(token: str, filter_text: str) -> str:
-    """The offset_key of a token from encode_page_token; a forged, corrupt or foreign-filter token
-    -> InvalidArgument. An empty token decodes to "" (start from the beginning)."""
+def decode_page_token(token: str, filter_text: str, scope: str = "") -> str:
+    """The offset_key of a token from encode_page_token; a forged, corrupt, foreign-filter or
+    foreign-scope token -> InvalidArgument. An empty token decodes to "" (start from the
+    beginning)."""
     if token == "":
         return ""
     invalid = InvalidArgument("Invalid page token.")
@@ -972,7 +1053,7 @@ def decode_page_token(token: str, filter_text: str) -> str:
     if len(raw) < 17 or raw[:1] != _TOKEN_VERSION:
         raise invalid
     body, checksum = raw[:-8], raw[-8:]
-    if checksum != _token_checksum(body) or body[1:9] != _filter_digest(filter_text):
+    if checksum != _token_checksum(body) or body[1:9] != _filter_digest(filter_text, scope):
         raise invalid
     try:
         return body[9:].decode("utf-8")
@@ -1154,10 +1235,14 @@ def _restriction(field: str, op: str, value: str, tok: _Tok) -> Predicate:
                         "labels.<key>, state, display_name, create_time.")
 
 
+MAX_FILTER_DEPTH = 32
+
+
 class _FilterParser:
     def __init__(self, text: str) -> None:
         self.toks = _lex(text)
         self.i = 0
+        self.depth = 0
 
     def peek(self) -> _Tok:
         return self.toks[self.i]
@@ -1214,7 +1299,13 @@ class _FilterParser:
     def simple(self) -> Predicate:
         tok = self.take()
         if tok.kind == "(":
+            # An explicit bound: neither parsing nor evaluating may hit the recursion limit.
+            self.depth += 1
+            if self.depth > MAX_FILTER_DEPTH:
+                raise _filter_error(
+                    f"filter is nested too deeply (at most {MAX_FILTER_DEPTH} parentheses).")
             pred = self.expression()
+            self.depth -= 1
             close = self.take()
             if close.kind != ")":
                 raise self.unexpected(close)

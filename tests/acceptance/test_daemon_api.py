@@ -98,7 +98,7 @@ def test_bad_input_gets_google_errors_and_creates_nothing(procs: Processes) -> N
                      400, "INVALID_ARGUMENT")
     _assert_envelope(http("POST", base + "?requestId=" + "r" * 65, body=job_body()),
                      400, "INVALID_ARGUMENT")
-    _assert_envelope(http("DELETE", f"{base}/{UNKNOWN_ID}"), 405, "FAILED_PRECONDITION")
+    _assert_envelope(http("DELETE", f"{base}/{UNKNOWN_ID}"), 404, "NOT_FOUND")
     _assert_envelope(http("GET", daemon.url + "/v1/no/such/path"), 404, "NOT_FOUND")
 
     # Nothing was created, here or on Vertex, and the daemon still serves.

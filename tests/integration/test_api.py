@@ -726,15 +726,21 @@ async def test_readyz_with_crashing_check_is_503(api: Factory) -> None:
 
 
 async def test_unknown_route_and_wrong_method_are_enveloped(api: Factory) -> None:
-    """Unknown paths answer 404 and wrong methods 405, both in Google's envelope."""
+    """Unknown paths and unmapped methods answer 404 NOT_FOUND in Google's envelope, as Vertex
+    and the emulator do ("Method not found." for a known path)."""
     client, _ = await api()
     await assert_error(await client.get("/v2/projects/p/locations/l/tuningJobs"), 404,
                        "NOT_FOUND")
     await assert_error(await client.get("/metrics"), 404, "NOT_FOUND")
-    resp = await client.delete(f"{BASE}/job-0001")
-    await assert_error(resp, 405, "FAILED_PRECONDITION")
-    assert "GET" in resp.headers["Allow"]
-    await assert_error(await client.get(f"{BASE}/job-0001:cancel"), 405, "FAILED_PRECONDITION")
+    for method, path in (("DELETE", f"{BASE}/job-0001"), ("GET", f"{BASE}/job-0001:cancel"),
+                         ("PUT", BASE), ("PATCH", f"{BETA}/job-0001"), ("OPTIONS", BASE),
+                         ("POST", "/healthz")):
+        resp = await client.request(method, path)
+        error = await assert_error(resp, 404, "NOT_FOUND")
+        assert error["message"] == "Method not found.", (method, path)
+        assert "Allow" not in resp.headers
+    head = await client.head(BASE)
+    assert head.status == 404 and head.headers["Content-Type"] == "application/json; charset=UTF-8"
 
 
 async def _metrics_handler(request: web.Request) -> web.Response:

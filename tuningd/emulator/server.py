@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -32,6 +33,17 @@ log = structlog.get_logger("tuningd.emulator")
 STATE_KEY = web.AppKey("emulator_state", EmulatorState)
 _JOBS_PREFIX = "/{version}/projects/{project}/locations/{location}"
 _METHOD_NOT_FOUND = "Method not found."
+# Google's Content-Type on every JSON answer.
+JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
+# Long filters must reach the handler (aiohttp's default 8190-byte request line answers in
+# plain text, outside Google's envelope).
+MAX_REQUEST_LINE_BYTES = 65_536
+
+
+def json_response(body: Any, *, status: int = 200) -> web.Response:
+    """A JSON answer with Google's exact Content-Type."""
+    return web.Response(body=json.dumps(body).encode("utf-8"), status=status,
+                        headers={"Content-Type": JSON_CONTENT_TYPE})
 
 
 class _Dropped(Exception):
@@ -44,7 +56,9 @@ def make_app(state_or_config: EmulatorState | EmulatorConfig | None = None) -> w
         state = state_or_config
     else:
         state = EmulatorState(state_or_config)
-    app = web.Application(middlewares=[_error_middleware])
+    app = web.Application(middlewares=[_error_middleware],
+                          handler_args={"max_line_size": MAX_REQUEST_LINE_BYTES,
+                                        "max_field_size": MAX_REQUEST_LINE_BYTES})
     app[STATE_KEY] = state
     router = app.router
     router.add_post("/token", _token)
@@ -85,7 +99,7 @@ async def _error_middleware(
 
 
 def _error_response(err: TuningdError) -> web.Response:
-    return web.json_response(wire.error_envelope(err), status=err.http_status)
+    return json_response(wire.error_envelope(err), status=err.http_status)
 
 
 # --------------------------------------------------------------------------- Vertex API
@@ -178,7 +192,7 @@ async def _guarded(request: web.Request, state: EmulatorState, method: str,
             _drop(request)
             raise _Dropped("lost_reply_dropped")
         raise Unavailable("The service is currently unavailable.")
-    return web.json_response(body)
+    return json_response(body)
 
 
 def _drop(request: web.Request) -> None:
@@ -232,7 +246,10 @@ async def _list(request: web.Request, state: EmulatorState) -> dict[str, Any]:
 
 
 async def _cancel(request: web.Request, state: EmulatorState) -> dict[str, Any]:
-    await _read_json(request)  # CancelTuningJobRequest has no body fields, but must be JSON
+    # CancelTuningJobRequest has no body fields: an empty body or {}; anything else is refused
+    # (unknown names only in strict mode), before anything changes.
+    wire.parse_empty_request(await _read_json(request),
+                             ignore_unknown=not state.config.strict_unknown_fields)
     job_id = request.match_info["job"].partition(":")[0]
     state.cancel(request.match_info["location"], job_id)
     return {}
@@ -269,22 +286,22 @@ async def _token(request: web.Request) -> web.StreamResponse:
     except OAuthError as err:
         state.record_request("token", "400")
         log.info("token_refused", error=err.error, grant_type=form.get("grant_type", ""))
-        return web.json_response(err.to_json(), status=400)
+        return json_response(err.to_json(), status=400)
     state.record_request("token", "200")
     log.info("token_issued", grant_type=form.get("grant_type", ""),
              expires_in=answer["expires_in"])
-    return web.json_response(answer)
+    return json_response(answer)
 
 
 # --------------------------------------------------------------------------- admin / inspection
 
 
 async def _admin_state(request: web.Request) -> web.StreamResponse:
-    return web.json_response(_state(request).snapshot())
+    return json_response(_state(request).snapshot())
 
 
 async def _admin_get_faults(request: web.Request) -> web.StreamResponse:
-    return web.json_response(_state(request).faults.to_json())
+    return json_response(_state(request).faults.to_json())
 
 
 async def _admin_set_faults(request: web.Request) -> web.StreamResponse:
@@ -297,13 +314,13 @@ async def _admin_set_faults(request: web.Request) -> web.StreamResponse:
         raise InvalidArgument(str(exc)) from None
     state.faults = faults
     log.info("faults_set", faults=faults.to_json())
-    return web.json_response(faults.to_json())
+    return json_response(faults.to_json())
 
 
 async def _admin_reset(request: web.Request) -> web.StreamResponse:
     _state(request).reset()
     log.info("emulator_reset")
-    return web.json_response({})
+    return json_response({})
 
 
 async def _admin_advance(request: web.Request) -> web.StreamResponse:
@@ -318,7 +335,7 @@ async def _admin_advance(request: web.Request) -> web.StreamResponse:
         raise InvalidArgument("the emulator runs on the real clock; time cannot be advanced")
     clock.advance(float(seconds))
     state.advance()
-    return web.json_response({"now": wire.format_timestamp(state.now())})
+    return json_response({"now": wire.format_timestamp(state.now())})
 
 
 # --------------------------------------------------------------------------- in-process runner

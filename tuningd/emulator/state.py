@@ -242,9 +242,11 @@ class EmulatorState:
         """One page, newest createTime first; the token resumes after the last job shown."""
         self.advance()
         predicate = wire.compile_filter(filter_text)
+        # A token only resumes the list it came from: same location, same filter.
+        scope = f"locations/{location}"
         after: int | None = None
         if page_token:
-            key = wire.decode_page_token(page_token, filter_text)
+            key = wire.decode_page_token(page_token, filter_text, scope)
             try:
                 after = int(key)
             except ValueError:
@@ -262,7 +264,7 @@ class EmulatorState:
         page = matched[:page_size]
         token = None
         if len(matched) > page_size:
-            token = wire.encode_page_token(str(page[-1].seq), filter_text)
+            token = wire.encode_page_token(str(page[-1].seq), filter_text, scope)
         return page, token
 
     def experiment_context(self, location: str, store: str, context: str) -> dict[str, Any]:
