@@ -161,8 +161,12 @@ class Event:
                    error_message=error_message or None)
 
 
-# Fields that are scheduling bookkeeping, not news: a change only in these is not "changed".
-_BOOKKEEPING_FIELDS = frozenset({"updated_at", "next_action_at", "poll_interval_s", "retry_count"})
+# Fields that are bookkeeping, not news: a change only in these is not "changed" (no history
+# row, no poll-interval reset). The raw remote JSON is stored but is not news by itself: progress
+# counters (v1beta1 tuningJobMetadata) move on every poll while tuning, and Vertex states real
+# changes through state, sub-state and updateTime, which are content fields.
+_BOOKKEEPING_FIELDS = frozenset({"updated_at", "next_action_at", "poll_interval_s", "retry_count",
+                                 "remote_json"})
 _CONTENT_FIELDS = tuple(f.name for f in fields(Job) if f.name not in _BOOKKEEPING_FIELDS)
 
 

@@ -221,6 +221,7 @@ async def open_harness(tmp_path: Path, *, emulator: EmulatorConfig | None = None
                        api_version: str = "v1") -> AsyncIterator[Harness]:
     """A started harness; on exit it closes everything and fails if an engine action crashed."""
     config = emulator or emulator_config()
+    tmp_path.mkdir(parents=True, exist_ok=True)
     h = Harness(tmp_path / "tuningd.db", config, engine or settings(), seed=seed,
                 api_version=api_version)
     with capture_logs() as logs:

@@ -66,6 +66,26 @@ async def test_poll_interval_grows_while_quiet_and_resets_after_a_change(tmp_pat
         assert h.requests("list") - lists_at_change >= 2
 
 
+async def test_v1beta1_progress_counters_do_not_reset_the_interval(tmp_path: Path) -> None:
+    """With v1beta1, tuning progress (tuningJobMetadata) alone neither resets the poll interval
+    nor writes history: reads and history match the v1 run of the same jobs."""
+    outcomes = {}
+    for version in ("v1", "v1beta1"):
+        async with open_harness(tmp_path / version, emulator=emulator_config(job_seconds=20000),
+                                engine=settings(), api_version=version) as h:
+            ids = [(await h.submit()).id for _ in range(2)]
+            await h.settle()
+            await h.run(6000, every=5)
+            job = await h.job(ids[0])
+            assert job.remote_substate == ("TUNING_JOB_STATE_TUNING" if version == "v1beta1"
+                                           else None)
+            outcomes[version] = (h.reads(), len(await h.history(ids[0])))
+
+    reads, rows = outcomes["v1beta1"]
+    assert reads == outcomes["v1"][0]
+    assert rows == outcomes["v1"][1]
+
+
 @pytest.mark.parametrize(("method", "jobs"), [("get", 1), ("list", 2)])
 async def test_transient_read_errors_back_off_and_never_change_state(
         tmp_path: Path, method: str, jobs: int) -> None:

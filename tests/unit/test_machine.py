@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from typing import Any
@@ -415,6 +416,19 @@ def test_substate_or_update_time_change_is_a_change(field_change: dict[str, str]
     again = apply(first.job, Event.remote_observed(snap("JOB_STATE_RUNNING", **kwargs)), NOW + 1)
     assert again.changed
     assert not again.state_changed
+
+
+def test_progress_only_observation_is_stored_but_not_a_change() -> None:
+    """New progress counters with the same state, sub-state and updateTime are kept, not news."""
+    tuning = "TUNING_JOB_STATE_TUNING"
+    first = apply(make_job(S.RUNNING), Event.remote_observed(snap(substate=tuning)), NOW)
+    progressed = snap(substate=tuning)
+    body = {**json.loads(progressed.json_text or "{}"),
+            "tuningJobMetadata": {"completedStepCount": 40}}
+    progressed = dataclasses.replace(progressed, json_text=json.dumps(body))
+    again = apply(first.job, Event.remote_observed(progressed), NOW + 30)
+    assert not again.changed
+    assert again.job.remote == body
 
 
 def test_observation_of_another_job_is_refused() -> None:
