@@ -549,6 +549,7 @@ def _error_responses(*codes: int) -> dict[str, Any]:
         401: "UNAUTHENTICATED: missing or wrong bearer token",
         403: "PERMISSION_DENIED: project or location not served",
         404: "NOT_FOUND",
+        409: "ALREADY_EXISTS: the requestId was used for a different request",
         413: "request body over the size limit (status INVALID_ARGUMENT)",
         500: "INTERNAL",
         503: "UNAVAILABLE",
@@ -673,6 +674,23 @@ def _schemas() -> dict[str, Any]:
                            "to": {"type": "string"}, "reason": {"type": "string"},
                            "detail": {"type": "object"}},
         },
+        "CreateTuningJobBody": {
+            "description": "A TuningJob to queue: exactly one of baseModel (a tunable model, "
+                           "e.g. gemini-2.5-flash) or preTunedModel, and "
+                           "supervisedTuningSpec.trainingDatasetUri (gs://bucket/object or a "
+                           "Vertex dataset resource name). Vertex's other create checks (model "
+                           "allow-list, adapter size, label syntax, epochCount 1-100, ...) "
+                           "answer 400 INVALID_ARGUMENT.",
+            "allOf": [
+                _ref("TuningJob"),
+                {"type": "object",
+                 "required": ["supervisedTuningSpec"],
+                 "properties": {"supervisedTuningSpec": {
+                     "type": "object", "required": ["trainingDatasetUri"],
+                     "properties": {"trainingDatasetUri": {"type": "string", "minLength": 1}}}},
+                 "oneOf": [{"required": ["baseModel"]}, {"required": ["preTunedModel"]}]},
+            ],
+        },
         "ListTuningJobsResponse": {
             "type": "object",
             "description": "Empty object when nothing matches.",
@@ -754,9 +772,10 @@ def openapi_document(*, with_metrics: bool, with_token: bool) -> dict[str, Any]:
                     _ALT_PARAM,
                 ],
                 "requestBody": {"required": True,
-                                "content": {"application/json": {"schema": _ref("TuningJob")}}},
+                                "content": {"application/json": {
+                                    "schema": _ref("CreateTuningJobBody")}}},
                 "responses": {"200": _json_response("the queued job", _ref("TuningJob")),
-                              **_error_responses(400, *auth_errors, 403, 413, 503)},
+                              **_error_responses(400, *auth_errors, 403, 409, 413, 503)},
             },
             "get": {
                 "summary": "List jobs, newest first.",

@@ -845,3 +845,119 @@ async def test_google_genai_client_works_against_the_api(api: Factory, version: 
     fetched = await sdk.aio.tunings.get(name=job.name)
     assert fetched.state == types.JobState.JOB_STATE_CANCELLED
     assert fetched.error is not None and fetched.error.code == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Robustness and wire fidelity (regressions)
+
+HOSTILE_BODIES: list[tuple[str, bytes]] = [
+    ("duplicate key", b'{"baseModel":"gemini-2.5-flash","baseModel":"gemini-2.0-flash-001",'
+                      b'"supervisedTuningSpec":{"trainingDatasetUri":"gs://b/t.jsonl"}}'),
+    ("5000-digit number", b'{"baseModel":"gemini-2.5-flash","supervisedTuningSpec":{'
+                          b'"trainingDatasetUri":"gs://b/t.jsonl","hyperParameters":'
+                          b'{"epochCount":1' + b"0" * 5000 + b"}}}"),
+    ("double overflow", b'{"baseModel":"gemini-2.5-flash","supervisedTuningSpec":{'
+                        b'"trainingDatasetUri":"gs://b/t.jsonl","evaluationConfig":{"x":1e999}}}'),
+    ("deep struct", b'{"baseModel":"gemini-2.5-flash","supervisedTuningSpec":{'
+                    b'"trainingDatasetUri":"gs://b/t.jsonl","evaluationConfig":'
+                    + b'{"a":' * 700 + b"1" + b"}" * 700 + b"}}"),
+    ("100k-deep array", b"[" * 100_000 + b"]" * 100_000),
+    ("lone surrogate", b'{"baseModel":"gemini-2.5-flash","tunedModelDisplayName":"\\ud800",'
+                       b'"supervisedTuningSpec":{"trainingDatasetUri":"gs://b/t.jsonl"}}'),
+]
+
+
+@pytest.mark.parametrize(("what", "raw"), HOSTILE_BODIES, ids=[w for w, _ in HOSTILE_BODIES])
+async def test_hostile_create_bodies_are_400_not_500(api: Factory, what: str,
+                                                     raw: bytes) -> None:
+    """Bodies that crashed the parser (RecursionError, int-digit limit) or were silently
+    ambiguous answer 400 INVALID_ARGUMENT, submit nothing, and the API keeps serving."""
+    client, engine = await api()
+    resp = await client.post(BASE, data=raw, headers={"Content-Type": "application/json"})
+    error = await assert_error(resp, 400, "INVALID_ARGUMENT")
+    assert error["message"].startswith("Invalid JSON payload received."), what
+    assert engine.submits == []
+    assert (await client.get("/healthz")).status == 200
+
+
+async def test_request_id_reused_with_another_body_is_409(api: Factory) -> None:
+    """A requestId replayed with a different body or priority answers 409 ALREADY_EXISTS naming
+    the first job, and changes nothing; the identical replay still returns that job."""
+    client, engine = await api()
+    params = {"requestId": "nightly-1"}
+    first = await (await client.post(BASE, json=VALID_JOB, params=params)).json()
+    other = {**VALID_JOB, "description": "something else"}
+    error = await assert_error(await client.post(BASE, json=other, params=params), 409,
+                               "ALREADY_EXISTS")
+    assert first["name"] in error["message"]
+    error = await assert_error(
+        await client.post(BASE, json=VALID_JOB, params={**params, "priority": "5"}), 409,
+        "ALREADY_EXISTS")
+    again = await client.post(BASE, json=VALID_JOB, params=params)
+    assert again.status == 200 and (await again.json())["name"] == first["name"]
+    assert len(engine.jobs) == 1 and engine.jobs[first["name"].rsplit("/", 1)[1]].priority == 0
+
+
+async def test_page_token_is_bound_to_its_parent(api: Factory) -> None:
+    """A page token from one location (or project) answers 400 under another; the other API
+    version of the same collection accepts it."""
+    client, engine = await api()
+    for _ in range(3):
+        engine.add()
+        engine.add(location="europe-west4")
+    body = await (await client.get(BASE, params={"pageSize": "1"})).json()
+    token = body["nextPageToken"]
+    other_location = BASE.replace("us-central1", "europe-west4")
+    await assert_error(await client.get(other_location, params={"pageToken": token}), 400,
+                       "INVALID_ARGUMENT")
+    other_project = BASE.replace("proj-a", "proj-b")
+    await assert_error(await client.get(other_project, params={"pageToken": token}), 400,
+                       "INVALID_ARGUMENT")
+    beta = await client.get(BETA, params={"pageToken": token, "pageSize": "1"})
+    assert beta.status == 200
+
+
+async def test_every_json_answer_has_googles_content_type(api: Factory) -> None:
+    """Jobs, lists, cancel, errors, probes and the OpenAPI document all answer
+    `application/json; charset=UTF-8`, as Google's front ends do."""
+    client, engine = await api()
+    job = engine.add()
+    for method, path, body in (
+        ("POST", BASE, VALID_JOB), ("GET", BASE, None), ("GET", f"{BASE}/{job.id}", None),
+        ("POST", f"{BASE}/{job.id}:cancel", {}), ("GET", f"{BASE}/nope", None),
+        ("POST", BASE, {"bad": 1}), ("GET", "/healthz", None), ("GET", "/openapi.json", None),
+        ("GET", "/no/such/path", None), ("DELETE", BASE, None),
+    ):
+        resp = await client.request(method, path, json=body)
+        assert resp.headers["Content-Type"] == "application/json; charset=UTF-8", (method, path)
+
+
+async def test_long_filter_reaches_the_handler(api: Factory) -> None:
+    """A 20 000-character filter (URL well over aiohttp's default 8190-byte request line) gets
+    a JSON answer, not aiohttp's plain-text 400."""
+    client, engine = await api()
+    engine.add()
+    long_filter = " OR ".join(['labels.team="nlp"'] * 1000)[:19_990]
+    long_filter = long_filter[:long_filter.rfind(" OR ")]
+    resp = await client.get(BASE, params={"filter": long_filter})
+    assert resp.status == 200 and len((await resp.json())["tuningJobs"]) == 1
+
+
+@pytest.mark.parametrize("raw", [b"[1]", b'"x"', b'{"force": true}', b"{"], ids=str)
+async def test_cancel_body_must_be_an_empty_message(api: Factory, raw: bytes) -> None:
+    """CancelTuningJobRequest has no body fields: anything but nothing or {} is 400 and the job
+    is not cancelled."""
+    client, engine = await api()
+    job = engine.add()
+    resp = await client.post(f"{BASE}/{job.id}:cancel", data=raw,
+                             headers={"Content-Type": "application/json"})
+    await assert_error(resp, 400, "INVALID_ARGUMENT")
+    assert engine.jobs[job.id].state is LocalState.QUEUED
+
+
+async def test_unknown_job_404_uses_the_emulators_wording(api: Factory) -> None:
+    """An unknown id answers 404 'The TuningJob does not exist: <name>.' like the emulator."""
+    client, _ = await api()
+    error = await assert_error(await client.get(f"{BASE}/nope"), 404, "NOT_FOUND")
+    assert error["message"] == ("The TuningJob does not exist: "
+                                "projects/proj-a/locations/us-central1/tuningJobs/nope.")

@@ -335,3 +335,83 @@ async def test_list_returns_created_jobs_and_empty_is_empty_object(
     assert status == 200
     assert [j["name"] for j in body["tuningJobs"]] == [second["name"], first["name"]]
     assert "nextPageToken" not in body
+
+
+# --------------------------------------------------------------------------------------------
+# Robustness and wire fidelity (regressions)
+
+_SPEC_PREFIX = (b'{"baseModel":"gemini-2.5-flash","supervisedTuningSpec":{'
+                b'"trainingDatasetUri":"gs://b/t.jsonl",')
+HOSTILE_BODIES: list[tuple[str, bytes]] = [
+    ("duplicate key", b'{"baseModel":"gemini-2.5-flash","baseModel":"gemini-2.0-flash-001",'
+                      b'"supervisedTuningSpec":{"trainingDatasetUri":"gs://b/t.jsonl"}}'),
+    ("5000-digit number", _SPEC_PREFIX + b'"hyperParameters":{"epochCount":1'
+                          + b"0" * 5000 + b"}}}"),
+    ("double overflow", _SPEC_PREFIX + b'"evaluationConfig":{"x":1e999}}}'),
+    ("deep struct", _SPEC_PREFIX + b'"evaluationConfig":' + b'{"a":' * 700 + b"1"
+                    + b"}" * 700 + b"}}"),
+    ("100k-deep array", b"[" * 100_000 + b"]" * 100_000),
+    ("lone surrogate", b'{"baseModel":"gemini-2.5-flash","description":"\\udfff",'
+                       b'"supervisedTuningSpec":{"trainingDatasetUri":"gs://b/t.jsonl"}}'),
+]
+
+
+@pytest.mark.parametrize(("what", "raw"), HOSTILE_BODIES, ids=[w for w, _ in HOSTILE_BODIES])
+async def test_hostile_create_bodies_are_400_not_500(http: aiohttp.ClientSession, emu: Emulator,
+                                                     what: str, raw: bytes) -> None:
+    """Bodies that crashed the emulator (RecursionError, int-digit limit) or were silently
+    ambiguous answer 400 INVALID_ARGUMENT and create nothing."""
+    status, body = await call(http, "POST", f"{emu.url}/v1beta1/{PARENT}/tuningJobs", raw=raw)
+    assert (status, body["error"]["status"]) == (400, "INVALID_ARGUMENT"), what
+    assert body["error"]["message"].startswith("Invalid JSON payload received.")
+    assert emu.state.jobs == {}
+
+
+async def test_every_answer_has_googles_content_type(http: aiohttp.ClientSession,
+                                                     emu: Emulator) -> None:
+    """Create, get, list, cancel and errors answer `application/json; charset=UTF-8`."""
+    job = await create(http, emu)
+    base = f"{emu.url}/v1/{PARENT}/tuningJobs"
+    job_url = f"{emu.url}/v1/{job['name']}"
+    for method, url in (("GET", job_url), ("GET", base), ("POST", job_url + ":cancel"),
+                        ("GET", base + "/404"), ("DELETE", job_url), ("GET", emu.url + "/x")):
+        async with http.request(method, url) as resp:
+            assert resp.headers["Content-Type"] == "application/json; charset=UTF-8", url
+
+
+async def test_page_token_of_another_location_is_refused(http: aiohttp.ClientSession,
+                                                         emu: Emulator) -> None:
+    """A page token only resumes the list it came from: another location answers 400, the
+    other API version of the same collection accepts it."""
+    for _ in range(3):
+        await create(http, emu)
+    status, page = await call(http, "GET", f"{emu.url}/v1/{PARENT}/tuningJobs?pageSize=1")
+    token = page["nextPageToken"]
+    other = PARENT.replace("us-central1", "europe-west4")
+    status, body = await call(http, "GET",
+                              f"{emu.url}/v1/{other}/tuningJobs?pageToken={token}")
+    assert (status, body["error"]["status"]) == (400, "INVALID_ARGUMENT")
+    status, body = await call(
+        http, "GET", f"{emu.url}/v1beta1/{PARENT}/tuningJobs?pageSize=1&pageToken={token}")
+    assert status == 200 and len(body["tuningJobs"]) == 1
+
+
+async def test_long_filter_gets_a_json_answer(http: aiohttp.ClientSession, emu: Emulator) -> None:
+    """A filter whose URL exceeds aiohttp's default 8190-byte request line still reaches the
+    emulator and gets JSON (here: a match)."""
+    job = await create(http, emu)
+    text = " OR ".join(['labels.managed-by="tuningd"'] * 500)
+    async with http.get(f"{emu.url}/v1/{PARENT}/tuningJobs", params={"filter": text}) as resp:
+        assert resp.status == 200
+        assert [j["name"] for j in (await resp.json())["tuningJobs"]] == [job["name"]]
+
+
+@pytest.mark.parametrize("raw", [b"[1]", b"null", b'{"force": true}'], ids=str)
+async def test_cancel_body_must_be_an_empty_message(http: aiohttp.ClientSession, emu: Emulator,
+                                                    raw: bytes) -> None:
+    """:cancel with a body other than nothing or {} answers 400 and leaves the job running."""
+    job = await create(http, emu)
+    status, body = await call(http, "POST", f"{emu.url}/v1/{job['name']}:cancel", raw=raw)
+    assert (status, body["error"]["status"]) == (400, "INVALID_ARGUMENT")
+    status, after = await call(http, "GET", f"{emu.url}/v1/{job['name']}")
+    assert after["state"] == "JOB_STATE_PENDING"

@@ -347,3 +347,41 @@ def test_parse_page_size() -> None:
     assert wire.parse_page_size("5", default=2, maximum=3) == 3
     for bad in ("-1", "abc", "2.5"):
         _err(wire.parse_page_size, bad)
+
+
+@pytest.mark.parametrize(("raw", "fragment"), [
+    (b'{"a": 1, "a": 2}', 'Duplicate key "a"'),
+    (b'{"labels": {"k": "v", "k": "w"}}', 'Duplicate key "k"'),
+    (b"1" * 5000, "Number out of range"),
+    (b'{"epochCount": 1' + b"0" * 400 + b"}", "Number out of range"),
+    (b'{"lr": 1e400}', "Number out of range"),
+    (b'{"lr": -1e400}', "Number out of range"),
+    (b"[" * 101 + b"]" * 101, "Message too deep"),
+    (b'{"a":' * 150 + b"1" + b"}" * 150, "Message too deep"),
+    (b"[" * 100_000 + b"]" * 100_000, "Message too deep"),
+    (b'{"tunedModelDisplayName": "\\ud800"}', "surrogate"),
+    (b'{"\\udc00": 1}', "surrogate"),
+])
+def test_parse_json_body_refuses_what_no_proto_parser_accepts(raw: bytes, fragment: str) -> None:
+    """Duplicate keys, unrepresentable numbers, nesting past 100 and lone surrogates are
+    InvalidArgument, never a crash (RecursionError/ValueError) or a silent last-key-wins."""
+    msg = _err(wire.parse_json_body, raw)
+    assert msg.startswith("Invalid JSON payload received.")
+    assert fragment in msg
+
+
+def test_parse_json_body_accepts_the_edges() -> None:
+    """Depth 100, 309-digit integers, surrogate pairs and large finite doubles still parse."""
+    assert wire.parse_json_body(b"[" * 100 + b"]" * 100) is not None
+    assert wire.parse_json_body(b"1" + b"0" * 308) == 10**308
+    assert wire.parse_json_body(b'"\\ud83d\\ude00"') == "\U0001f600"
+    assert wire.parse_json_body(b"1.5e308") == 1.5e308
+
+
+def test_parse_empty_request() -> None:
+    """A body-less request message accepts {} only (unknown names too when told to)."""
+    wire.parse_empty_request({})
+    wire.parse_empty_request({"x": 1}, ignore_unknown=True)
+    assert "Unknown name \"x\"" in _err(wire.parse_empty_request, {"x": 1})
+    assert "Expected an object" in _err(wire.parse_empty_request, [1])
+    assert "got null" in _err(wire.parse_empty_request, None)

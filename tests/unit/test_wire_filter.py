@@ -300,3 +300,24 @@ def test_label_limits_at_the_edge() -> None:
     """64 labels, 64-character keys and values are still valid."""
     labels = {f"k{i}": "v" * 64 for i in range(63)} | {"k" * 64: ""}
     wire.validate_create(valid_job(labels=labels))
+
+
+def test_filter_nesting_is_bounded_explicitly() -> None:
+    """32 nested parentheses parse and evaluate; 33 are refused before any recursion limit."""
+    inner = 'labels.team="ml"'
+    ok = "(" * wire.MAX_FILTER_DEPTH + inner + ")" * wire.MAX_FILTER_DEPTH
+    assert wire.compile_filter(ok)(JOB_A)
+    chained = "(state=JOB_STATE_RUNNING AND " * 32 + inner + ")" * 32
+    assert wire.compile_filter(chained)(JOB_A)
+    too_deep = "(" * 33 + inner + ")" * 33
+    assert "nested too deeply" in bad_filter(too_deep)
+    assert "nested too deeply" in bad_filter("(" * 5000 + inner + ")" * 5000)
+
+
+def test_page_token_is_bound_to_its_scope() -> None:
+    """A token made for one parent is refused under another, and under no scope at all."""
+    token = wire.encode_page_token("k", "f", "projects/p/locations/a")
+    assert wire.decode_page_token(token, "f", "projects/p/locations/a") == "k"
+    for scope in ("projects/p/locations/b", ""):
+        with pytest.raises(InvalidArgument, match="Invalid page token"):
+            wire.decode_page_token(token, "f", scope)

@@ -116,7 +116,8 @@ async def _collection(request: web.Request) -> web.StreamResponse:
             return await _api_call(request, "create", _create)
         if request.method == "GET":
             return await _api_call(request, "list", _list)
-    if collection.startswith("tuningJobs:") and request.method == "POST":
+    if (collection.startswith("tuningJobs:") and request.method == "POST"
+            and request.match_info["version"] in wire.API_VERSIONS):
         # rebaseTunedModel / optimizePrompt / ... exist in Vertex but are not emulated.
         return await _api_call(request, "other", _unimplemented)
     return await _api_call(request, "other", _method_not_found)
