@@ -110,6 +110,9 @@ class Engine:
         self._budgets = policy.Budgets(settings.budget)
         self._batch_refused: set[str] = set()
         self._seen_orphans: set[str] = set()
+        # Creates in flight when a create got 429: the lowered cap already counts them, so their
+        # success is no evidence of more room and must not raise the cap again.
+        self._counted_in_cap: set[str] = set()
         self._queue_cache: tuple[int, dict[str, int]] | None = None
         self._version = 0
         self._started = False
@@ -373,14 +376,24 @@ class Engine:
             return
         snapshot = RemoteSnapshot.from_json(remote)
         after = await self._transition(job.id, Event.create_succeeded(snapshot), schedule=True)
-        self._adaptive = self._adaptive.on_create_succeeded(policy.scopes_of(job),
-                                                            self.settings.limits)
+        self._create_resolved(job, succeeded=True)
         if self._metrics is not None and after is not None:
             self._metrics.observe_queue_wait(self._clock() - job.created_at)
+
+    def _create_resolved(self, job: Job, *, succeeded: bool) -> None:
+        """Adaptive limits learn from a create's outcome (a success may raise lowered caps)."""
+        if job.id in self._counted_in_cap:
+            self._counted_in_cap.discard(job.id)
+            return
+        if succeeded:
+            self._adaptive = self._adaptive.on_create_succeeded(policy.scopes_of(job),
+                                                                self.settings.limits)
 
     async def _create_failed(self, job: Job, exc: RemoteError) -> None:
         now = self._clock()
         s = self.settings
+        if exc.kind != "unknown_outcome":
+            self._create_resolved(job, succeeded=False)
         if exc.kind == "permanent":
             await self._transition(job.id, Event.create_rejected(_grpc_code(exc.status),
                                                                  exc.message))
@@ -389,6 +402,8 @@ class Engine:
             others = [j for j in self._jobs.values() if j.id != job.id]
             self._adaptive = self._adaptive.on_throttled(policy.scopes_of(job),
                                                          policy.active_counts(others))
+            self._counted_in_cap.update(j.id for j in others
+                                        if j.state is LocalState.SUBMITTING)
             self._budgets.location(job.location, now).slow_down(now, create=True)
             await self._transition(job.id, Event.create_throttled(
                 retry_at=policy.retry_at(job, now, s.retry, self._rng),
@@ -433,10 +448,10 @@ class Engine:
                 self._count_reconciliation("found")
                 await self._transition(job_id, Event.reconciled_found(
                     RemoteSnapshot.from_json(found[0])), schedule=True)
-                self._adaptive = self._adaptive.on_create_succeeded(policy.scopes_of(job),
-                                                                    self.settings.limits)
+                self._create_resolved(job, succeeded=True)
             elif now >= policy.absent_decision_at(job, self.settings.polling):
                 self._count_reconciliation("absent")
+                self._create_resolved(job, succeeded=False)
                 await self._transition(job_id, Event.reconciled_absent(retry_at=now))
             else:
                 await self._reschedule(job_id, policy.absent_decision_at(

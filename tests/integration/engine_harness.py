@@ -124,9 +124,9 @@ class Harness:
         total = 0
         for _ in range(max_rounds):
             started = await self.engine.step()
-            await self._sample_active()
             if not started:
                 return total
+            await self._sample_active()  # a job becomes active only through an action
             total += started
         raise AssertionError(f"the engine still starts actions after {max_rounds} rounds")
 

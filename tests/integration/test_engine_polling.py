@@ -71,11 +71,11 @@ async def test_v1beta1_progress_counters_do_not_reset_the_interval(tmp_path: Pat
     nor writes history: reads and history match the v1 run of the same jobs."""
     outcomes = {}
     for version in ("v1", "v1beta1"):
-        async with open_harness(tmp_path / version, emulator=emulator_config(job_seconds=20000),
+        async with open_harness(tmp_path / version, emulator=emulator_config(job_seconds=10000),
                                 engine=settings(), api_version=version) as h:
             ids = [(await h.submit()).id for _ in range(2)]
             await h.settle()
-            await h.run(6000, every=5)
+            await h.run(5000, every=10)
             job = await h.job(ids[0])
             assert job.remote_substate == ("TUNING_JOB_STATE_TUNING" if version == "v1beta1"
                                            else None)
