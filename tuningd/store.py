@@ -8,13 +8,12 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
-
-import aiosqlite
 
 from tuningd import errors
 from tuningd.model import TERMINAL_STATES, Job, JobEvent, LocalState, Outcome
@@ -81,7 +80,32 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE health (id INTEGER PRIMARY KEY CHECK (id = 1), writes INTEGER NOT NULL);
     INSERT INTO health (id, writes) VALUES (1, 0);
     """,
+    # 2: list filters served by indexes, so filtered pages cost the page, not the history.
+    # job_labels copies the (immutable) client labels of each job with its scope and creation
+    # time: `labels.k = "v"` pages walk job_labels_lookup in list order.
+    """
+    CREATE INDEX jobs_scope_state_created ON jobs (project, location, state, created_at, id);
+    CREATE TABLE job_labels (
+        job_id     TEXT NOT NULL REFERENCES jobs (id),
+        key        TEXT NOT NULL,
+        value      TEXT NOT NULL,
+        project    TEXT NOT NULL,
+        location   TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (job_id, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX job_labels_lookup ON job_labels (project, location, key, value, created_at,
+                                                  job_id);
+    INSERT OR IGNORE INTO job_labels (job_id, key, value, project, location, created_at)
+        SELECT j.id, l.key, l.value, j.project, j.location, j.created_at
+        FROM jobs AS j, json_each(j.spec_json, '$.labels') AS l
+        WHERE json_type(j.spec_json, '$.labels') = 'object' AND l.type = 'text';
+    """,
 )
+
+# Writes waiting while a commit is in flight go into the next transaction together, at most
+# this many (bounds the time one commit holds the writer).
+MAX_BATCH = 256
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -92,6 +116,13 @@ _FLOAT_COLUMNS = frozenset({
     "submit_started_at", "submitted_at", "ended_at",
 })
 _SELECT_JOB = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"  # noqa: S608 (fixed column names)
+_SELECT_LABELLED_JOB = (
+    f"SELECT {', '.join('j.' + c for c in JOB_COLUMNS)} "  # noqa: S608 (fixed column names)
+    "FROM job_labels AS l JOIN jobs AS j ON j.id = l.job_id"
+)
+_INSERT_JOB = (f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) "  # noqa: S608
+               f"VALUES ({', '.join('?' * len(JOB_COLUMNS))})")
+_ASSIGN_ALL = ", ".join(f"{name} = ?" for name in JOB_COLUMNS[1:])
 _NON_TERMINAL = tuple(s.value for s in LocalState if s not in TERMINAL_STATES)
 
 
@@ -196,17 +227,53 @@ class _DirLock:
             self._fd = None
 
 
-class Store:
-    """The jobs database. Open with `await Store.open(path)`; one instance per process."""
+def _labels_of(spec_json: str) -> list[tuple[str, str]]:
+    """The string-valued client labels of a spec, as (key, value) pairs."""
+    try:
+        labels = json.loads(spec_json).get("labels")
+    except (ValueError, AttributeError):
+        return []
+    if not isinstance(labels, dict):
+        return []
+    return [(str(k), v) for k, v in labels.items() if isinstance(v, str)]
 
-    def __init__(self, conn: aiosqlite.Connection, path: str, lock: _DirLock | None) -> None:
-        self._conn = conn
+
+def _connect(db_path: str) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves instead of relying on the sqlite3
+    # module's implicit transactions. Each connection is only ever used by its own thread.
+    return sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+
+
+_Outcome = tuple[bool, Any]  # (True, result) or (False, exception) of one batched write
+
+
+class Store:
+    """The jobs database. Open with `await Store.open(path)`; one instance per process.
+
+    Writes go to one connection owned by one thread, in transactions with a synchronous=FULL
+    commit. Writes that arrive while a commit is in flight are grouped into the next transaction
+    (group commit), each in its own savepoint so a failing write changes nothing and fails alone;
+    every caller gets its answer only once the transaction holding its write is durable. Reads
+    use a second connection and thread: in WAL mode they see the last commit and never wait for
+    the writer.
+    """
+
+    def __init__(self, path: str, lock: _DirLock | None, writer: sqlite3.Connection,
+                 writer_thread: ThreadPoolExecutor) -> None:
         self.path = path
         self._lock = lock
-        # One connection serves everything, so statements of concurrent coroutines must not
-        # interleave inside each other's transactions: every operation holds this lock.
-        self._mutex = asyncio.Lock()
+        self._writer = writer
+        self._writer_thread = writer_thread
+        # ":memory:" has one connection for everything (a second one would be another database).
+        self._reader = writer
+        self._reader_thread = writer_thread
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
         self._closed = False
+        # Transactions committed and writes they carried (group commit at work when writes
+        # exceed commits); for benchmarks and tests.
+        self.commits = 0
+        self.writes = 0
 
     # ----- lifecycle -----
 
@@ -222,42 +289,60 @@ class Store:
                     f"cannot open database {db_path}: directory {parent} does not exist")
             # The lock comes first so that two daemons never run migrations concurrently.
             lock = _DirLock(db_path)
+        loop = asyncio.get_running_loop()
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuningd-store-w")
         try:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves instead of relying on the
-            # sqlite3 module's implicit transactions.
-            conn = await aiosqlite.connect(db_path, isolation_level=None)
+            conn = await loop.run_in_executor(thread, _connect, db_path)
         except sqlite3.Error as exc:
+            thread.shutdown(wait=False)
             if lock is not None:
                 lock.release()
             raise errors.FailedPrecondition(f"cannot open database {db_path}: {exc}") from None
-        store = cls(conn, db_path, lock)
+        store = cls(db_path, lock, conn, thread)
         try:
-            await store._configure()
-            await store._migrate()
-            await store._check_columns()
+            await store._in_writer(store._configure, conn)
+            await store._in_writer(store._migrate)
+            await store._in_writer(store._check_columns)
+            if db_path != ":memory:":
+                store._reader_thread = ThreadPoolExecutor(max_workers=1,
+                                                          thread_name_prefix="tuningd-store-r")
+                store._reader = await store._in_reader(_connect, db_path)
+                await store._in_reader(store._configure_reader, store._reader)
         except BaseException:
             await store.close()
             raise
         return store
 
-    async def _configure(self) -> None:
+    async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._writer_thread, fn, *args)
+
+    async def _in_reader(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._reader_thread, fn, *args)
+
+    @staticmethod
+    def _configure(conn: sqlite3.Connection) -> None:
         # WAL: readers never block the writer and a commit is one sequential append.
-        await self._conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA journal_mode = WAL")
         # FULL fsyncs the WAL on every commit. NORMAL would be faster but in WAL mode may lose
         # the last commits on power loss; losing a `submitting` row written before a create
-        # call could make us submit the same job twice, so durability wins over speed.
-        await self._conn.execute("PRAGMA synchronous = FULL")
-        await self._conn.execute("PRAGMA foreign_keys = ON")
+        # call could make us submit the same job twice, so durability wins over speed. Group
+        # commit (see _run_batch) makes one fsync serve every write waiting at that moment.
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
         # Brief waits instead of instant SQLITE_BUSY if an operator reads the file meanwhile.
-        await self._conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA busy_timeout = 5000")
 
-    async def _user_version(self) -> int:
-        async with self._conn.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
+    @staticmethod
+    def _configure_reader(conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA query_only = ON")
+
+    def _user_version(self) -> int:
+        row = self._writer.execute("PRAGMA user_version").fetchone()
         return int(row[0]) if row else 0
 
-    async def _migrate(self) -> None:
-        version = await self._user_version()
+    def _migrate(self) -> None:
+        version = self._user_version()
         if version > SCHEMA_VERSION:
             raise errors.FailedPrecondition(
                 f"database {self.path} has schema version {version}, newer than this "
@@ -267,34 +352,44 @@ class Store:
             script = MIGRATIONS[number - 1]
             # The migration and its version bump commit together or not at all.
             try:
-                await self._conn.executescript(
+                self._writer.executescript(
                     f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
                 )
             except sqlite3.Error as exc:
                 with contextlib.suppress(sqlite3.Error):
-                    await self._conn.execute("ROLLBACK")
+                    self._writer.execute("ROLLBACK")
                 raise errors.Internal(
                     f"database {self.path}: migration {number} failed: {exc}") from None
 
-    async def _check_columns(self) -> None:
-        async with self._conn.execute("PRAGMA table_info(jobs)") as cur:
-            columns = {row[1] for row in await cur.fetchall()}
+    def _check_columns(self) -> None:
+        columns = {row[1] for row in self._writer.execute("PRAGMA table_info(jobs)").fetchall()}
         missing = [name for name in JOB_COLUMNS if name not in columns]
         if missing:
             raise errors.Internal(
                 f"jobs table lacks columns {missing}: a Job field was added without a migration")
 
     async def close(self) -> None:
-        """Finish, checkpoint and close the database, then release the daemon lock."""
+        """Finish pending writes, checkpoint and close the database, release the daemon lock."""
         if self._closed:
             return
         self._closed = True
         try:
-            async with self._mutex:
+            if self._flusher is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._flusher)
+            if self._reader is not self._writer:
+                with contextlib.suppress(sqlite3.Error):
+                    await self._in_reader(self._reader.close)
+                self._reader_thread.shutdown(wait=False)
+
+            def finish() -> None:
                 with contextlib.suppress(sqlite3.Error):
                     # Fold the WAL back into the main file so a copied .db is complete.
-                    await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                await self._conn.close()
+                    self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._writer.close()
+
+            await self._in_writer(finish)
+            self._writer_thread.shutdown(wait=False)
         finally:
             if self._lock is not None:
                 self._lock.release()
@@ -310,38 +405,99 @@ class Store:
 
     # ----- plumbing -----
 
-    async def _write(self, body: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        """Run `body` in one IMMEDIATE transaction; commit, or roll back on any error."""
+    async def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `body` (in the writer thread) atomically and durably; raise what it raised.
 
-        async def run() -> T:
-            async with self._mutex:
-                await self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = await body(self._conn)
-                    await self._conn.execute("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        await self._conn.execute("ROLLBACK")
+        The write is committed (or rolled back alone) even if the caller is cancelled meanwhile
+        (shutdown): a transaction is never left open on the shared connection.
+        """
+        if self._closed:
+            raise sqlite3.ProgrammingError(f"database {self.path} is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending.append((body, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush(), name="store-group-commit")
+        return await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        """Commit waiting writes, one transaction per batch, until none are left."""
+        while self._pending:
+            batch = self._pending[:MAX_BATCH]
+            del self._pending[:MAX_BATCH]
+            try:
+                outcomes = await self._in_writer(self._run_batch, [b for b, _ in batch])
+            except BaseException as exc:  # the thread pool itself failed: fail the batch
+                outcomes = [(False, exc)] * len(batch)
+                if not isinstance(exc, Exception):
+                    self._settle(batch, outcomes)
                     raise
-                return result
-
-        # Shielded: a caller cancelled mid-transaction (shutdown) must not leave the shared
-        # connection inside an open transaction; the write completes or rolls back on its own.
-        return await asyncio.shield(run())
-
-    async def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        async with self._mutex, self._conn.execute(sql, tuple(params)) as cur:
-            return list(await cur.fetchall())
+            self._settle(batch, outcomes)
 
     @staticmethod
-    async def _insert_event(conn: aiosqlite.Connection, job_id: str, at: float,
-                            from_state: LocalState | None, to_state: LocalState, reason: str,
-                            detail: Mapping[str, Any] | None) -> None:
-        await conn.execute(
+    def _settle(batch: Sequence[tuple[Any, asyncio.Future[Any]]],
+                outcomes: Sequence[_Outcome]) -> None:
+        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+    def _run_batch(self, bodies: Sequence[Callable[[sqlite3.Connection], Any]]) -> list[_Outcome]:
+        """In the writer thread: one transaction, one savepoint per write, one durable commit."""
+        conn = self._writer
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            return [(False, exc)] * len(bodies)
+        outcomes: list[_Outcome] = []
+        for body in bodies:
+            conn.execute("SAVEPOINT write")
+            try:
+                outcomes.append((True, body(conn)))
+                conn.execute("RELEASE write")
+            except Exception as exc:
+                try:
+                    conn.execute("ROLLBACK TO write")
+                    conn.execute("RELEASE write")
+                except sqlite3.Error:
+                    # SQLite ended the whole transaction (disk full, I/O error): nothing of
+                    # this batch is stored, so every write in it fails.
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    return [(False, exc)] * len(bodies)
+                outcomes.append((False, exc))
+        try:
+            conn.execute("COMMIT")
+        except Exception as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            return [(False, exc)] * len(bodies)
+        self.commits += 1
+        self.writes += len(bodies)
+        return outcomes
+
+    async def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        args = tuple(params)
+
+        def run() -> list[Any]:
+            return self._reader.execute(sql, args).fetchall()
+
+        if self._closed:
+            raise sqlite3.ProgrammingError(f"database {self.path} is closed")
+        return await self._in_reader(run)
+
+    @staticmethod
+    def _insert_event(conn: sqlite3.Connection, job_id: str, at: float,
+                      from_state: LocalState | None, to_state: LocalState, reason: str,
+                      detail_text: str) -> None:
+        conn.execute(
             "INSERT INTO job_events (job_id, seq, at, from_state, to_state, reason, detail_json)"
             " SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ?, ? FROM job_events WHERE job_id = ?",
             (job_id, float(at), None if from_state is None else from_state.value,
-             to_state.value, reason, _detail_json(detail), job_id),
+             to_state.value, reason, detail_text, job_id),
         )
 
     # ----- writes -----
@@ -355,26 +511,27 @@ class Store:
         """
         row = _job_to_row(job)
         detail_text = _detail_json(detail)  # fail on unserializable detail before writing
+        labels = [(job.id, key, value, job.project, job.location, float(job.created_at))
+                  for key, value in _labels_of(job.spec_json)]
 
-        async def body(conn: aiosqlite.Connection) -> tuple[Job, bool]:
+        def body(conn: sqlite3.Connection) -> tuple[Job, bool]:
             if job.request_id is not None:
-                async with conn.execute(
+                existing = conn.execute(
                     f"{_SELECT_JOB} WHERE project = ? AND location = ? AND request_id = ?",
                     (job.project, job.location, job.request_id),
-                ) as cur:
-                    existing = await cur.fetchone()
+                ).fetchone()
                 if existing is not None:
                     return _row_to_job(existing), False
             try:
-                await conn.execute(
-                    f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) "  # noqa: S608
-                    f"VALUES ({', '.join('?' * len(JOB_COLUMNS))})",
-                    row,
-                )
+                conn.execute(_INSERT_JOB, row)
             except sqlite3.IntegrityError as exc:
                 raise errors.AlreadyExists(f"job {job.id} already exists: {exc}") from None
-            await self._insert_event(conn, job.id, job.created_at, None, job.state, reason,
-                                     json.loads(detail_text))
+            if labels:
+                conn.executemany(
+                    "INSERT INTO job_labels (job_id, key, value, project, location, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)", labels)
+            self._insert_event(conn, job.id, job.created_at, None, job.state, reason,
+                               detail_text)
             return job, True
 
         return await self._write(body)
@@ -397,11 +554,10 @@ class Store:
             raise ValueError(f"apply() got two different jobs: {before.id} -> {after.id}")
         row = _job_to_row(after)
         detail_text = _detail_json(detail)
-        assignments = ", ".join(f"{name} = ?" for name in JOB_COLUMNS[1:])
 
-        async def body(conn: aiosqlite.Connection) -> None:
-            cur = await conn.execute(
-                f"UPDATE jobs SET {assignments} "  # noqa: S608
+        def body(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
+                f"UPDATE jobs SET {_ASSIGN_ALL} "  # noqa: S608
                 "WHERE id = ? AND state = ? AND updated_at = ?",
                 (*row[1:], before.id, before.state.value, float(before.updated_at)),
             )
@@ -409,8 +565,8 @@ class Store:
                 raise StaleWrite(
                     f"job {before.id}: stored row is not the expected {before.state.value} "
                     f"@ {before.updated_at!r}; transition to {after.state.value} not stored")
-            await self._insert_event(conn, after.id, after.updated_at, before.state, after.state,
-                                     reason, json.loads(detail_text))
+            self._insert_event(conn, after.id, after.updated_at, before.state, after.state,
+                               reason, detail_text)
 
         await self._write(body)
 
@@ -421,11 +577,10 @@ class Store:
         row has another state or does not exist.
         """
         row = _job_to_row(job)
-        assignments = ", ".join(f"{name} = ?" for name in JOB_COLUMNS[1:])
 
-        async def body(conn: aiosqlite.Connection) -> None:
-            cur = await conn.execute(
-                f"UPDATE jobs SET {assignments} WHERE id = ? AND state = ?",  # noqa: S608
+        def body(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
+                f"UPDATE jobs SET {_ASSIGN_ALL} WHERE id = ? AND state = ?",  # noqa: S608
                 (*row[1:], job.id, job.state.value),
             )
             if cur.rowcount != 1:
@@ -477,45 +632,63 @@ class Store:
 
     async def list_jobs(self, project: str | None = None, location: str | None = None,
                         states: Collection[LocalState] | None = None,
-                        after_key: str | None = None, limit: int = 50) -> list[Job]:
+                        after_key: str | None = None, limit: int = 50,
+                        labels: Mapping[str, str] | None = None) -> list[Job]:
         """Jobs newest first (created_at DESC, id DESC), at most `limit`, after `after_key`.
 
-        `project`/`location` None means any; `states` None or empty means all. Pass
-        page_key(last job) as `after_key` for the next page. Uses an index, so the cost is
-        the page size, not the history size.
+        `project`/`location` None means any; `states` None or empty means all; `labels` keeps
+        jobs whose client labels include every given key = value. Pass page_key(last job) as
+        `after_key` for the next page. Uses an index (with project and location given, also for
+        one state or a label), so the cost is the page size, not the history size.
         """
         if limit < 1:
             raise errors.InvalidArgument(f"limit must be >= 1, got {limit}")
+        label_items = sorted((labels or {}).items())
+        # With a scope and a label, walk that label's index in list order (job_labels_lookup).
+        via_label = bool(label_items) and project is not None and location is not None
+        col = "j." if via_label else ""
         where: list[str] = []
         params: list[Any] = []
-        if project is not None:
-            where.append("project = ?")
-            params.append(project)
-        if location is not None:
-            where.append("location = ?")
-            params.append(location)
+        if via_label:
+            key, value = label_items.pop(0)
+            where.append("l.project = ? AND l.location = ? AND l.key = ? AND l.value = ?")
+            params.extend((project, location, key, value))
+        else:
+            if project is not None:
+                where.append("project = ?")
+                params.append(project)
+            if location is not None:
+                where.append("location = ?")
+                params.append(location)
         if states:
             values = sorted({LocalState(s).value for s in states})
-            where.append(f"state IN ({', '.join('?' * len(values))})")
+            where.append(f"{col}state IN ({', '.join('?' * len(values))})")
             params.extend(values)
+        for key, value in label_items:
+            where.append(f"EXISTS (SELECT 1 FROM job_labels AS x WHERE x.job_id = {col}id "  # noqa: S608
+                         "AND x.key = ? AND x.value = ?)")
+            params.extend((key, value))
+        order = "l.created_at" if via_label else "created_at"
+        ident = "l.job_id" if via_label else "id"
         if after_key is not None:
             created, job_id = _parse_page_key(after_key)
             # `created_at <= ?` bounds the index range, so deep pages cost no more than the first.
-            where.append("created_at <= ? AND (created_at < ? OR id < ?)")
+            where.append(f"{order} <= ? AND ({order} < ? OR {ident} < ?)")
             params.extend((created, created, job_id))
-        sql = _SELECT_JOB
+        sql = _SELECT_LABELLED_JOB if via_label else _SELECT_JOB
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        sql += f" ORDER BY {order} DESC, {ident} DESC LIMIT ?"
         params.append(limit)
         return [_row_to_job(row) for row in await self._read(sql, params)]
 
     async def list_page(self, project: str | None = None, location: str | None = None,
                         states: Collection[LocalState] | None = None,
                         after_key: str | None = None,
-                        limit: int = 50) -> tuple[list[Job], str | None]:
+                        limit: int = 50,
+                        labels: Mapping[str, str] | None = None) -> tuple[list[Job], str | None]:
         """One page of list_jobs plus the key of the next page (None on the last page)."""
-        jobs = await self.list_jobs(project, location, states, after_key, limit + 1)
+        jobs = await self.list_jobs(project, location, states, after_key, limit + 1, labels)
         if len(jobs) > limit:
             return jobs[:limit], page_key(jobs[limit - 1])
         return jobs, None
@@ -525,8 +698,8 @@ class Store:
         if self._closed:
             return False
 
-        async def body(conn: aiosqlite.Connection) -> None:
-            await conn.execute("UPDATE health SET writes = writes + 1 WHERE id = 1")
+        def body(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE health SET writes = writes + 1 WHERE id = 1")
 
         try:
             await self._write(body)
