@@ -122,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--processes", type=int, default=2, help="python client processes")
     p.add_argument("--log-level", default="info", help="daemon logging.level (shipped: info)")
     p.add_argument("--body", type=Path, default=EXAMPLES / "request-basic.json")
+    p.add_argument("--wrapper", type=Path, default=None,
+                   help="run `python WRAPPER serve ...` instead of `python -m tuningd.cli serve "
+                        "...` (for what-if experiments that patch the daemon)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, database)")
     p.add_argument("--out", default=None, help="write JSON results here ('-' = stdout)")
     args = p.parse_args(argv)
@@ -158,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             "limits": {"max_active": 1},
             "logging": {"level": args.log_level, "format": "json"},
         })
-        daemon = Proc([PYTHON, "-m", "tuningd.cli", "serve", "--config", str(config)],
+        entry = [str(args.wrapper)] if args.wrapper else ["-m", "tuningd.cli"]
+        daemon = Proc([PYTHON, *entry, "serve", "--config", str(config)],
                       workdir / "daemon.log")
         procs.append(daemon)
         wait_for(lambda: http_status(f"http://127.0.0.1:{port}/readyz") == 200, 30,

@@ -544,3 +544,48 @@ async def test_lock_released_when_holder_is_killed(tmp_path: Path) -> None:
     assert child.returncode == -signal.SIGKILL
     async with await Store.open(db) as s:
         assert await s.check_writable()
+
+
+# ----- group commit and filtered pages -----
+
+async def test_concurrent_writes_share_commits_and_fail_alone(store: Store) -> None:
+    """Writes waiting on a commit go into the next one together; a failing one changes nothing
+    and does not fail the others, and every caller returns only after its commit."""
+    await store.insert_job(make_job(1), "accepted")
+    commits_before = store.commits
+    jobs = [make_job(n) for n in range(2, 202)]
+    results = await asyncio.gather(
+        *(store.insert_job(j, "accepted") for j in jobs),
+        store.insert_job(make_job(1), "accepted"),  # same id: AlreadyExists
+        return_exceptions=True,
+    )
+    assert isinstance(results[-1], errors.AlreadyExists)
+    assert results[:-1] == jobs
+    assert store.commits - commits_before < len(jobs)
+    for job in jobs:
+        assert await store.get(job.id) == job
+        assert len(await store.history(job.id)) == 1
+    assert len(await store.history(make_job(1).id)) == 1
+
+
+async def test_list_by_label_and_state_uses_pages(store: Store) -> None:
+    """labels= and states= filters page newest first like the unfiltered list."""
+    for n in range(1, 31):
+        spec = '{"labels": {"team": "%s", "n": 1}}' % ("a" if n % 3 else "b")
+        state = LocalState.FAILED if n % 2 else LocalState.QUEUED
+        await store.insert_job(make_job(n, spec_json=spec, state=state), "accepted")
+    want = [make_job(n).id for n in range(30, 0, -1) if n % 3]
+    got: list[str] = []
+    key = None
+    while True:
+        page, key = await store.list_page("p1", "us-central1", labels={"team": "a"},
+                                          after_key=key, limit=7)
+        got.extend(j.id for j in page)
+        if key is None:
+            break
+    assert got == want
+    both = await store.list_jobs("p1", "us-central1", states={LocalState.FAILED},
+                                 labels={"team": "b"})
+    assert [j.id for j in both] == [make_job(n).id for n in (27, 21, 15, 9, 3)]
+    assert await store.list_jobs("p1", "us-central1", labels={"n": "1"}) == []
+    assert len(await store.list_jobs(labels={"team": "b"})) == 10
