@@ -20,6 +20,7 @@ from tuningd.errors import Code, RemoteError
 from tuningd.machine import Event, RemoteSnapshot, Transition
 from tuningd.metrics import Metrics
 from tuningd.model import (
+    ACTIVE_STATES,
     LABEL_JOB_ID,
     LABEL_MANAGED_BY,
     LOCAL_TO_REMOTE,
@@ -114,6 +115,7 @@ class Engine:
         # success is no evidence of more room and must not raise the cap again.
         self._counted_in_cap: set[str] = set()
         self._queue_cache: tuple[int, dict[str, int]] | None = None
+        self._accepting: dict[str, asyncio.Event] = {}
         self._version = 0
         self._started = False
         self.draining = False
@@ -135,18 +137,34 @@ class Engine:
             priority=priority, request_id=request_id,
             display_name=str(spec.get("tunedModelDisplayName", "")), next_action_at=now,
         )
-        async with self._lock:
+        # The store write runs outside the engine lock so that concurrent creates share one
+        # group commit. Nothing else can touch a job before it is in memory, except a cancel
+        # by id (a requestId replay hands out the id early): cancel() waits on this event.
+        accepted = asyncio.Event()
+        self._accepting[job.id] = accepted
+        try:
             stored, created = await self._store.create_or_get(job, "accepted")
             if created:
                 self._jobs[stored.id] = stored
                 self._counts[stored.state] += 1
                 self._version += 1
+        finally:
+            accepted.set()
+            del self._accepting[job.id]
         if created:
             log.info("job.accepted", job_id=stored.id, project=project, location=location,
                      base_model=base_model, priority=priority, request_id=request_id)
-            self._publish_counts()
-            self._wakeup.set()
+            if self._metrics is not None:
+                self._metrics.set_job_counts(self._counts)
+            if self._has_room():
+                self._wakeup.set()
         return stored, created
+
+    def _has_room(self) -> bool:
+        """Whether the global limit could admit one more job (else waking the loop is waste)."""
+        cap = self._adaptive.effective(policy.GLOBAL, self.settings.limits)
+        active = sum(self._counts.get(state, 0) for state in ACTIVE_STATES)
+        return cap is None or active < cap
 
     async def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id) or await self._store.get(job_id)
@@ -155,14 +173,23 @@ class Engine:
         return await self._store.history(job_id)
 
     async def list_jobs(self, project: str, location: str, *, predicate: JobPredicate | None,
-                        page_size: int, after_key: str | None) -> Page:
-        """Newest first; keeps reading store pages until `page_size` jobs match."""
+                        page_size: int, after_key: str | None,
+                        states: frozenset[LocalState] | None = None,
+                        labels: Mapping[str, str] | None = None) -> Page:
+        """Newest first; keeps reading store pages until `page_size` jobs match.
+
+        `states` / `labels` are necessary conditions of `predicate` (wire.filter_pushdown) that
+        the store answers from its indexes, so a rare match does not read the whole history;
+        `predicate` stays the final check. An empty `states` matches nothing."""
+        if states is not None and not states:
+            return Page([], None)
         out: list[Job] = []
         key = after_key
         batch_size = max(page_size, 100)
         while True:
-            batch, next_key = await self._store.list_page(project, location, None, key,
-                                                          batch_size)
+            batch, next_key = await self._store.list_page(
+                project, location, states=states or None, after_key=key, limit=batch_size,
+                labels=labels or None)
             for i, job in enumerate(batch):
                 job = self._jobs.get(job.id, job)
                 if predicate is None or predicate(job):
@@ -176,6 +203,9 @@ class Engine:
 
     async def cancel(self, job_id: str) -> Job:
         """Queued: cancelled at once. Active: the intent is stored and carried out by the loop."""
+        accepting = self._accepting.get(job_id)
+        if accepting is not None:
+            await accepting.wait()
         async with self._lock:
             job = self._jobs.get(job_id) or await self._store.get(job_id)
             if job is None:
@@ -192,10 +222,21 @@ class Engine:
     def queue_position(self, job: Job) -> int | None:
         if job.state is not LocalState.QUEUED:
             return None
-        if self._queue_cache is None or self._queue_cache[0] != self._version:
-            order = policy.queue_order(self._jobs.values(), self._clock(),
-                                       self.settings.scheduling)
-            self._queue_cache = (self._version, {j.id: i + 1 for i, j in enumerate(order)})
+        cache = self._queue_cache
+        if cache is not None and cache[0] == self._version:
+            return cache[1].get(job.id)
+        now = self._clock()
+        if cache is not None and job.id not in cache[1]:
+            # A job new since the last sort (the create response): one linear count is exact
+            # and far cheaper than re-sorting a long queue on every create.
+            sched = self.settings.scheduling
+            key = (-policy.effective_priority(job, now, sched), job.created_at, job.id)
+            return 1 + sum(
+                1 for j in self._jobs.values()
+                if j.state is LocalState.QUEUED and j.id != job.id
+                and (-policy.effective_priority(j, now, sched), j.created_at, j.id) < key)
+        order = policy.queue_order(self._jobs.values(), now, self.settings.scheduling)
+        self._queue_cache = (self._version, {j.id: i + 1 for i, j in enumerate(order)})
         return self._queue_cache[1].get(job.id)
 
     def ready(self) -> bool:
@@ -304,6 +345,7 @@ class Engine:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         self._publish_scopes(jobs)
+        self._publish_oldest(jobs)
         delay = s.tick_s
         if plan.next_due_at is not None:
             delay = min(delay, max(0.0, plan.next_due_at - now))
@@ -677,9 +719,15 @@ class Engine:
         if m is None:
             return
         m.set_job_counts(self._counts)
-        queued = [j.created_at for j in self._jobs.values() if j.state is LocalState.QUEUED]
+
+    def _publish_oldest(self, jobs: Sequence[Job]) -> None:
+        """Backlog age and longest run; once per loop round, since both scan every job."""
+        m = self._metrics
+        if m is None:
+            return
+        queued = [j.created_at for j in jobs if j.state is LocalState.QUEUED]
         m.set_oldest_queued(min(queued) if queued else 0.0)
-        running = [j for j in self._jobs.values() if j.state is LocalState.RUNNING]
+        running = [j for j in jobs if j.state is LocalState.RUNNING]
         starts: list[float] = []
         for job in running:
             start = (job.remote or {}).get("startTime")

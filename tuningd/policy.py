@@ -520,7 +520,15 @@ def plan(jobs: Sequence[Job], now: float, *,
     # this plan count as active; a job held back only by budget keeps its slots reserved so a
     # lower-priority job cannot take them for hours while it waits seconds for a token.
     counts = active_counts(jobs)
-    for job in queue_order(jobs, now, scheduling):
+    global_cap = adaptive.effective(GLOBAL, limits)
+    if global_cap is not None and counts.get(GLOBAL, 0) >= global_cap:
+        # Every queued job waits for a slot: skip the sort, which is the cost of a long queue.
+        # Their due times do not matter now; a slot that frees wakes the engine.
+        waiting.extend(j.id for j in jobs if j.state is LocalState.QUEUED and j.id not in busy)
+        candidates: list[Job] = []
+    else:
+        candidates = queue_order(jobs, now, scheduling)
+    for job in candidates:
         if job.id in busy:
             continue
         if job.next_action_at > now:
