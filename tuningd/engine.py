@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import random
@@ -54,6 +55,19 @@ class Page:
 
     jobs: Sequence[Job]
     next_key: str | None
+
+
+@dataclass(frozen=True)
+class _QueueCache:
+    """The queue order as of one sort, for queue positions."""
+
+    version: int
+    computed_at: float
+    positions: dict[str, int]
+    neg_priorities: list[int]  # ascending, i.e. by effective priority descending
+
+
+_QUEUE_RESORT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -114,7 +128,7 @@ class Engine:
         # Creates in flight when a create got 429: the lowered cap already counts them, so their
         # success is no evidence of more room and must not raise the cap again.
         self._counted_in_cap: set[str] = set()
-        self._queue_cache: tuple[int, dict[str, int]] | None = None
+        self._queue_cache: _QueueCache | None = None
         self._accepting: dict[str, asyncio.Event] = {}
         self._version = 0
         self._started = False
@@ -220,24 +234,31 @@ class Engine:
         return job
 
     def queue_position(self, job: Job) -> int | None:
+        """1-based place in the submission order; None unless queued.
+
+        The order is re-sorted at most once a second (a long queue under a burst of creates
+        would otherwise be re-sorted per request); a job newer than the sort is placed by a
+        binary search on the sorted priorities, so positions may lag by up to a second.
+        """
         if job.state is not LocalState.QUEUED:
             return None
-        cache = self._queue_cache
-        if cache is not None and cache[0] == self._version:
-            return cache[1].get(job.id)
         now = self._clock()
-        if cache is not None and job.id not in cache[1]:
-            # A job new since the last sort (the create response): one linear count is exact
-            # and far cheaper than re-sorting a long queue on every create.
-            sched = self.settings.scheduling
-            key = (-policy.effective_priority(job, now, sched), job.created_at, job.id)
-            return 1 + sum(
-                1 for j in self._jobs.values()
-                if j.state is LocalState.QUEUED and j.id != job.id
-                and (-policy.effective_priority(j, now, sched), j.created_at, j.id) < key)
-        order = policy.queue_order(self._jobs.values(), now, self.settings.scheduling)
-        self._queue_cache = (self._version, {j.id: i + 1 for i, j in enumerate(order)})
-        return self._queue_cache[1].get(job.id)
+        cache = self._queue_cache
+        if cache is None or (cache.version != self._version
+                             and now - cache.computed_at >= _QUEUE_RESORT_S):
+            order = policy.queue_order(self._jobs.values(), now, self.settings.scheduling)
+            cache = self._queue_cache = _QueueCache(
+                version=self._version, computed_at=now,
+                positions={j.id: i + 1 for i, j in enumerate(order)},
+                neg_priorities=[-policy.effective_priority(j, now, self.settings.scheduling)
+                                for j in order])
+        known = cache.positions.get(job.id)
+        if known is not None:
+            return known
+        # Newer than every sorted job, so it goes after all those of equal or higher priority.
+        ahead = bisect.bisect_right(
+            cache.neg_priorities, -policy.effective_priority(job, now, self.settings.scheduling))
+        return ahead + 1
 
     def ready(self) -> bool:
         return self._started and not self.draining
