@@ -130,3 +130,24 @@ async def test_request_id_makes_submit_idempotent(tmp_path: Path) -> None:
         await h.run_until_ended(limit_s=300)
         assert sum((await h.store.count_by_state()).values()) == 1
         assert len(h.remote_jobs()) == 1
+
+
+async def test_queue_positions_follow_priority_then_age_and_new_jobs_place_without_resort(
+        tmp_path: Path) -> None:
+    """Queued jobs report their submission order (priority, then age); a job created after the
+    last sort is placed behind every job of equal or higher priority, and a later sort agrees."""
+    async with open_harness(tmp_path, emulator=emulator_config(max_concurrent=1),
+                            engine=settings(max_active=1)) as h:
+        running = await h.submit()
+        await h.settle()
+        low = await h.submit(priority=0)
+        high = await h.submit(priority=5)
+        assert h.engine.queue_position(await h.job(running.id)) is None
+        assert h.engine.queue_position(await h.job(high.id)) == 1
+        assert h.engine.queue_position(await h.job(low.id)) == 2
+        # Within the once-a-second window no re-sort happens; the new job is still exact here.
+        mid = await h.submit(priority=3)
+        assert h.engine.queue_position(await h.job(mid.id)) == 2
+        h.clock.advance(2.0)
+        positions = [h.engine.queue_position(await h.job(j.id)) for j in (high, mid, low)]
+        assert positions == [1, 2, 3]
