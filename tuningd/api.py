@@ -384,8 +384,12 @@ class _Api:
         def predicate(job: Job) -> bool:
             return matches(_without_extension(job_view(job)))
 
+        # Index-answerable necessary conditions (top-level `state =` / `labels.k =`) go to the
+        # store; `predicate` still checks every job, so the result is the same, only cheaper.
+        pushdown = wire.filter_pushdown(filter_text)
         page = await self._engine.list_jobs(project, location, predicate=predicate,
-                                            page_size=page_size, after_key=after_key)
+                                            page_size=page_size, after_key=after_key,
+                                            states=pushdown.states, labels=pushdown.labels)
         enum_as_int = wire.wants_int_enums(request.query)
         version = _version(request)
         body: dict[str, Any] = {}

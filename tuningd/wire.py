@@ -21,11 +21,12 @@ import math
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tuningd.errors import InvalidArgument, TuningdError
+from tuningd.model import LOCAL_TO_REMOTE, LocalState
 
 __all__ = [
     "ADAPTER_SIZE_NUMBERS",
@@ -39,6 +40,7 @@ __all__ = [
     "TUNING_JOB_STATE_NUMBERS",
     "TUNING_MODE_NUMBERS",
     "V1BETA1_ONLY_FIELDS",
+    "FilterPushdown",
     "ModelCatalog",
     "ModelInfo",
     "base_model_id",
@@ -46,6 +48,7 @@ __all__ = [
     "decode_page_token",
     "encode_page_token",
     "error_envelope",
+    "filter_pushdown",
     "format_timestamp",
     "parse_empty_request",
     "parse_json_body",
@@ -1172,6 +1175,37 @@ def _enum_value_name(value: Any, numbers: Mapping[str, int]) -> str | None:
     return None
 
 
+def _state_name(value: str) -> str:
+    """A `state` filter value (name in any case, or its number) -> the JobState name."""
+    name = value.upper()
+    if name.isdigit():
+        name = _enum_value_name(int(name), JOB_STATE_NUMBERS) or name
+    if name not in JOB_STATE_NUMBERS:
+        raise _filter_error(f"unknown state value '{value}'.")
+    return name
+
+
+@dataclass(frozen=True)
+class _Cond:
+    """An index-answerable restriction: ("state", "", JobState name) or ("label", key, value)."""
+
+    kind: str
+    key: str
+    value: str
+
+
+def _pushable(field: str, op: str, value: str) -> _Cond | None:
+    """The index form of one restriction (already validated by _restriction), if it has one.
+    Only equality: `!=` and `:` (presence, wildcards) are left to the predicate."""
+    if op != "=":
+        return None
+    if field.startswith("labels.") and field != "labels.":
+        return _Cond("label", field[len("labels."):], value)
+    if field in _STATE_FIELDS:
+        return _Cond("state", "", _state_name(value))
+    return None
+
+
 def _restriction(field: str, op: str, value: str, tok: _Tok) -> Predicate:
     if field == "labels" or field.startswith("labels."):
         key = field[len("labels."):] if field != "labels" else None
@@ -1193,11 +1227,7 @@ def _restriction(field: str, op: str, value: str, tok: _Tok) -> Predicate:
             return lambda job: (job.get("labels") or {}).get(key) != value
         raise _filter_error(f"operator '{op}' is not supported for '{field}'.")
     if field in _STATE_FIELDS:
-        name = value.upper()
-        if name.isdigit():
-            name = _enum_value_name(int(name), JOB_STATE_NUMBERS) or name
-        if name not in JOB_STATE_NUMBERS:
-            raise _filter_error(f"unknown state value '{value}'.")
+        name = _state_name(value)
         if op == "=":
             return lambda job: _enum_value_name(job.get("state"), JOB_STATE_NUMBERS) == name
         if op == "!=":
@@ -1257,46 +1287,56 @@ class _FilterParser:
             return _filter_error("unexpected end of filter.")
         return _filter_error(f"unexpected token '{tok.text}' at position {tok.pos}.")
 
-    def parse(self) -> Predicate:
+    def parse(self) -> tuple[Predicate, list[_Cond]]:
+        """The predicate of the whole filter and its necessary index-answerable conditions."""
         if self.peek().kind == "eof":
-            return lambda job: True
-        pred = self.expression()
+            return (lambda job: True), []
+        pred, conds = self.expression()
         if self.peek().kind != "eof":
             raise self.unexpected(self.peek())
-        return pred
+        return pred, conds
 
     # AIP-160: expression = sequence {AND sequence}; sequence = factor {factor};
     # factor = term {OR term}. So OR binds tighter than AND and juxtaposition.
-    def expression(self) -> Predicate:
-        preds = [self.sequence()]
+    # Each method also returns the conditions every matching job must meet: the union of its
+    # conjuncts' conditions; none from an OR of several terms or from under NOT.
+    def expression(self) -> tuple[Predicate, list[_Cond]]:
+        pred, conds = self.sequence()
+        preds = [pred]
         while self.peek().kind == "AND":
             self.take()
-            preds.append(self.sequence())
-        return _all(preds)
+            pred, more = self.sequence()
+            preds.append(pred)
+            conds += more
+        return _all(preds), conds
 
-    def sequence(self) -> Predicate:
-        preds = [self.factor()]
+    def sequence(self) -> tuple[Predicate, list[_Cond]]:
+        pred, conds = self.factor()
+        preds = [pred]
         while self.peek().kind in ("word", "str", "(", "NOT", "-"):
-            preds.append(self.factor())
-        return _all(preds)
+            pred, more = self.factor()
+            preds.append(pred)
+            conds += more
+        return _all(preds), conds
 
-    def factor(self) -> Predicate:
-        preds = [self.term()]
+    def factor(self) -> tuple[Predicate, list[_Cond]]:
+        first, conds = self.term()
+        preds = [first]
         while self.peek().kind == "OR":
             self.take()
-            preds.append(self.term())
+            preds.append(self.term()[0])
         if len(preds) == 1:
-            return preds[0]
-        return lambda job: any(p(job) for p in preds)
+            return first, conds
+        return (lambda job: any(p(job) for p in preds)), []
 
-    def term(self) -> Predicate:
+    def term(self) -> tuple[Predicate, list[_Cond]]:
         if self.peek().kind in ("NOT", "-"):
             self.take()
-            inner = self.simple()
-            return lambda job: not inner(job)
+            inner = self.simple()[0]
+            return (lambda job: not inner(job)), []
         return self.simple()
 
-    def simple(self) -> Predicate:
+    def simple(self) -> tuple[Predicate, list[_Cond]]:
         tok = self.take()
         if tok.kind == "(":
             # An explicit bound: neither parsing nor evaluating may hit the recursion limit.
@@ -1304,12 +1344,12 @@ class _FilterParser:
             if self.depth > MAX_FILTER_DEPTH:
                 raise _filter_error(
                     f"filter is nested too deeply (at most {MAX_FILTER_DEPTH} parentheses).")
-            pred = self.expression()
+            pred, conds = self.expression()
             self.depth -= 1
             close = self.take()
             if close.kind != ")":
                 raise self.unexpected(close)
-            return pred
+            return pred, conds
         if tok.kind != "word":
             raise self.unexpected(tok)
         cmp = self.take()
@@ -1322,7 +1362,9 @@ class _FilterParser:
         arg = self.take()
         if arg.kind not in ("word", "str"):
             raise self.unexpected(arg)
-        return _restriction(tok.text, cmp.text, arg.text, tok)
+        pred = _restriction(tok.text, cmp.text, arg.text, tok)
+        cond = _pushable(tok.text, cmp.text, arg.text)
+        return pred, [] if cond is None else [cond]
 
 
 def _all(preds: list[Predicate]) -> Predicate:
@@ -1331,13 +1373,57 @@ def _all(preds: list[Predicate]) -> Predicate:
     return lambda job: all(p(job) for p in preds)
 
 
-def compile_filter(text: str) -> Callable[[Mapping[str, Any]], bool]:
-    """Compile an AIP-160 list filter (labels.k=v, labels.k:*, state, display_name,
-    create_time comparisons, AND/OR/NOT, parentheses) into a predicate on canonical jobs.
-    Empty text matches everything. Unparseable text -> InvalidArgument."""
+def _parse_filter(text: str) -> tuple[Predicate, list[_Cond]]:
     if len(text) > 20_000:
         raise _filter_error("filter is too long.")
     try:
         return _FilterParser(text).parse()
     except RecursionError:
         raise _filter_error("filter is nested too deeply.") from None
+
+
+def compile_filter(text: str) -> Callable[[Mapping[str, Any]], bool]:
+    """Compile an AIP-160 list filter (labels.k=v, labels.k:*, state, display_name,
+    create_time comparisons, AND/OR/NOT, parentheses) into a predicate on canonical jobs.
+    Empty text matches everything. Unparseable text -> InvalidArgument."""
+    return _parse_filter(text)[0]
+
+
+@dataclass(frozen=True)
+class FilterPushdown:
+    """Necessary conditions of a list filter that the store's indexes can answer.
+
+    Every job the filter matches is in one of `states` (None: any state) and has every
+    `labels` key = value; the converse need not hold, so the filter stays the final check.
+    An empty `states` means the filter matches no job at all (`never`)."""
+
+    states: frozenset[LocalState] | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def never(self) -> bool:
+        return self.states is not None and not self.states
+
+
+_LOCAL_STATES_OF: Mapping[str, frozenset[LocalState]] = {
+    name: frozenset(s for s, remote in LOCAL_TO_REMOTE.items() if remote.value == name)
+    for name in JOB_STATE_NUMBERS
+}
+
+
+def filter_pushdown(text: str) -> FilterPushdown:
+    """The top-level AND-ed `state = X` and `labels.k = "v"` restrictions of a list filter (as
+    compile_filter parses it), mapped to local states and label equalities. Restrictions under
+    OR or NOT, `!=`, `:` and other fields give nothing. Unparseable text -> InvalidArgument."""
+    states: frozenset[LocalState] | None = None
+    labels: dict[str, str] = {}
+    never = False
+    for cond in _parse_filter(text)[1]:
+        if cond.kind == "state":
+            local = _LOCAL_STATES_OF[cond.value]
+            states = local if states is None else states & local
+        elif labels.setdefault(cond.key, cond.value) != cond.value:
+            never = True  # labels.k = "a" AND labels.k = "b"
+    if never:
+        states = frozenset()
+    return FilterPushdown(states=states, labels=labels)

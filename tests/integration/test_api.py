@@ -99,9 +99,14 @@ class FakeEngine(Engine):
         return list(self.events.get(job_id, []))
 
     async def list_jobs(self, project: str, location: str, *, predicate: JobPredicate | None,
-                        page_size: int, after_key: str | None) -> Page:
+                        page_size: int, after_key: str | None,
+                        states: frozenset[LocalState] | None = None,
+                        labels: Mapping[str, str] | None = None) -> Page:
         ordered = sorted((j for j in self.jobs.values()
-                          if (j.project, j.location) == (project, location)),
+                          if (j.project, j.location) == (project, location)
+                          and (states is None or j.state in states)
+                          and all((j.spec.get("labels") or {}).get(k) == v
+                                  for k, v in (labels or {}).items())),
                          key=lambda j: (j.created_at, j.id), reverse=True)
         if after_key is not None:
             ordered = [j for j in ordered if j.id < after_key]
