@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -34,6 +35,8 @@ _SECRET_VALUE = re.compile(
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
     r"|\bya29\.[A-Za-z0-9._-]+"
 )
+# Values that can hold no text: never scrubbed.
+_PLAIN_TYPES = frozenset({int, float, bool, type(None)})
 
 
 # Keys that merely describe a secret (token counts, key file paths) stay readable.
@@ -50,6 +53,7 @@ _HARMLESS_SUFFIXES = (
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_key(key: str) -> bool:
     norm = key.lower().replace("_", "").replace("-", "")
     if norm.endswith(_HARMLESS_SUFFIXES):
@@ -57,10 +61,28 @@ def is_secret_key(key: str) -> bool:
     return any(part in norm for part in _SECRET_KEY_PARTS)
 
 
+def _scrub_str(value: str) -> str:
+    # Each branch of _SECRET_VALUE needs "bearer", "basic", "private key" or "ya29." (in any
+    # case) in the text: without them the regex cannot match. Exact for ASCII text only: under
+    # (?i) the regex also folds some non-ASCII letters ("ſ" ~ "s", the Kelvin sign ~ "k"), so
+    # other text always goes through the regex.
+    if value.isascii():
+        low = value.lower()
+        if not ("bearer" in low or "basic" in low or "private key" in low or "ya29." in low):
+            return value
+    return _SECRET_VALUE.sub(REDACTED, value)
+
+
 def _scrub(value: Any, depth: int = 0) -> Any:
     if depth > 8:
         return value
+    kind = type(value)
+    if kind is str:
+        return _scrub_str(value)
+    if kind in _PLAIN_TYPES:
+        return value
     if isinstance(value, str):
+        # str subclasses (StrEnum members...) come out as plain str, as re.sub makes them.
         return _SECRET_VALUE.sub(REDACTED, value)
     if isinstance(value, bytes):
         return _scrub(value.decode("utf-8", "replace"), depth + 1)
@@ -79,11 +101,13 @@ def _scrub(value: Any, depth: int = 0) -> Any:
 
 def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     """structlog processor: secret-named keys and credential-looking values become [redacted]."""
-    for key in list(event_dict):
+    for key, value in list(event_dict.items()):
         if is_secret_key(key):
             event_dict[key] = REDACTED
+        elif type(value) in _PLAIN_TYPES:
+            continue
         else:
-            event_dict[key] = _scrub(event_dict[key])
+            event_dict[key] = _scrub(value)
     return event_dict
 
 

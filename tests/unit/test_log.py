@@ -13,6 +13,7 @@ import pytest
 import structlog
 
 from tuningd.log import REDACTED, configure_logging, is_secret_key
+from tuningd.model import LocalState
 
 
 class TTYStringIO(io.StringIO):
@@ -137,3 +138,31 @@ def test_key_classification() -> None:
         assert is_secret_key(key), key
     for key in ("total_billable_token_count", "credentials_file", "token_type", "state", "job"):
         assert not is_secret_key(key), key
+
+
+def test_fast_paths_redact_exactly_what_the_value_regex_does() -> None:
+    """The cheap pre-check before the value regex changes no result: any case, non-ASCII text
+    that (?i) folds to the markers, scalars and str subclasses kept as the regex leaves them."""
+    from tuningd.log import _SECRET_VALUE, redact_secrets
+
+    values = [
+        "plain text", "", "BEARER abcdefgh1", "bearer\tabcdefgh1", "Basic dXNlcjpwYXNz",
+        "basic short", "authorization: Bearer abc.def-ghi_jkl", "token ya29.a0AfH6S", "YA29.X",
+        "-----BEGIN RSA PRIVATE KEY-----", "-----begin private key-----", "privatekey",
+        "ba\u017fic abcdefghij",  # long s: (?i) folds it to "s"
+        "bearer \u212aelvin12345", "caf\u00e9 Bearer abcdefgh12", "ya29\u3002nope",
+    ]
+    for value in values:
+        expected = _SECRET_VALUE.sub(REDACTED, value)
+        got = redact_secrets(None, "info", {"msg": value, "nested": {"v": [value]}})
+        assert got["msg"] == expected, value
+        assert got["nested"] == {"v": [expected]}, value
+    assert redact_secrets(None, "info", {"msg": "ba\u017fic abcdefghij"})["msg"] == REDACTED
+    scalars = {"n": 3, "f": 1.5, "b": True, "none": None, "token_count": 7}
+    assert redact_secrets(None, "info", dict(scalars)) == scalars
+    assert redact_secrets(None, "info", {"api_token": 12})["api_token"] == REDACTED
+    state = redact_secrets(None, "info", {"state": LocalState.QUEUED})["state"]
+    assert state == "queued" and type(state) is str
+    # The key cache answers as before, repeatedly.
+    for _ in range(3):
+        assert is_secret_key("Authorization") and not is_secret_key("token_type")
