@@ -36,12 +36,8 @@ from tuningd.auth import AnonymousTokenSource
 from tuningd.emulator.config import EmulatorConfig, ManualClock
 from tuningd.emulator.server import Emulator, make_app
 from tuningd.emulator.state import (
-    PROCESSING_DATASET_END,
-    TUNING_END,
-    WAITING_FOR_CAPACITY_END,
     EmulatedJob,
     EmulatorState,
-    Phase,
 )
 from tuningd.engine import Engine, EngineSettings
 from tuningd.log import configure_logging
@@ -67,24 +63,8 @@ class VariedDurations(EmulatorState):
         self._durations = durations
         super().__init__(config, clock)
 
-    def _next_event(self, job: EmulatedJob) -> tuple[float, str] | None:
-        pending_s, run_s = self._durations[(job.seq - 1) % len(self._durations)]
-        events: list[tuple[float, str]] = []
-        if job.cancel_s is not None and not job.cancel_completes:
-            events.append((job.cancel_s + self.config.cancel_seconds, "cancelled"))
-        if job.phase == Phase.PENDING and job.slot_s is not None:
-            events.append((job.slot_s + pending_s, "started"))
-        elif job.start_s is not None:
-            offsets = {
-                Phase.PROCESSING_DATASET: (PROCESSING_DATASET_END, "dataset processed"),
-                Phase.WAITING_FOR_CAPACITY: (WAITING_FOR_CAPACITY_END, "capacity acquired"),
-                Phase.TUNING: (TUNING_END, "tuning finished"),
-                Phase.POST_PROCESSING: (1.0, "succeeded"),
-            }
-            if job.phase in offsets:
-                fraction, name = offsets[job.phase]
-                events.append((job.start_s + fraction * run_s, name))
-        return min(events) if events else None
+    def phase_seconds(self, job: EmulatedJob) -> tuple[float, float]:
+        return self._durations[(job.seq - 1) % len(self._durations)]
 
 
 @dataclass(frozen=True)

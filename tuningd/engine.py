@@ -673,9 +673,9 @@ class Engine:
                     sched = policy.schedule_poll(tr.job, tr.changed, now, self.settings.polling,
                                                  self._rng)
                     tr = tr.with_schedule(sched.next_poll_at, sched.interval_s)
-            return await self._commit_locked(tr, event)
+            return await self._commit_locked(tr)
 
-    async def _commit_locked(self, tr: Transition, event: Event | None = None) -> Job:
+    async def _commit_locked(self, tr: Transition) -> Job:
         before, after = tr.before, tr.job
         if tr.changed or tr.state_changed:
             detail: dict[str, Any] = {"event": tr.event.value}

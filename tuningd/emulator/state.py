@@ -322,13 +322,18 @@ class EmulatorState:
         times = [e[0] for e in (self._next_event(j) for j in self._live.values()) if e]
         return min(times) if times else None
 
+    def phase_seconds(self, job: EmulatedJob) -> tuple[float, float]:
+        """(pending, running) seconds of one job; a subclass may vary them per job (bench/)."""
+        return self.config.pending_seconds, self.config.job_seconds
+
     def _next_event(self, job: EmulatedJob) -> tuple[float, str] | None:
         cfg = self.config
+        pending_s, run_s = self.phase_seconds(job)
         events: list[tuple[float, str]] = []
         if job.cancel_s is not None and not job.cancel_completes:
             events.append((job.cancel_s + cfg.cancel_seconds, "cancelled"))
         if job.phase == Phase.PENDING and job.slot_s is not None:
-            events.append((job.slot_s + cfg.pending_seconds, "started"))
+            events.append((job.slot_s + pending_s, "started"))
         elif job.start_s is not None:
             offsets = {
                 Phase.PROCESSING_DATASET: (PROCESSING_DATASET_END, "dataset processed"),
@@ -338,7 +343,7 @@ class EmulatorState:
             }
             if job.phase in offsets:
                 fraction, name = offsets[job.phase]
-                events.append((job.start_s + fraction * cfg.job_seconds, name))
+                events.append((job.start_s + fraction * run_s, name))
         return min(events) if events else None
 
     def _apply(self, job: EmulatedJob, at_s: float, event: str) -> None:
