@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from helpers import (
     http,
     job_body,
     job_id_of,
-    processes,
     wait_until,
 )
 
@@ -25,12 +23,6 @@ pytestmark = pytest.mark.acceptance
 
 MAX_BODY = 4096
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    with processes(tmp_path) as p:
-        yield p
 
 
 def _assert_envelope(resp: Response, http_status: int, status: str) -> None:

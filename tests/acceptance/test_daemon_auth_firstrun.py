@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ from helpers import (
     job_body,
     job_id_of,
     ok_json,
-    processes,
     run_cli,
     tuningd_argv,
     wait_until,
@@ -28,12 +26,6 @@ pytestmark = pytest.mark.acceptance
 
 TOKEN_SECONDS = 8
 JOB_SECONDS = 20
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    with processes(tmp_path) as p:
-        yield p
 
 
 def _service_account_key(path: Path, token_uri: str) -> dict[str, Any]:

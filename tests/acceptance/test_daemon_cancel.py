@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,19 +11,12 @@ from helpers import (
     Processes,
     job_body,
     job_id_of,
-    processes,
     remote_jobs_by_label,
     run_cli,
     wait_until,
 )
 
 pytestmark = pytest.mark.acceptance
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    with processes(tmp_path) as p:
-        yield p
 
 
 def _local_state(daemon: DaemonProc, job_id: str) -> str:

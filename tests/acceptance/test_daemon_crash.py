@@ -6,7 +6,6 @@ import json
 import os
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,6 @@ from helpers import (
     Processes,
     job_body,
     job_id_of,
-    processes,
     remote_jobs_by_label,
     wait_until,
 )
@@ -26,12 +24,6 @@ pytestmark = pytest.mark.acceptance
 N_JOBS = 30
 MIN_KILLS = 5
 SEED = int(os.environ.get("ACCEPTANCE_SEED", "20240607"))  # vary to explore
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    with processes(tmp_path) as p:
-        yield p
 
 
 def _total_requests(emu: EmulatorProc) -> int:

@@ -6,11 +6,10 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import Processes, processes
+from helpers import Processes
 
 pytestmark = pytest.mark.acceptance
 
@@ -43,12 +42,6 @@ class FakeSystemd:
 
     def close(self) -> None:
         self.sock.close()
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    with processes(tmp_path) as p:
-        yield p
 
 
 def test_daemon_notifies_ready_watchdog_reload_and_stop(procs: Processes, tmp_path: Path) -> None:

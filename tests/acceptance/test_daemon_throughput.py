@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ from helpers import (
     Processes,
     job_body,
     job_id_of,
-    processes,
     remote_jobs_by_label,
     wait_until,
 )
@@ -24,12 +22,6 @@ pytestmark = pytest.mark.acceptance
 
 N_JOBS = 50
 N_VIA_GENAI = 5
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    with processes(tmp_path) as p:
-        yield p
 
 
 def _genai_client(daemon_url: str) -> Any:
