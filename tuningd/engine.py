@@ -107,7 +107,8 @@ class Engine:
     def __init__(self, store: Store, vertex: VertexClient, settings: EngineSettings, *,
                  metrics: Metrics | None = None, clock: Clock = time.time,
                  rng: random.Random | None = None,
-                 on_progress: Callable[[], None] | None = None) -> None:
+                 on_progress: Callable[[], None] | None = None,
+                 new_id: Callable[[], str] | None = None) -> None:
         self._store = store
         self._vertex = vertex
         self.settings = settings
@@ -115,6 +116,8 @@ class Engine:
         self._clock = clock
         self._rng = rng or random.Random()
         self._on_progress = on_progress
+        # Local job ids; injectable so that a simulation replays a seed exactly.
+        self._new_id = new_id or (lambda: str(uuid.uuid4()))
         self._jobs: dict[str, Job] = {}
         self._counts: Counter[LocalState] = Counter()
         self._lock = asyncio.Lock()
@@ -145,7 +148,7 @@ class Engine:
         base_model = str(spec.get("baseModel")
                          or (spec.get("preTunedModel") or {}).get("tunedModelName") or "")
         job = Job(
-            id=str(uuid.uuid4()), project=project, location=location,
+            id=self._new_id(), project=project, location=location,
             spec_json=json.dumps(spec, sort_keys=True, separators=(",", ":")),
             base_model=base_model, state=LocalState.QUEUED, created_at=now, updated_at=now,
             priority=priority, request_id=request_id,
