@@ -1,0 +1,1 @@
+"""Deterministic simulation of tuningd's exactly-once promise (seeded faults, crashes, checks)."""

@@ -1,0 +1,112 @@
+"""The fault schedule: seeded regimes of emulator faults and gate-level reply resets."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from tests.sim.options import LOCATIONS, PROJECTS, SimOptions
+from tuningd.emulator import METHODS, Faults, LostReplyMode
+
+# Fields of the emulator's Faults on this branch: the emu-faults ones appear once it is merged,
+# and the sim uses them only then.
+SUPPORTED: frozenset[str] = frozenset(f.name for f in dataclasses.fields(Faults))
+_STATUSES = (429, 500, 502, 503, 504)
+
+
+@dataclass(frozen=True)
+class Regime:
+    """The faults in force until the next fault step."""
+
+    faults: Faults
+    reply_reset_rate: float = 0.0
+    label: str = "none"
+
+
+CLEAR = Regime(Faults())
+
+
+def _rate(rng: random.Random) -> float:
+    return rng.choice((0.05, 0.2, 0.5, 1.0))
+
+
+def _some_methods(rng: random.Random) -> list[str]:
+    return [m for m in METHODS if rng.random() < 0.4] or [rng.choice(METHODS)]
+
+
+def draw_regime(rng: random.Random, options: SimOptions) -> Regime:
+    """A random mix of one to three kinds of faults among the enabled features."""
+    kinds = [k for k in ("errors", "lost_replies", "reply_resets", "late_creates", "list_lag",
+                         "error_rules", "garbled") if options.has(k) and _supported(k)]
+    if not kinds or rng.random() < 0.35:
+        return CLEAR
+    chosen = sorted(rng.sample(kinds, k=min(len(kinds), rng.randint(1, 3))))
+    kw: dict[str, Any] = {}
+    labels: list[str] = []
+    reset = 0.0
+    for kind in chosen:
+        if kind == "errors":
+            rates = {m: _rate(rng) for m in _some_methods(rng)}
+            statuses = {m: rng.choice(_STATUSES) for m in rates}
+            kw["error_rates"] = rates
+            kw["error_statuses"] = {m: s for m, s in statuses.items() if s != 503}
+            labels.append("err{" + ",".join(f"{m}:{r:g}/{statuses[m]}"
+                                            for m, r in sorted(rates.items())) + "}")
+            if rng.random() < 0.5:
+                drops = {m: rng.choice((0.05, 0.2, 0.5)) for m in _some_methods(rng)}
+                kw["drop_rates"] = drops
+                labels.append("drop{" + ",".join(f"{m}:{r:g}"
+                                                 for m, r in sorted(drops.items())) + "}")
+        elif kind == "lost_replies":
+            rate = _rate(rng)
+            mode = rng.choice((LostReplyMode.DROP, LostReplyMode.UNAVAILABLE))
+            kw["lost_reply_rate"] = rate
+            kw["lost_reply_mode"] = mode
+            labels.append(f"lost{rate:g}/{mode.value}")
+        elif kind == "reply_resets":
+            reset = rng.choice((0.1, 0.3))
+            labels.append(f"reset{reset:g}")
+        elif kind == "late_creates":
+            limit = options.late_create_max_s * (3.0 if options.beyond_bounds else 1.0)
+            delay = round(rng.uniform(1.0, limit), 1)
+            kw["late_create_rate"] = _rate(rng)
+            kw["late_create_delay_s"] = delay
+            labels.append(f"late{kw['late_create_rate']:g}/{delay:g}s")
+        elif kind == "list_lag":
+            limit = options.list_lag_max_s * (3.0 if options.beyond_bounds else 1.0)
+            kw["list_lag_s"] = round(rng.uniform(1.0, limit), 1)
+            labels.append(f"lag{kw['list_lag_s']:g}s")
+        elif kind == "error_rules":
+            rules, text = _draw_rules(rng)
+            kw["error_rules"] = rules
+            labels.append(text)
+        elif kind == "garbled":
+            rates = {m: rng.choice((0.1, 0.3)) for m in _some_methods(rng)}
+            field = rng.choice(("malformed_rates", "truncated_rates"))
+            kw[field] = rates
+            labels.append(f"{field[:5]}{{" + ",".join(f"{m}:{r:g}"
+                                                      for m, r in sorted(rates.items())) + "}")
+    return Regime(Faults(**kw), reset, " ".join(labels) or "none")
+
+
+def _supported(kind: str) -> bool:
+    needs = {"late_creates": "late_create_rate", "list_lag": "list_lag_s",
+             "error_rules": "error_rules", "garbled": "malformed_rates"}
+    field = needs.get(kind)
+    return field is None or field in SUPPORTED
+
+
+def _draw_rules(rng: random.Random) -> tuple[tuple[Any, ...], str]:
+    """A project-wide 403 on create, or a 404 on every get, for as long as the regime lasts."""
+    from tuningd.emulator.faults import ErrorRule  # type: ignore[attr-defined]
+
+    if rng.random() < 0.5:
+        project = rng.choice(PROJECTS)
+        rule = ErrorRule(403, method="create", project=project, rate=1.0,
+                         status_name="PERMISSION_DENIED")
+        return (rule,), f"rule{{403 create {project}}}"
+    location = rng.choice((*LOCATIONS, "*"))
+    rule = ErrorRule(404, method="get", location=location, rate=1.0)
+    return (rule,), f"rule{{404 get {location}}}"

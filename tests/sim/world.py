@@ -1,0 +1,234 @@
+"""The simulated world: real engine, store, client and emulator on one manual clock, plus crashes.
+
+Private engine/store attributes used here (no public hook exists yet; see the sim's README):
+`Engine._iterate` (one planning round without awaiting its actions), `Engine._tasks` (the actions
+in flight, to gate and to kill), `Store._pending` (group-commit writes not yet handed to SQLite,
+dropped on a crash as kill -9 would); and the emulator's `EmulatorState._live` (its jobs that
+have not ended, so per-step checks need not scan every job ever made).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.sim.faults import CLEAR, Regime
+from tests.sim.gate import Gate
+from tests.sim.options import SimOptions, WorldParams
+from tuningd import policy
+from tuningd.auth import AnonymousTokenSource
+from tuningd.emulator import Emulator, EmulatorConfig, ManualClock, QuotaMode
+from tuningd.emulator.state import EmulatedJob
+from tuningd.engine import Engine, EngineSettings
+from tuningd.model import Job, LocalState
+from tuningd.store import Store
+from tuningd.vertex import VertexClient
+
+GOOD_DATASET = "gs://sim-bucket/train.jsonl"
+BAD_DATASET = "gs://sim-bucket/missing.jsonl"
+
+
+class ObservedStore(Store):
+    """The real store, telling the sim about every row it has durably written."""
+
+    observer: Callable[[Job], None] | None = None
+
+    async def create_or_get(self, job: Job, reason: str = "accepted",
+                            detail: Mapping[str, Any] | None = None) -> tuple[Job, bool]:
+        stored, created = await super().create_or_get(job, reason, detail)
+        if created and self.observer is not None:
+            self.observer(stored)
+        return stored, created
+
+    async def apply(self, before: Job, after: Job, reason: str,
+                    detail: Mapping[str, Any] | None = None) -> None:
+        await super().apply(before, after, reason, detail)
+        if self.observer is not None:
+            self.observer(after)
+
+    async def update_job(self, job: Job) -> None:
+        await super().update_job(job)
+        if self.observer is not None:
+            self.observer(job)
+
+
+def _scratch_dir() -> str:
+    shm = Path("/dev/shm")
+    base = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    return tempfile.mkdtemp(prefix="tuningd-sim-", dir=base)
+
+
+def spec(base_model: str, dataset: str, name: str) -> dict[str, Any]:
+    return {
+        "baseModel": base_model,
+        "tunedModelDisplayName": name,
+        "supervisedTuningSpec": {
+            "trainingDatasetUri": dataset,
+            "hyperParameters": {"epochCount": 2, "adapterSize": "ADAPTER_SIZE_FOUR"},
+        },
+    }
+
+
+class World:
+    """One seed's world. The engine can be killed and restarted; everything else lives on."""
+
+    def __init__(self, seed: int, options: SimOptions, params: WorldParams) -> None:
+        self.seed = seed
+        self.options = options
+        self.params = params
+        self.clock = ManualClock()
+        self.start_s = self.clock.now()
+        self.offset_s = 0.0  # engine clock = emulator clock + offset (NTP steps)
+        self.incarnation = 0
+        self.regime: Regime = CLEAR
+        self.settings = EngineSettings(
+            limits=policy.Limits(max_active=params.max_active,
+                                 per_location=dict(params.per_location),
+                                 per_base_model=dict(params.per_base_model)),
+            polling=policy.PollingSettings(initial_interval_s=params.initial_interval_s,
+                                           max_interval_s=params.max_interval_s),
+            retry=policy.RetrySettings(cap_s=params.retry_cap_s),
+            # The sim runs rounds itself; the loop's sleep cap only shapes _iterate's answer.
+            tick_s=3600.0,
+        )
+        self._next_local = 0
+        # Latest durably written row of every job (kept by ObservedStore, rebuilt on restart),
+        # the number of jobs per state, and the ids changed since the checker last looked.
+        self.local: dict[str, Job] = {}
+        self.local_counts: Counter[LocalState] = Counter()
+        self.dirty: set[str] = set()
+        self.events: list[dict[str, Any]] = []  # warnings/errors the engine logged
+        self.dir = _scratch_dir()
+        self.db_path = str(Path(self.dir) / "tuningd.db")
+        self.gate = Gate(self.now, options.request_timeout_s
+                         if options.has("timeouts") else float("inf"))
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def elapsed(self) -> float:
+        return self.clock.now() - self.start_s
+
+    def new_id(self) -> str:
+        # Shared by every incarnation: a killed daemon's ids are never handed out again.
+        self._next_local += 1
+        return f"j{self._next_local:04d}"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        root = Path(self.dir) / "gcs"
+        (root / "sim-bucket").mkdir(parents=True)
+        example = {"contents": [{"role": "user", "parts": [{"text": "q"}]},
+                                {"role": "model", "parts": [{"text": "a"}]}]}
+        lines = [json.dumps(example)] * 20
+        (root / "sim-bucket" / "train.jsonl").write_text("\n".join(lines), encoding="utf-8")
+        p = self.params
+        config = EmulatorConfig(
+            pending_seconds=p.pending_s, job_seconds=p.job_s, cancel_seconds=p.cancel_s,
+            cancel_completes_probability=p.cancel_completes_probability,
+            max_concurrent=p.quota,
+            quota_mode=QuotaMode.REJECT if p.quota_reject else QuotaMode.WAIT,
+            seed=self.seed, gcs_root=root)
+        self.emulator = Emulator(config, clock=self.clock)
+        await self.emulator.start()
+        self.session = aiohttp.ClientSession(trace_configs=[self.gate.trace_config()])
+        # The real timeout never fires (a seed runs in well under a second of wall time); the
+        # gate times requests out in simulated time instead.
+        self.vertex = VertexClient(self.session, AnonymousTokenSource(),
+                                   endpoint=self.emulator.url, timeout_s=1e6)
+        await self._start_engine()
+
+    async def _start_engine(self) -> None:
+        self.store = await ObservedStore.open(self.db_path)
+        self.local = {j.id: j for j in await self.store.list_jobs(limit=1_000_000)}
+        self.local_counts = Counter(j.state for j in self.local.values())
+        self.dirty = set(self.local)
+        self.store.observer = self._observe
+        self.incarnation += 1
+        self.engine = Engine(
+            self.store, self.vertex, self.settings, clock=self._engine_now,
+            rng=random.Random(f"engine-{self.seed}-{self.incarnation}"), new_id=self.new_id)
+        await self.engine.start()
+
+    def _engine_now(self) -> float:
+        return self.clock.now() + self.offset_s
+
+    def _observe(self, job: Job) -> None:
+        old = self.local.get(job.id)
+        if old is not None:
+            self.local_counts[old.state] -= 1
+        self.local_counts[job.state] += 1
+        self.local[job.id] = job
+        self.dirty.add(job.id)
+
+    def unfinished(self) -> int:
+        """Local jobs not in a terminal state."""
+        return sum(n for state, n in self.local_counts.items() if not state.is_terminal)
+
+    def remote_live(self) -> list[EmulatedJob]:
+        """Remote jobs not ended yet (the emulator keeps them apart, so this is cheap)."""
+        return list(self.emulator.state._live.values())
+
+    async def crash(self) -> None:
+        """kill -9: every action dies where it waits, unsent writes are lost, nothing is
+        flushed; then a new engine starts on the same database with the same client."""
+        await self._kill()
+        await self._start_engine()
+
+    async def _kill(self) -> None:
+        tasks = list(self.engine._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        store = self.store
+        store.observer = None
+        for _, future in store._pending:  # never reached SQLite: lost with the process
+            future.cancel()
+        store._pending.clear()
+        await store.close()
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._kill()
+        await self.session.close()
+        await self.emulator.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ moves
+
+    def plan_round(self) -> int:
+        """One planning round; its actions start (and are gated) but are not awaited."""
+        before = set(self.engine._tasks)
+        self.last_delay_s = self.engine._iterate()
+        started = [t for t in self.engine._tasks if t not in before]
+        for task in started:
+            self.gate.track(task)
+        return len(started)
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        self.emulator.state.advance()
+
+    def set_regime(self, regime: Regime) -> None:
+        self.regime = regime
+        self.emulator.state.faults = regime.faults
+
+    def reload(self, limits: policy.Limits) -> None:
+        self.settings = EngineSettings(limits=limits, polling=self.settings.polling,
+                                       retry=self.settings.retry, budget=self.settings.budget,
+                                       scheduling=self.settings.scheduling,
+                                       tick_s=self.settings.tick_s)
+        self.engine.reload(self.settings)
