@@ -17,10 +17,6 @@ log = structlog.get_logger("tuningd.emulator")
 
 # Google's Content-Type on every JSON answer.
 JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
-# Per-request values: when the call arrived (clock seconds) and an outcome label that replaces
-# the HTTP status in the request counts (e.g. "malformed", "late_create").
-RECEIVED_KEY = "tuningd.emulator.received_s"
-OUTCOME_KEY = "tuningd.emulator.outcome"
 # What a misbehaving proxy in front of the API might send with a 200.
 MALFORMED_BODY = (b"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Proxy Error</title>"
                   b"</head>\n<body><h1>Proxy Error</h1>\n<p>The proxy server received an invalid "
@@ -54,7 +50,6 @@ def garbled(request: web.Request, method: str, reply: FaultAction,
             body: Any) -> web.Response:
     """A 200 whose body a client cannot read: an HTML page, or the JSON cut to half its bytes
     (Content-Length matches what is sent)."""
-    request[OUTCOME_KEY] = reply.value
     log_fault(request, method, reply.value)
     if reply == FaultAction.MALFORMED:
         return web.Response(body=MALFORMED_BODY, status=200,

@@ -7,6 +7,7 @@ import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -19,8 +20,6 @@ from tuningd.emulator.config import Clock, EmulatorConfig, ManualClock, SystemCl
 from tuningd.emulator.faults import FaultAction, Faults, LostReplyMode, injected_error
 from tuningd.emulator.replies import (
     JSON_CONTENT_TYPE,
-    OUTCOME_KEY,
-    RECEIVED_KEY,
     drop,
     garbled,
     log_fault,
@@ -58,11 +57,21 @@ class _Dropped(Exception):
 
 
 class _LateCreate(Exception):
-    """Internal signal: the create was scheduled to land later; hold, then drop."""
+    """Internal signal from the create handler: this valid create lands late."""
 
-    def __init__(self, hold_s: float) -> None:
+    def __init__(self, spec: dict[str, Any], body: Any, where: dict[str, str]) -> None:
         super().__init__("late_create")
-        self.hold_s = hold_s
+        self.spec = spec
+        self.body = body
+        self.where = where
+
+
+@dataclass
+class _Call:
+    """One Vertex call in flight."""
+
+    received_s: float  # clock seconds when it arrived
+    outcome: str | None = None  # replaces the HTTP status in the request counts
 
 
 def make_app(state_or_config: EmulatorState | EmulatorConfig | None = None) -> web.Application:
@@ -166,11 +175,11 @@ async def _api_call(request: web.Request, method: str, handler: Handler) -> web.
     """Runs one Vertex call through auth, rate limits and faults; counts and logs it."""
     state = _state(request)
     started = time.monotonic()
-    request[RECEIVED_KEY] = state.now()
+    call = _Call(received_s=state.now())
     outcome = "500"
     try:
-        response = await _guarded(request, state, method, handler)
-        outcome = request.get(OUTCOME_KEY) or str(response.status)
+        response = await _guarded(request, state, method, handler, call)
+        outcome = call.outcome or str(response.status)
         return response
     except _Dropped as dropped:
         outcome = str(dropped) or "dropped"
@@ -180,7 +189,7 @@ async def _api_call(request: web.Request, method: str, handler: Handler) -> web.
         raise
     except asyncio.CancelledError:
         # The server stopped (or the client left) while the call was held.
-        outcome = request.get(OUTCOME_KEY) or "cancelled"
+        outcome = call.outcome or "cancelled"
         raise
     finally:
         state.record_request(method, outcome)
@@ -189,7 +198,7 @@ async def _api_call(request: web.Request, method: str, handler: Handler) -> web.
 
 
 async def _guarded(request: web.Request, state: EmulatorState, method: str,
-                   handler: Handler) -> web.StreamResponse:
+                   handler: Handler, call: _Call) -> web.StreamResponse:
     faults: Faults = state.faults
     if method != "other":
         if request.match_info.get("version") not in wire.API_VERSIONS:
@@ -218,10 +227,16 @@ async def _guarded(request: web.Request, state: EmulatorState, method: str,
     try:
         body = await handler(request, state)
     except _LateCreate as late:
-        request[OUTCOME_KEY] = "late_create"
-        log_fault(request, method, "late_create", hold_s=late.hold_s)
-        if late.hold_s > 0:
-            await asyncio.sleep(late.hold_s)
+        # The landing time is fixed on receipt, before the hold: the job lands even if this
+        # handler is cancelled while it holds the request.
+        hold_s = faults.late_create_hold_s
+        state.schedule_create(late.spec, late.body, received_s=call.received_s,
+                              land_s=call.received_s + hold_s + faults.late_create_delay_s,
+                              **late.where)
+        call.outcome = "late_create"
+        log_fault(request, method, "late_create", hold_s=hold_s)
+        if hold_s > 0:
+            await asyncio.sleep(hold_s)
         drop(request)
         raise _Dropped("late_create") from None
     if method == "create":
@@ -233,6 +248,7 @@ async def _guarded(request: web.Request, state: EmulatorState, method: str,
             raise Unavailable("The service is currently unavailable.")
         reply = state.dice.reply_fault(state.faults, method)  # the job exists either way
     if reply != FaultAction.NONE:
+        call.outcome = reply.value
         return garbled(request, method, reply, body)
     return json_response(body)
 
@@ -255,14 +271,8 @@ async def _create(request: web.Request, state: EmulatorState) -> dict[str, Any]:
     where = {"api_version": info["version"], "project": info["project"],
              "location": info["location"]}
     spec = state.validate_create(body, api_version=info["version"])  # 400s answer at once
-    faults = state.faults
-    if state.dice.roll(faults.late_create_rate):
-        # Fixed now, on receipt: the job lands even if this handler is cancelled while held.
-        received_s: float = request[RECEIVED_KEY]
-        state.schedule_create(spec, body, received_s=received_s,
-                              land_s=received_s + faults.late_create_hold_s
-                              + faults.late_create_delay_s, **where)
-        raise _LateCreate(faults.late_create_hold_s)
+    if state.dice.roll(state.faults.late_create_rate):
+        raise _LateCreate(spec, body, where)
     job = state.commit_create(spec, body, **where)
     return _render(request, state, state.view(job))
 
