@@ -39,7 +39,8 @@ def _some_methods(rng: random.Random) -> list[str]:
 def draw_regime(rng: random.Random, options: SimOptions) -> Regime:
     """A random mix of one to three kinds of faults among the enabled features."""
     kinds = [k for k in ("errors", "lost_replies", "reply_resets", "late_creates", "list_lag",
-                         "error_rules", "garbled") if options.has(k) and _supported(k)]
+                         "create_denied", "get_not_found", "garbled")
+             if options.has(k) and _supported(k)]
     if not kinds or rng.random() < 0.35:
         return CLEAR
     chosen = sorted(rng.sample(kinds, k=min(len(kinds), rng.randint(1, 3))))
@@ -78,9 +79,9 @@ def draw_regime(rng: random.Random, options: SimOptions) -> Regime:
             limit = options.list_lag_max_s * (3.0 if options.beyond_bounds else 1.0)
             kw["list_lag_s"] = round(rng.uniform(1.0, limit), 1)
             labels.append(f"lag{kw['list_lag_s']:g}s")
-        elif kind == "error_rules":
-            rules, text = _draw_rules(rng)
-            kw["error_rules"] = rules
+        elif kind in ("create_denied", "get_not_found"):
+            rule, text = _draw_rule(rng, kind)
+            kw["error_rules"] = (*kw.get("error_rules", ()), rule)
             labels.append(text)
         elif kind == "garbled":
             rates = {m: rng.choice((0.1, 0.3)) for m in _some_methods(rng)}
@@ -93,20 +94,24 @@ def draw_regime(rng: random.Random, options: SimOptions) -> Regime:
 
 def _supported(kind: str) -> bool:
     needs = {"late_creates": "late_create_rate", "list_lag": "list_lag_s",
-             "error_rules": "error_rules", "garbled": "malformed_rates"}
+             "create_denied": "error_rules", "get_not_found": "error_rules",
+             "garbled": "malformed_rates"}
     field = needs.get(kind)
     return field is None or field in SUPPORTED
 
 
-def _draw_rules(rng: random.Random) -> tuple[tuple[Any, ...], str]:
-    """A project-wide 403 on create, or a 404 on every get, for as long as the regime lasts."""
-    from tuningd.emulator.faults import ErrorRule  # type: ignore[attr-defined]
+def _draw_rule(rng: random.Random, kind: str) -> tuple[Any, str]:
+    """A project-wide 403 (or 404) on create, or a 404 on every get of a location: for as long
+    as the regime lasts, as when a role or an API is switched off and on again."""
+    from tuningd.emulator.faults import RULE_REASONS, ErrorRule
 
-    if rng.random() < 0.5:
+    if kind == "create_denied":
         project = rng.choice(PROJECTS)
-        rule = ErrorRule(403, method="create", project=project, rate=1.0,
-                         status_name="PERMISSION_DENIED")
-        return (rule,), f"rule{{403 create {project}}}"
+        if rng.random() < 0.25:
+            return (ErrorRule(404, method="create", project=project),
+                    f"rule{{404 create {project}}}")
+        reason = rng.choice(RULE_REASONS[403])
+        return (ErrorRule(403, method="create", project=project, reason=reason),
+                f"rule{{403 create {project} {reason}}}")
     location = rng.choice((*LOCATIONS, "*"))
-    rule = ErrorRule(404, method="get", location=location, rate=1.0)
-    return (rule,), f"rule{{404 get {location}}}"
+    return ErrorRule(404, method="get", location=location), f"rule{{404 get {location}}}"

@@ -20,7 +20,8 @@ FEATURES: tuple[str, ...] = (
     "timeouts",         # requests held past the client timeout while time moves
     "late_creates",     # emulator: a create that makes its job only later (emu-faults)
     "list_lag",         # emulator: new jobs show in lists only after a lag (emu-faults)
-    "error_rules",      # emulator: project-wide 403 on create, 404 on get, for a while
+    "create_denied",    # emulator: a project-wide 403/404 on create, for a while
+    "get_not_found",    # emulator: a 404 on every get in a location, for a while
     "garbled",          # emulator: malformed / truncated 2xx bodies (emu-faults)
 )
 

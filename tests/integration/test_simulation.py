@@ -1,0 +1,166 @@
+"""The deterministic simulation in CI: seeds on the CI baseline, replay determinism, the
+checks themselves, and the known-breakage seeds (strict xfail until their fixes land)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.sim import known_seeds
+from tests.sim.driver import Driver, Outcome, engine_log_capture, run_seed
+from tests.sim.invariants import SimJob
+from tests.sim.options import CI_BASELINE, SimOptions
+from tests.sim.world import GOOD_DATASET, spec
+from tuningd.model import LABEL_JOB_ID, LABEL_MANAGED_BY, MANAGED_BY_VALUE, LocalState
+
+ROOT = Path(__file__).resolve().parents[2]
+CI_OPTIONS = SimOptions().with_features(CI_BASELINE)
+# About half a second each on a 2-core machine.
+CI_SEEDS = range(40)
+
+
+def _explain(outcome: Outcome) -> str:
+    assert outcome.violation is not None
+    return (f"seed {outcome.seed} broke {outcome.violation.invariant}: "
+            f"{outcome.violation.message}\n" + "\n".join(outcome.tail)
+            + f"\nreplay: {outcome.replay_command()}")
+
+
+@pytest.mark.parametrize("seed", CI_SEEDS)
+async def test_seed_keeps_every_promise(seed: int) -> None:
+    """A seeded run of submits, cancels, faults, crashes and limit changes keeps every invariant
+    after every step and ends with every job terminal and matching Vertex."""
+    outcome = await run_seed(seed, CI_OPTIONS)
+    assert outcome.ok, _explain(outcome)
+
+
+async def test_same_seed_gives_the_same_trace() -> None:
+    """Running one seed twice in one process gives the same step trace (hash); another seed
+    gives another."""
+    first = await run_seed(7, CI_OPTIONS)
+    second = await run_seed(7, CI_OPTIONS)
+    other = await run_seed(8, CI_OPTIONS)
+    assert first.steps > 100
+    assert first.trace_hash == second.trace_hash
+    assert other.trace_hash != first.trace_hash
+
+
+def test_replay_command_reproduces_the_trace_in_a_fresh_process() -> None:
+    """`python -m tests.sim --seed N` in a new process with another hash seed prints the trace
+    hash of the same seed run here: a failing seed can be replayed exactly."""
+    features = ",".join(sorted(CI_BASELINE))
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.sim", "--seed", "3", "--features", features],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    match = re.search(r"trace ([0-9a-f]{16})", proc.stdout)
+    assert match, proc.stdout + proc.stderr
+    env["PYTHONHASHSEED"] = "54321"
+    again = subprocess.run(
+        [sys.executable, "-m", "tests.sim", "--seed", "3", "--features", features],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert match.group(1) in again.stdout, again.stdout + again.stderr
+
+
+# ------------------------------------------------------------------ the checks can fail
+
+
+@pytest.fixture
+async def driver() -> AsyncIterator[Driver]:
+    d = Driver(11, SimOptions().with_features(frozenset()))
+    with engine_log_capture(d.world.events):
+        await d.world.open()
+        try:
+            yield d
+        finally:
+            await d.world.close()
+
+
+async def _submit(d: Driver) -> str:
+    job, _ = await d.world.engine.submit("proj-a", "us-central1",
+                                         spec("gemini-2.5-flash", GOOD_DATASET, "t"))
+    d.checker.jobs[job.id] = SimJob(job.id, valid=True)
+    return job.id
+
+
+def _remote_for(d: Driver, job_id: str) -> None:
+    body = {**spec("gemini-2.5-flash", GOOD_DATASET, "t"),
+            "labels": {LABEL_JOB_ID: job_id, LABEL_MANAGED_BY: MANAGED_BY_VALUE}}
+    d.world.emulator.state.create(body, api_version="v1", project="proj-a",
+                                  location="us-central1")
+
+
+async def test_two_remote_jobs_for_one_local_job_break_invariant_1(driver: Driver) -> None:
+    """A second remote job labelled with one local id is reported as a duplicate."""
+    job_id = await _submit(driver)
+    _remote_for(driver, job_id)
+    assert driver.checker.check_step() is None
+    _remote_for(driver, job_id)
+    violation = driver.checker.check_step()
+    assert violation is not None and violation.invariant == "duplicate"
+
+
+async def test_more_remote_jobs_than_the_limit_break_invariant_2(driver: Driver) -> None:
+    """One remote active job more than max_active is a limit violation."""
+    for _ in range(driver.world.settings.limits.max_active + 1):
+        _remote_for(driver, await _submit(driver))
+    violation = driver.checker.check_step()
+    assert violation is not None and violation.invariant == "limit"
+
+
+async def test_a_remote_job_for_a_job_cancelled_while_queued_breaks_invariant_4(
+        driver: Driver) -> None:
+    """A job cancelled while queued must never get a remote job."""
+    job_id = await _submit(driver)
+    cancelled = await driver.world.engine.cancel(job_id)
+    assert cancelled.state is LocalState.CANCELLED
+    driver.checker.jobs[job_id].cancelled_in = cancelled.state
+    assert driver.checker.check_step() is None
+    _remote_for(driver, job_id)
+    violation = driver.checker.check_step()
+    assert violation is not None and violation.invariant == "cancel"
+
+
+async def test_a_job_left_queued_breaks_the_end_check(driver: Driver) -> None:
+    """A job that never ends is reported as stuck by the final check."""
+    await _submit(driver)
+    violation = await driver.checker.check_end()
+    assert violation is not None and violation.invariant == "stuck"
+
+
+# ------------------------------------------------------------------ known breakages (issue 7)
+
+
+class InvariantBroken(AssertionError):
+    """A known seed broke its invariant (the expected failure of a strict xfail)."""
+
+
+_BROKEN: dict[str, type[InvariantBroken]] = {
+    name: type(f"{name.title().replace('_', '')}Broken", (InvariantBroken,), {})
+    for name in ("duplicate", "limit", "tracking", "lost", "stuck", "cancel", "history",
+                 "action_failed")
+}
+
+
+def _known(breakage: known_seeds.Breakage) -> object:
+    marks = []
+    if breakage.name not in known_seeds.FIXED:
+        marks.append(pytest.mark.xfail(strict=True, raises=_BROKEN[breakage.invariant],
+                                       reason=f"issue 7: {breakage.what}"))
+    return pytest.param(breakage, id=breakage.name, marks=marks)
+
+
+@pytest.mark.parametrize("breakage", [_known(b) for b in known_seeds.BREAKAGES])
+async def test_known_breakage_seed(breakage: known_seeds.Breakage) -> None:
+    """The smallest seed that showed a known breakage keeps every promise (it fails with exactly
+    that invariant until the fix lands; then the strict xfail must be flipped)."""
+    outcome = await run_seed(known_seeds.SEEDS[breakage.name], breakage.options())
+    if outcome.violation is not None:
+        error = _BROKEN.get(outcome.violation.invariant, AssertionError)
+        raise error(_explain(outcome))
