@@ -72,7 +72,6 @@ class Checker:
     duplicate_grace_s: float = 3600.0
     by_label: defaultdict[str, list[EmulatedJob]] = field(
         default_factory=lambda: defaultdict(list))
-    duplicated: set[str] = field(default_factory=set)
     reported: set[str] = field(default_factory=set)  # remote ids the engine flagged
     _remote_seen: int = 0
     _events_seen: int = 0
@@ -105,13 +104,47 @@ class Checker:
         world = self.world
         world.emulator.state.advance()
         fresh = self._index_remote()
+        beyond = world.options.beyond_bounds
         active: Counter[ScopeKey] = Counter()
         for job in world.remote_live():
-            active.update(_scopes(job))
+            if not (beyond and self._extra(job)):
+                active.update(_scopes(job))
         touched = world.dirty | {label for label in (remote_label(j) for j in fresh) if label}
         world.dirty = set()
-        return (self._scan_events() or self._duplicates(fresh) or self._limits(active)
+        found = self._extras() if beyond else self._duplicates(fresh)
+        return (self._scan_events() or found or self._limits(active)
                 or self._tracking(sorted(touched)))
+
+    def _extra(self, remote: EmulatedJob) -> str | None:
+        """Why a remote job is one tuningd should not have (None: it is the job's own, or may
+        still become it): a duplicate, a landing for a job requeued or ended without it."""
+        label = remote_label(remote)
+        local = self.world.local.get(label) if label is not None else None
+        if local is None:
+            return "unowned"
+        if local.remote_id is not None:
+            return None if local.remote_id == remote.job_id else "duplicate"
+        if local.state is LocalState.QUEUED and local.attempts > 0:
+            return "landed after its job was requeued"
+        if local.state.is_terminal:
+            return f"landed after its job ended {local.state.value}"
+        return None
+
+    def _extras(self) -> Violation | None:
+        """Beyond the bounds: every extra remote job must be cancelled, or reported by the engine
+        (job.duplicate_remote / engine.unowned_remote_job), within the grace."""
+        now = self.world.now()
+        for remote in self.world.emulator.state.jobs.values():
+            if remote.cancel_s is not None or remote.job_id in self.reported:
+                continue
+            if now - remote.create_s <= self.duplicate_grace_s:
+                continue
+            why = self._extra(remote)
+            if why is not None:
+                return Violation("duplicate", f"remote {remote.job_id} of {remote_label(remote)} "
+                                              f"({why}) neither cancelled nor reported after "
+                                              f"{self.duplicate_grace_s:g} s")
+        return None
 
     def _index_remote(self) -> list[EmulatedJob]:
         jobs = self.world.emulator.state.jobs
@@ -142,25 +175,10 @@ class Checker:
         for job in fresh:
             label = remote_label(job)
             if label is not None and len(self.by_label[label]) > 1:
-                self.duplicated.add(label)
-        now = self.world.now()
-        for label in sorted(self.duplicated):
-            found = self.by_label[label]
-            names = ", ".join(f"{j.job_id}({j.state.value[10:]})" for j in found)
-            if not self.world.options.beyond_bounds:
+                found = self.by_label[label]
+                names = ", ".join(f"{j.job_id}({j.state.value[10:]})" for j in found)
                 return Violation("duplicate", f"job {label} has {len(found)} remote jobs: "
                                               f"{names}")
-            local = self.world.local.get(label)
-            keep = local.remote_id if local is not None else None
-            for extra in found:
-                if extra.job_id == keep or extra.cancel_s is not None:
-                    continue
-                if extra.job_id in self.reported:
-                    continue
-                if now - extra.create_s > self.duplicate_grace_s:
-                    return Violation("duplicate", f"job {label}: extra remote {extra.job_id} "
-                                     f"neither cancelled nor reported after "
-                                     f"{self.duplicate_grace_s:g} s ({names})")
         return None
 
     def _limits(self, active: Counter[ScopeKey]) -> Violation | None:
@@ -187,7 +205,9 @@ class Checker:
                 continue  # a label no local job has (yet): the duplicate check covers it
             sim = self.jobs.get(job_id)
             labelled = self.by_label.get(job_id, [])
-            if sim is not None and sim.cancelled_in is LocalState.CANCELLED and labelled:
+            beyond = self.world.options.beyond_bounds
+            if (sim is not None and sim.cancelled_in is LocalState.CANCELLED and labelled
+                    and not beyond):
                 return Violation("cancel", f"job {job_id} was cancelled while queued but Vertex "
                                            f"has remote job {labelled[0].job_id}")
             if not job.state.is_terminal:
@@ -202,7 +222,7 @@ class Checker:
                     return Violation("tracking", f"job {job_id} ended {job.state.value} "
                                      f"({_outcome(job)}) but its remote {found.job_id} is "
                                      f"{found.state.value}")
-            elif labelled and not self.world.options.beyond_bounds:
+            elif labelled and not beyond:
                 v = "cancel" if job.outcome is Outcome.CANCELLED_LOCALLY else "tracking"
                 return Violation(v, f"job {job_id} ended {job.state.value} ({_outcome(job)}) "
                                     f"without a remote job, but Vertex has "
@@ -272,6 +292,8 @@ class Checker:
             for remote in labelled:
                 if remote.cancel_s is not None:
                     continue
+                if self.world.options.beyond_bounds and self._extra(remote) is not None:
+                    continue  # judged by _extras: cancelled or reported in time
                 # It ended before a cancel reached it: fine if the job says so.
                 if job.outcome not in (Outcome.COMPLETED_DESPITE_CANCEL,
                                        Outcome.FAILED_DESPITE_CANCEL):

@@ -1,4 +1,4 @@
-"""Known breakages of the engine (issue 7) and the smallest seed showing each: the CI regression set.
+"""Known breakages of the engine (issue 7), each with the smallest seed showing it: CI regressions.
 
 A seed is replayed with the CI baseline features plus the breakage's own (`options()`); it breaks
 the named invariant on the engine it was found on. tests/integration/test_simulation.py expects
