@@ -418,8 +418,9 @@ class Engine:
             elif action.kind is policy.ActionKind.SWEEP:
                 self._sweeping.add(action.place)
             self._busy.update(action.job_ids)
+            target = action.job_ids[0] if action.job_ids else "/".join(action.place)
             task = asyncio.get_running_loop().create_task(self._execute(action),
-                                                           name=f"{action.kind}:{action.job_id}")
+                                                           name=f"{action.kind}:{target}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         self._publish_scopes(jobs)

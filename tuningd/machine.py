@@ -264,7 +264,8 @@ def _adopt(job: Job, remote: RemoteSnapshot, now: float, verb: str) -> tuple[dic
     detail = remote.state + (f"/{remote.substate}" if remote.substate else "")
     if mapped is None:
         # UNSPECIFIED or a state newer than this code: never guess an end, keep the job active.
-        mapped = LocalState.PENDING if job.state is LocalState.SUBMITTING else job.state
+        mapped = (LocalState.PENDING if job.state in (LocalState.SUBMITTING, LocalState.QUEUED)
+                  else job.state)
         detail = f"{detail} (not understood, kept active)"
     if job.cancel_requested and mapped in (LocalState.PENDING, LocalState.RUNNING):
         # Cancel is wanted: the job stays (or becomes) cancelling until Vertex ends it.

@@ -549,13 +549,12 @@ def plan(jobs: Sequence[Job], now: float, *,
             continue
         place = (job.project, job.location)
         pause = paused.get(place)
-        if pause is not None:
-            # Only the queue head of a paused place may probe, once its time has come.
-            if pause.probing or place in probing or pause.probe_at > now:
-                if not pause.probing and pause.probe_at > now:
-                    future.append(pause.probe_at)
-                blocked.append(job.id)
-                continue
+        # Only the queue head of a paused place may probe, once its time has come.
+        if pause is not None and (pause.probing or place in probing or pause.probe_at > now):
+            if not pause.probing and pause.probe_at > now:
+                future.append(pause.probe_at)
+            blocked.append(job.id)
+            continue
         scopes = scopes_of(job)
         full = False
         for scope in scopes:
