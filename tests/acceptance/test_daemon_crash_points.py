@@ -22,6 +22,8 @@ from helpers import (
 pytestmark = pytest.mark.acceptance
 
 TERMINAL = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED"}
+# A short timeout shortens the wait before an unknown create may be presumed absent.
+FAST = {"vertex": {"request_timeout_s": 2.0}}
 
 
 def _die_at(daemon: DaemonProc, point: str, trigger: Callable[[], object]) -> None:
@@ -79,7 +81,7 @@ def test_kill_during_a_create_leaves_exactly_one_remote_job(procs: Processes, tm
     stored, the restarted daemon reconciles and the job succeeds with one remote job."""
     # Latency keeps the POST in flight long enough for create.awaiting_reply to strike.
     emu = procs.emulator(job_seconds=1.0, pending_seconds=0.2, extra=["--latency", "0.5"])
-    daemon = procs.daemon(emu.url, start=False)
+    daemon = procs.daemon(emu.url, FAST, start=False)
     ids: list[str] = []
     _die_at(daemon, point, lambda: ids.append(job_id_of(daemon.submit(job_body(point)))))
 
@@ -93,7 +95,7 @@ def test_kill_during_a_cancel_still_cancels_on_vertex(procs: Processes, tmp_path
     """Killed with the cancel intent stored but not sent, or sent but its acknowledgement not
     stored, the restarted daemon carries the cancel out: the job ends cancelled on Vertex."""
     emu = procs.emulator(job_seconds=3600, pending_seconds=0.2)
-    daemon = procs.daemon(emu.url)
+    daemon = procs.daemon(emu.url, FAST)
     job_id = job_id_of(daemon.submit(job_body(point)))
     wait_until(lambda: daemon.job(job_id)["state"] == "JOB_STATE_RUNNING", 30,
                message="the job to run")
@@ -111,7 +113,7 @@ def test_kill_in_the_middle_of_a_migration_leaves_the_old_schema(procs: Processe
     """A daemon killed inside a schema migration leaves the database at its old version with its
     jobs intact; the next start migrates it and the job runs to success."""
     emu = procs.emulator(job_seconds=3.0, pending_seconds=0.2, max_concurrent=1)
-    daemon = procs.daemon(emu.url, {"limits": {"max_active": 1}})
+    daemon = procs.daemon(emu.url, {**FAST, "limits": {"max_active": 1}})
     job_id = job_id_of(daemon.submit(job_body("old-schema")))
     daemon.stop()
     # Make it a version 2 database: the columns migration 3 adds are not there yet.
