@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -42,10 +44,8 @@ def _die_at(daemon: DaemonProc, point: str, trigger: Callable[[], object]) -> No
 
     wait_until(ready_or_dead, 30, message=lambda: f"daemon to start\n{daemon.tail()}")
     if daemon.alive():
-        try:
+        with contextlib.suppress(AssertionError, OSError):  # it may die before it answers
             trigger()
-        except (AssertionError, OSError):
-            pass  # the daemon may die before it answers
     assert daemon.popen is not None
     assert daemon.popen.wait(timeout=30) == -9, daemon.tail()
     assert f"failpoint {point}" in daemon.logs()
@@ -68,7 +68,7 @@ def _check_invariants(daemon: DaemonProc, emu: EmulatorProc, job_id: str, *,
         assert view["tuningd"]["remoteName"].endswith(remotes[0]["jobId"])
     history = view["tuningd"]["history"]
     assert history[0]["from"] is None and history[0]["to"] == "queued"
-    for before, after in zip(history, history[1:], strict=False):
+    for before, after in itertools.pairwise(history):
         assert after["from"] == before["to"], history
     assert history[-1]["to"] == view["tuningd"]["state"]
 
