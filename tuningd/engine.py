@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from tuningd import errors, machine, policy, recovery, vertex, wire
+from tuningd import errors, failpoints, machine, policy, recovery, vertex, wire
 from tuningd.errors import Code, RemoteError
 from tuningd.machine import Event, RemoteSnapshot, Transition
 from tuningd.metrics import Metrics
@@ -87,6 +87,8 @@ class EngineSettings:
     # tracked local job owns; duplicates and late landings are cancelled when cancel_unowned.
     sweep_interval_s: float = 300.0
     cancel_unowned: bool = True
+    # Places swept even when no local job names them (e.g. after the database was lost).
+    sweep_places: tuple[policy.Place, ...] = ()
     # Upper bound on how long the loop sleeps, so the watchdog sees progress while idle.
     tick_s: float = 1.0
 
@@ -255,6 +257,7 @@ class Engine:
                     f"{LOCAL_TO_REMOTE[job.state].value}.")
             tr = machine.apply(job, Event.cancel_requested(), self._clock())
             job = await self._commit_locked(tr)
+        failpoints.hit("cancel.intent_written")
         self._wakeup.set()
         return job
 
@@ -322,7 +325,7 @@ class Engine:
                 reconcile_at=now, error_message="the daemon stopped while this create was in "
                 "flight"))
             self._count_unknown_outcome()
-        for place in await self._store.places():
+        for place in {*await self._store.places(), *self.settings.sweep_places}:
             self._sweep_at[place] = now
             if self._metrics is not None:
                 self._metrics.set_creates_paused(*place, False)
@@ -340,6 +343,8 @@ class Engine:
     def reload(self, settings: EngineSettings) -> None:
         """Apply new limits and polling settings (SIGHUP); adaptive caps start afresh."""
         self.settings = settings
+        for place in settings.sweep_places:
+            self._sweep_at.setdefault(place, self._clock())
         self._adaptive = self._adaptive.reset()
         self._budgets = policy.Budgets(settings.budget)
         self._version += 1
@@ -396,7 +401,7 @@ class Engine:
         now = self._clock()
         s = self.settings
         jobs = list(self._jobs.values())
-        locations = {j.location for j in jobs}
+        locations = {j.location for j in jobs} | {loc for _, loc in self._sweep_at}
         plan = policy.plan(
             jobs, now, limits=s.limits, adaptive=self._adaptive,
             budgets=self._budgets.snapshot(locations, now), scheduling=s.scheduling,
@@ -494,12 +499,15 @@ class Engine:
         if job is None or job.state is not LocalState.SUBMITTING:
             self._probe_inconclusive(action.place)
             return
+        failpoints.hit("submit.intent_written")
         body = job.spec
         body["labels"] = {**(body.get("labels") or {}),
                           LABEL_JOB_ID: job.id, LABEL_MANAGED_BY: MANAGED_BY_VALUE}
         bound = log.bind(job_id=job.id)
         try:
+            failpoints.hit_soon("create.awaiting_reply", 0.1)
             remote = await self._vertex.create(job.project, job.location, body)
+            failpoints.hit("create.reply_received")
         except RemoteError as exc:
             await self._create_failed(job, exc)
             return
@@ -835,6 +843,7 @@ class Engine:
             else:
                 await self._transient(job.id, exc, now)
             return
+        failpoints.hit("cancel.sent")
         await self._transition(job.id, Event.cancel_sent(next_action_at=now + initial))
 
     # ------------------------------------------------------------------ applying results

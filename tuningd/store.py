@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from tuningd import errors
+from tuningd import errors, failpoints
 from tuningd.model import TERMINAL_STATES, Job, JobEvent, LocalState, Outcome
 
 T = TypeVar("T")
@@ -393,9 +393,11 @@ class Store:
             script = MIGRATIONS[number - 1]
             # The migration and its version bump commit together or not at all.
             try:
-                self._writer.executescript(
-                    f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
-                )
+                self._writer.executescript(f"BEGIN IMMEDIATE;\n{script}")
+                failpoints.hit("store.mid_migration")
+                # execute, not executescript: that would commit the open transaction first.
+                self._writer.execute(f"PRAGMA user_version = {number}")
+                self._writer.execute("COMMIT")
             except sqlite3.Error as exc:
                 with contextlib.suppress(sqlite3.Error):
                     self._writer.execute("ROLLBACK")
