@@ -19,7 +19,7 @@ import structlog
 
 from tests.sim import options as opt
 from tests.sim.faults import CLEAR, draw_regime
-from tests.sim.gate import Phase, SimStuck
+from tests.sim.gate import Parked, Phase, SimStuck
 from tests.sim.invariants import Checker, SimJob, Violation
 from tests.sim.world import BAD_DATASET, GOOD_DATASET, World, spec
 from tuningd import policy
@@ -97,6 +97,7 @@ class Driver:
         self._hash = hashlib.sha256()
         self.step_no = 0
         self._request_ids: list[tuple[str, str, str]] = []
+        self._answered: dict[tuple[str, str], int] = {}
 
     # ------------------------------------------------------------------ running
 
@@ -138,14 +139,30 @@ class Driver:
     async def _after(self, text: str) -> Violation | None:
         await self.world.gate.quiesce()
         self.step_no += 1
+        seen = self._answers()
+        if seen:
+            text = f"{text} [{seen}]"
         self._log(f"{self.step_no:04d} {self.world.elapsed():9.1f} {text} | {self._digest()}")
         return self.checker.check_step()
+
+    def _answers(self) -> str:
+        """What the emulator answered since the last step (e.g. `create:late_create`)."""
+        out = []
+        for method, counts in self.world.emulator.state.request_counts.items():
+            for outcome, n in counts.items():
+                key = (method, outcome)
+                if n != self._answered.get(key, 0):
+                    out.append(f"{method}:{outcome}" + (f"x{n - self._answered.get(key, 0)}"
+                                                        if n - self._answered.get(key, 0) > 1
+                                                        else ""))
+                    self._answered[key] = n
+        return " ".join(sorted(out))
 
     # ------------------------------------------------------------------ main phase
 
     def _choices(self) -> list[tuple[str, float]]:
         o = self.options
-        out: list[tuple[str, float]] = [("round", 25.0), ("advance", 20.0), ("advance_due", 5.0),
+        out: list[tuple[str, float]] = [("round", 15.0), ("advance", 25.0), ("advance_due", 5.0),
                                         ("faults", 2.0)]
         if self.world.gate.parked:
             out.append(("release", 30.0))
@@ -200,22 +217,44 @@ class Driver:
         if deadline is not None and self.rng.random() < 0.9:
             # Mostly, requests in flight answer before their client gives up: time moves less.
             dt = min(dt, (deadline - self.world.now()) * self.rng.uniform(0.05, 0.95))
-        return self._advance(max(dt, 0.0))
+        if self.rng.random() < 0.15:
+            return self._advance(self._clip(dt), "stalled ")
+        return self._prompt(self._clip(dt))
 
     async def _step_advance_due(self) -> str:
-        w = self.world
-        due = [j.next_action_at - w.offset_s for j in w.engine._jobs.values()]
-        nxt = w.emulator.state.next_event_s()
-        deadline = w.gate.next_deadline_s()
-        candidates = [t for t in (*due, nxt, deadline) if t is not None and t > w.now()]
-        dt = min(candidates, default=w.now() + 60.0) - w.now()
-        return self._advance(min(max(dt, 0.1), 3600.0) + 0.01)
+        return self._prompt(self._clip(3600.0))
 
-    def _advance(self, dt: float) -> str:
+    def _clip(self, dt: float) -> float:
+        """Without the timeouts feature, time never reaches a parked request's deadline."""
+        deadline = self.world.gate.next_deadline_s()
+        if deadline is None or self.options.has("timeouts"):
+            return max(dt, 0.0)
+        return max(0.0, min(dt, deadline - self.world.now() - 0.001))
+
+    def _prompt(self, dt: float) -> str:
+        """Time passes for a daemon whose loop wakes when something is due: rounds run at each
+        due time on the way, and the passage stops at the first round that starts an action
+        (or at the first request timeout)."""
+        w = self.world
+        moved = 0.0
+        started = 0
+        expired: list[Parked] = []
+        while True:
+            started = w.plan_round()
+            if started or moved >= dt or expired:
+                break
+            step = min(dt - moved, max(w.last_delay_s, 0.01))
+            w.advance(step)
+            moved += step
+            expired = w.gate.expire()
+        note = f" timed out {[p.key for p in expired]}" if expired else ""
+        return f"advance {moved:.1f}s of {dt:.1f}s, round started {started}{note}"
+
+    def _advance(self, dt: float, how: str = "") -> str:
         self.world.advance(dt)
         expired = self.world.gate.expire()
         note = f" timed out {[p.key for p in expired]}" if expired else ""
-        return f"advance {dt:.1f}s{note}"
+        return f"{how}advance {dt:.1f}s{note}"
 
     async def _step_submit(self) -> str:
         count = self.rng.randint(2, 4) if self.rng.random() < 0.15 else 1

@@ -70,13 +70,13 @@ def draw_regime(rng: random.Random, options: SimOptions) -> Regime:
             reset = rng.choice((0.1, 0.3))
             labels.append(f"reset{reset:g}")
         elif kind == "late_creates":
-            limit = options.late_create_max_s * (3.0 if options.beyond_bounds else 1.0)
+            limit = options.late_create_bound_s
             delay = round(rng.uniform(1.0, limit), 1)
             kw["late_create_rate"] = _rate(rng)
             kw["late_create_delay_s"] = delay
             labels.append(f"late{kw['late_create_rate']:g}/{delay:g}s")
         elif kind == "list_lag":
-            limit = options.list_lag_max_s * (3.0 if options.beyond_bounds else 1.0)
+            limit = options.list_lag_bound_s
             kw["list_lag_s"] = round(rng.uniform(1.0, limit), 1)
             labels.append(f"lag{kw['list_lag_s']:g}s")
         elif kind in ("create_denied", "get_not_found"):

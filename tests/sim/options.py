@@ -17,7 +17,8 @@ FEATURES: tuple[str, ...] = (
     "errors",           # 429/5xx error rates, dropped connections
     "lost_replies",     # creates whose reply is lost (drop or 503) after the job was made
     "reply_resets",     # any call's reply lost after Vertex acted (gate-level reset)
-    "timeouts",         # requests held past the client timeout while time moves
+    "timeouts",         # requests held past the client timeout while time moves (else time
+                        # stops short of the earliest deadline until the request moves on)
     "late_creates",     # emulator: a create that makes its job only later (emu-faults)
     "list_lag",         # emulator: new jobs show in lists only after a lag (emu-faults)
     "create_denied",    # emulator: a project-wide 403/404 on create, for a while
@@ -48,12 +49,29 @@ class SimOptions:
     # Past the documented bounds: late creates and list lag longer than the daemon assumes,
     # big clock jumps; then a duplicate is allowed if it is cancelled or reported in time.
     beyond_bounds: bool = False
-    late_create_max_s: float = 90.0
-    list_lag_max_s: float = 30.0
+    # What the daemon is configured to assume (vertex.request_timeout_s, reconcile.list_lag_s),
+    # and so the bounds of the faults: a create lands at most one request timeout after the
+    # attempt ends, a list lags at most list_lag_s. The client gives up after the timeout.
     request_timeout_s: float = 60.0
+    list_lag_s: float = 30.0
+    # The faults' own bounds, when they should differ from what the daemon assumes.
+    late_create_max_s: float | None = None  # None: request_timeout_s
+    list_lag_max_s: float | None = None  # None: list_lag_s
     # Quiesce phase: give up (and report the stuck jobs) after this much simulated time.
     quiesce_limit_s: float = 14 * 86400.0
     quiesce_max_iterations: int = 20_000
+
+    @property
+    def late_create_bound_s(self) -> float:
+        """The longest late create drawn (tripled beyond the bounds)."""
+        bound = self.request_timeout_s if self.late_create_max_s is None else self.late_create_max_s
+        return bound * (3.0 if self.beyond_bounds else 1.0)
+
+    @property
+    def list_lag_bound_s(self) -> float:
+        """The longest list lag drawn (tripled beyond the bounds)."""
+        bound = self.list_lag_s if self.list_lag_max_s is None else self.list_lag_max_s
+        return bound * (3.0 if self.beyond_bounds else 1.0)
 
     def has(self, feature: str) -> bool:
         return feature in self.features
@@ -74,9 +92,13 @@ class SimOptions:
             parts.append(f"--jobs {self.max_jobs}")
         if self.beyond_bounds:
             parts.append("--beyond-bounds")
-        if self.late_create_max_s != defaults.late_create_max_s:
+        if self.request_timeout_s != defaults.request_timeout_s:
+            parts.append(f"--request-timeout {self.request_timeout_s:g}")
+        if self.late_create_max_s is not None:
             parts.append(f"--late-create-max {self.late_create_max_s:g}")
-        if self.list_lag_max_s != defaults.list_lag_max_s:
+        if self.list_lag_s != defaults.list_lag_s:
+            parts.append(f"--list-lag {self.list_lag_s:g}")
+        if self.list_lag_max_s is not None:
             parts.append(f"--list-lag-max {self.list_lag_max_s:g}")
         return " ".join(parts)
 

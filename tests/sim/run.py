@@ -75,7 +75,8 @@ def options_from(args: argparse.Namespace) -> opt.SimOptions:
         features = features - frozenset(args.without.split(","))
     return opt.SimOptions(
         steps=args.steps, max_jobs=args.jobs, beyond_bounds=args.beyond_bounds,
-        late_create_max_s=args.late_create_max, list_lag_max_s=args.list_lag_max,
+        request_timeout_s=args.request_timeout, late_create_max_s=args.late_create_max,
+        list_lag_s=args.list_lag, list_lag_max_s=args.list_lag_max,
     ).with_features(frozenset(features))
 
 
@@ -96,8 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=defaults.max_jobs, help="most jobs per seed")
     p.add_argument("--beyond-bounds", action="store_true",
                    help="late creates / list lag / clock jumps past what the daemon assumes")
-    p.add_argument("--late-create-max", type=float, default=defaults.late_create_max_s)
-    p.add_argument("--list-lag-max", type=float, default=defaults.list_lag_max_s)
+    p.add_argument("--request-timeout", type=float, default=defaults.request_timeout_s,
+                   help="client timeout, also what the daemon assumes a late create takes")
+    p.add_argument("--late-create-max", type=float, default=None,
+                   help="longest late create (default: the request timeout)")
+    p.add_argument("--list-lag", type=float, default=defaults.list_lag_s,
+                   help="the list lag the daemon assumes (reconcile.list_lag_s)")
+    p.add_argument("--list-lag-max", type=float, default=None,
+                   help="longest list lag (default: what the daemon assumes)")
     p.add_argument("-v", "--verbose", action="store_true", help="print the step trace")
     p.add_argument("--show", type=int, default=10, help="failing seeds to print in full")
     p.add_argument("--report", help="write one JSON line per seed to this file")

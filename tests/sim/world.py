@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import random
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,8 @@ import aiohttp
 
 from tests.sim.faults import CLEAR, Regime
 from tests.sim.gate import Gate
-from tests.sim.options import SimOptions, WorldParams
-from tuningd import policy
+from tests.sim.options import LOCATIONS, PROJECTS, SimOptions, WorldParams
+from tuningd import policy, recovery
 from tuningd.auth import AnonymousTokenSource
 from tuningd.emulator import Emulator, EmulatorConfig, ManualClock, QuotaMode
 from tuningd.emulator.state import EmulatedJob
@@ -44,21 +45,19 @@ class ObservedStore(Store):
 
     observer: Callable[[Job], None] | None = None
 
-    async def create_or_get(self, job: Job, reason: str = "accepted",
-                            detail: Mapping[str, Any] | None = None) -> tuple[Job, bool]:
-        stored, created = await super().create_or_get(job, reason, detail)
+    async def create_or_get(self, job: Job, *args: Any, **kwargs: Any) -> tuple[Job, bool]:
+        stored, created = await super().create_or_get(job, *args, **kwargs)
         if created and self.observer is not None:
             self.observer(stored)
         return stored, created
 
-    async def apply(self, before: Job, after: Job, reason: str,
-                    detail: Mapping[str, Any] | None = None) -> None:
-        await super().apply(before, after, reason, detail)
+    async def apply(self, before: Job, after: Job, *args: Any, **kwargs: Any) -> None:
+        await super().apply(before, after, *args, **kwargs)
         if self.observer is not None:
             self.observer(after)
 
-    async def update_job(self, job: Job) -> None:
-        await super().update_job(job)
+    async def update_job(self, job: Job, *args: Any, **kwargs: Any) -> None:
+        await super().update_job(job, *args, **kwargs)
         if self.observer is not None:
             self.observer(job)
 
@@ -99,6 +98,11 @@ class World:
             polling=policy.PollingSettings(initial_interval_s=params.initial_interval_s,
                                            max_interval_s=params.max_interval_s),
             retry=policy.RetrySettings(cap_s=params.retry_cap_s),
+            # The daemon's assumptions are the sim's fault bounds (options.py).
+            reconcile=recovery.ReconcileSettings(request_timeout_s=options.request_timeout_s,
+                                                 list_lag_s=options.list_lag_s),
+            # As a daemon with both allow-lists set: every place is swept.
+            sweep_places=tuple((p, loc) for p in PROJECTS for loc in LOCATIONS),
             # The sim runs rounds itself; the loop's sleep cap only shapes _iterate's answer.
             tick_s=3600.0,
         )
@@ -111,8 +115,7 @@ class World:
         self.events: list[dict[str, Any]] = []  # warnings/errors the engine logged
         self.dir = _scratch_dir()
         self.db_path = str(Path(self.dir) / "tuningd.db")
-        self.gate = Gate(self.now, options.request_timeout_s
-                         if options.has("timeouts") else float("inf"))
+        self.gate = Gate(self.now, options.request_timeout_s)
 
     def now(self) -> float:
         return self.clock.now()
@@ -227,8 +230,5 @@ class World:
         self.emulator.state.faults = regime.faults
 
     def reload(self, limits: policy.Limits) -> None:
-        self.settings = EngineSettings(limits=limits, polling=self.settings.polling,
-                                       retry=self.settings.retry, budget=self.settings.budget,
-                                       scheduling=self.settings.scheduling,
-                                       tick_s=self.settings.tick_s)
+        self.settings = dataclasses.replace(self.settings, limits=limits)
         self.engine.reload(self.settings)
