@@ -10,6 +10,7 @@ import math
 import random
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,7 @@ class Outcome:
     wall_s: float
     trace_hash: str
     tail: list[str] = field(default_factory=list)
+    stats: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -98,6 +100,7 @@ class Driver:
         self.step_no = 0
         self._request_ids: list[tuple[str, str, str]] = []
         self._answered: dict[tuple[str, str], int] = {}
+        self.stats: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ running
 
@@ -120,7 +123,28 @@ class Driver:
         return Outcome(self.seed, self.options, violation, self.step_no,
                        len(self.checker.jobs), self.world.elapsed(),
                        time.perf_counter() - started, self._hash.hexdigest(),
-                       self.trace[-TAIL_LINES:])
+                       self.trace[-TAIL_LINES:], self._stats())
+
+    def _stats(self) -> dict[str, int]:
+        """What the run went through, for the sweep summary (coverage, not correctness)."""
+        state = self.world.emulator.state
+        answers = Counter[str]()
+        for method, counts in state.request_counts.items():
+            for outcome, n in counts.items():
+                answers["ok" if outcome == "200" else outcome] += n
+                if method == "create" and outcome == "200":
+                    answers["creates"] += n
+        jobs = list(state.jobs.values())
+        self.stats["remote jobs"] = len(jobs)
+        self.stats["late landings"] = sum(1 for j in jobs if j.transitions and j.transitions[
+            0].reason.startswith("created (landed"))
+        self.stats["extras"] = sum(1 for j in jobs if self.checker._extra(j) is not None)
+        self.stats["remote cancels"] = sum(1 for j in jobs if j.cancel_s is not None)
+        self.stats["crashes"] = self.world.incarnation - 1
+        self.stats["fault answers"] = sum(n for k, n in answers.items()
+                                          if k not in ("ok", "creates"))
+        self.stats["late creates"] = answers["late_create"]
+        return dict(self.stats)
 
     def _log(self, line: str) -> None:
         self.trace.append(line)
@@ -163,7 +187,7 @@ class Driver:
     def _choices(self) -> list[tuple[str, float]]:
         o = self.options
         out: list[tuple[str, float]] = [("round", 15.0), ("advance", 25.0), ("advance_due", 5.0),
-                                        ("faults", 2.0)]
+                                        ("faults", 3.0)]
         if self.world.gate.parked:
             out.append(("release", 30.0))
         if len(self.checker.jobs) < self.params.jobs:
@@ -201,6 +225,7 @@ class Driver:
                 and self.rng.random() < self.world.regime.reply_reset_rate):
             error = aiohttp.ServerDisconnectedError()
         self.world.gate.release(parked.key, error)
+        self.stats["reply resets"] += error is not None
         return f"release {parked.key} {parked.method}{' RESET' if error else ''}"
 
     async def _step_advance(self) -> str:
@@ -213,10 +238,6 @@ class Driver:
             dt = self.rng.uniform(120.0, 1800.0)
         else:
             dt = self.rng.uniform(1800.0, 7200.0)
-        deadline = self.world.gate.next_deadline_s()
-        if deadline is not None and self.rng.random() < 0.9:
-            # Mostly, requests in flight answer before their client gives up: time moves less.
-            dt = min(dt, (deadline - self.world.now()) * self.rng.uniform(0.05, 0.95))
         if self.rng.random() < 0.15:
             return self._advance(self._clip(dt), "stalled ")
         return self._prompt(self._clip(dt))
@@ -225,11 +246,17 @@ class Driver:
         return self._prompt(self._clip(3600.0))
 
     def _clip(self, dt: float) -> float:
-        """Without the timeouts feature, time never reaches a parked request's deadline."""
+        """Requests in flight mostly answer before their client gives up, so time mostly stops
+        short of the earliest deadline; without the timeouts feature, always."""
         deadline = self.world.gate.next_deadline_s()
-        if deadline is None or self.options.has("timeouts"):
+        if deadline is None:
             return max(dt, 0.0)
-        return max(0.0, min(dt, deadline - self.world.now() - 0.001))
+        left = deadline - self.world.now()
+        if not self.options.has("timeouts"):
+            return max(0.0, min(dt, left - 0.001))
+        if self.rng.random() < 0.9:
+            return max(0.0, min(dt, left * self.rng.uniform(0.05, 0.95)))
+        return max(dt, 0.0)
 
     def _prompt(self, dt: float) -> str:
         """Time passes for a daemon whose loop wakes when something is due: rounds run at each
@@ -247,12 +274,14 @@ class Driver:
             w.advance(step)
             moved += step
             expired = w.gate.expire()
+            self.stats["timeouts"] += len(expired)
         note = f" timed out {[p.key for p in expired]}" if expired else ""
         return f"advance {moved:.1f}s of {dt:.1f}s, round started {started}{note}"
 
     def _advance(self, dt: float, how: str = "") -> str:
         self.world.advance(dt)
         expired = self.world.gate.expire()
+        self.stats["timeouts"] += len(expired)
         note = f" timed out {[p.key for p in expired]}" if expired else ""
         return f"{how}advance {dt:.1f}s{note}"
 
@@ -340,7 +369,8 @@ class Driver:
         until every job and every remote job has ended (or the limit is reached)."""
         w = self.world
         w.set_regime(CLEAR)
-        self._log("quiesce: faults cleared")
+        w.emulator.state.hurry = True
+        self._log("quiesce: faults cleared, new remote jobs run 10x faster")
         limit_s = w.elapsed() + self.options.quiesce_limit_s
         for _ in range(self.options.quiesce_max_iterations):
             if w.gate.parked:

@@ -1,6 +1,6 @@
 """Known breakages of the engine (issue 7), each with the smallest seed showing it: CI regressions.
 
-A seed is replayed with the CI baseline features plus the breakage's own (`options()`); it breaks
+A seed is replayed with the CI baseline features plus the breakage's own (`options()`); it broke
 the named invariant on the engine it was found on. tests/integration/test_simulation.py expects
 each to fail (xfail, strict) until the fix lands; then it passes, the strict xfail turns red, and
 whoever landed the fix moves the breakage's features into options.CI_BASELINE and the name into
@@ -53,8 +53,10 @@ BREAKAGES: tuple[Breakage, ...] = (
              "the job stays submitting for ever and holds a slot"),
 )
 
-# Smallest seed showing each breakage on the engine of 4c2c3e6 (with the emu-faults emulator),
-# as `python -m tests.sim.hunt --limit 300` found them.
+# Smallest seed showing each breakage, found by `python -m tests.sim.hunt --limit 300` with the
+# sim of commit 8be3f10 on the engine of 4c2c3e6 (with the emu-faults emulator). Replay one
+# exactly with `git checkout 8be3f10` and the command the hunt printed, e.g.
+# `python -m tests.sim --seed 14 --features <CI baseline>,bursts -v`.
 SEEDS: dict[str, int] = {
     "late_create_duplicate": 0,  # job j0015 has 2 remote jobs (RUNNING, PENDING)
     "late_create_cancel": 26,  # j0004 cancelled while queued (after an early absent verdict)
@@ -66,5 +68,7 @@ SEEDS: dict[str, int] = {
     "bad_place_wedge": 5,  # reconcile ['j0004'] raised InvalidArgument: invalid project 'proj a'
 }
 
-# Breakages whose fix has landed: their seeds must pass (they are then plain regression tests).
-FIXED: frozenset[str] = frozenset()
+# Breakages whose fix has landed: their seeds must pass (plain regression tests from then on).
+# All eight pass on main 615a990 (58cd08c and the commits after it), and their features are in
+# options.CI_BASELINE. A new breakage goes into BREAKAGES and SEEDS, not here, until its fix.
+FIXED: frozenset[str] = frozenset(b.name for b in BREAKAGES)

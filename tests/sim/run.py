@@ -29,13 +29,14 @@ class Result:
     wall_s: float
     trace_hash: str
     tail: tuple[str, ...]
+    stats: tuple[tuple[str, int], ...]
 
     @classmethod
     def of(cls, outcome: Outcome) -> Result:
         v = outcome.violation
         return cls(outcome.seed, v.invariant if v else None, v.message if v else "",
                    outcome.steps, outcome.jobs, outcome.sim_s, outcome.wall_s,
-                   outcome.trace_hash, tuple(outcome.tail))
+                   outcome.trace_hash, tuple(outcome.tail), tuple(sorted(outcome.stats.items())))
 
 
 def run_one(seed: int, options: opt.SimOptions) -> Result:
@@ -140,11 +141,14 @@ def _sweep(seeds: range, options: opt.SimOptions, args: argparse.Namespace) -> i
     failures: list[Result] = []
     steps = 0
     count = 0
+    totals: Counter[str] = Counter()
     report = open(args.report, "w", encoding="utf-8") if args.report else None  # noqa: SIM115
     try:
         for result in run_many(seeds, options, args.workers):
             count += 1
             steps += result.steps
+            totals.update(dict(result.stats))
+            totals["jobs"] += result.jobs
             if result.invariant is not None:
                 failures.append(result)
             if report is not None:
@@ -167,6 +171,7 @@ def _sweep(seeds: range, options: opt.SimOptions, args: argparse.Namespace) -> i
     for name, n in sorted(by_invariant.items(), key=lambda kv: (-kv[1], str(kv[0]))):
         first = min(r.seed for r in failures if r.invariant == name)
         print(f"  {name}: {n} (smallest seed {first})")
+    print("exercised: " + ", ".join(f"{k} {v}" for k, v in sorted(totals.items())))
     print(f"wall {wall:.1f} s, {count / wall:.1f} seeds/s, {steps / wall:.0f} steps/s, "
           f"{args.workers} worker(s)")
     return 1 if failures else 0
