@@ -129,20 +129,16 @@ class Driver:
         """What the run went through, for the sweep summary (coverage, not correctness)."""
         state = self.world.emulator.state
         answers = Counter[str]()
-        for method, counts in state.request_counts.items():
-            for outcome, n in counts.items():
-                answers["ok" if outcome == "200" else outcome] += n
-                if method == "create" and outcome == "200":
-                    answers["creates"] += n
+        for counts in state.request_counts.values():
+            answers.update(counts)
         jobs = list(state.jobs.values())
         self.stats["remote jobs"] = len(jobs)
-        self.stats["late landings"] = sum(1 for j in jobs if j.transitions and j.transitions[
-            0].reason.startswith("created (landed"))
-        self.stats["extras"] = sum(1 for j in jobs if self.checker._extra(j) is not None)
+        self.stats["late landings"] = sum(
+            1 for j in jobs if j.transitions and "landed late" in j.transitions[0].reason)
+        self.stats["extras"] = sum(1 for j in jobs if self.checker.extra(j) is not None)
         self.stats["remote cancels"] = sum(1 for j in jobs if j.cancel_s is not None)
         self.stats["crashes"] = self.world.incarnation - 1
-        self.stats["fault answers"] = sum(n for k, n in answers.items()
-                                          if k not in ("ok", "creates"))
+        self.stats["fault answers"] = sum(n for k, n in answers.items() if k != "200")
         self.stats["late creates"] = answers["late_create"]
         return dict(self.stats)
 
@@ -156,9 +152,8 @@ class Driver:
     def _digest(self) -> str:
         local = self.world.local_counts
         states = "".join(f"{_SHORT[s]}{local[s]}" for s in LocalState if local[s])
-        remote = self.world.emulator.state
-        return (f"L[{states or '-'}] R[{len(remote._live)}/{len(remote.jobs)}] "
-                f"P{len(self.world.gate.parked)}")
+        live, total = len(self.world.remote_live()), len(self.world.emulator.state.jobs)
+        return f"L[{states or '-'}] R[{live}/{total}] P{len(self.world.gate.parked)}"
 
     async def _after(self, text: str) -> Violation | None:
         await self.world.gate.quiesce()
@@ -174,12 +169,10 @@ class Driver:
         out = []
         for method, counts in self.world.emulator.state.request_counts.items():
             for outcome, n in counts.items():
-                key = (method, outcome)
-                if n != self._answered.get(key, 0):
-                    out.append(f"{method}:{outcome}" + (f"x{n - self._answered.get(key, 0)}"
-                                                        if n - self._answered.get(key, 0) > 1
-                                                        else ""))
-                    self._answered[key] = n
+                new = n - self._answered.get((method, outcome), 0)
+                if new:
+                    out.append(f"{method}:{outcome}" + (f"x{new}" if new > 1 else ""))
+                    self._answered[(method, outcome)] = n
         return " ".join(sorted(out))
 
     # ------------------------------------------------------------------ main phase

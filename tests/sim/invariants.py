@@ -107,7 +107,7 @@ class Checker:
         beyond = world.options.beyond_bounds
         active: Counter[ScopeKey] = Counter()
         for job in world.remote_live():
-            if not (beyond and self._extra(job)):
+            if not (beyond and self.extra(job)):
                 active.update(_scopes(job))
         touched = world.dirty | {label for label in (remote_label(j) for j in fresh) if label}
         world.dirty = set()
@@ -115,7 +115,7 @@ class Checker:
         return (self._scan_events() or found or self._limits(active)
                 or self._tracking(sorted(touched)))
 
-    def _extra(self, remote: EmulatedJob) -> str | None:
+    def extra(self, remote: EmulatedJob) -> str | None:
         """Why a remote job is one tuningd should not have (None: it is the job's own, or may
         still become it): a duplicate, a landing for a job requeued or ended without it."""
         label = remote_label(remote)
@@ -139,7 +139,7 @@ class Checker:
                 continue
             if now - remote.create_s <= self.duplicate_grace_s:
                 continue
-            why = self._extra(remote)
+            why = self.extra(remote)
             if why is not None:
                 return Violation("duplicate", f"remote {remote.job_id} of {remote_label(remote)} "
                                               f"({why}) neither cancelled nor reported after "
@@ -292,7 +292,7 @@ class Checker:
             for remote in labelled:
                 if remote.cancel_s is not None:
                     continue
-                if self.world.options.beyond_bounds and self._extra(remote) is not None:
+                if self.world.options.beyond_bounds and self.extra(remote) is not None:
                     continue  # judged by _extras: cancelled or reported in time
                 # It ended before a cancel reached it: fine if the job says so.
                 if job.outcome not in (Outcome.COMPLETED_DESPITE_CANCEL,

@@ -155,7 +155,8 @@ def _sweep(seeds: range, options: opt.SimOptions, args: argparse.Namespace) -> i
                 report.write(json.dumps({"seed": result.seed, "invariant": result.invariant,
                                          "message": result.message, "steps": result.steps,
                                          "jobs": result.jobs, "wall_s": round(result.wall_s, 4),
-                                         "hash": result.trace_hash}) + "\n")
+                                         "hash": result.trace_hash,
+                                         "stats": dict(result.stats)}) + "\n")
     finally:
         if report is not None:
             report.close()
