@@ -77,7 +77,7 @@ def options_from(args: argparse.Namespace) -> opt.SimOptions:
     return opt.SimOptions(
         steps=args.steps, max_jobs=args.jobs, beyond_bounds=args.beyond_bounds,
         request_timeout_s=args.request_timeout, late_create_max_s=args.late_create_max,
-        list_lag_s=args.list_lag, list_lag_max_s=args.list_lag_max,
+        list_lag_s=args.list_lag, list_lag_max_s=args.list_lag_max, metrics=not args.no_metrics,
     ).with_features(frozenset(features))
 
 
@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the list lag the daemon assumes (reconcile.list_lag_s)")
     p.add_argument("--list-lag-max", type=float, default=None,
                    help="longest list lag (default: what the daemon assumes)")
+    p.add_argument("--no-metrics", action="store_true",
+                   help="run the engine without metrics (faster; the same traces)")
     p.add_argument("-v", "--verbose", action="store_true", help="print the step trace")
     p.add_argument("--show", type=int, default=10, help="failing seeds to print in full")
     p.add_argument("--report", help="write one JSON line per seed to this file")

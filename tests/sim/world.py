@@ -32,6 +32,7 @@ from tuningd.auth import AnonymousTokenSource
 from tuningd.emulator import Emulator, EmulatorConfig, ManualClock, QuotaMode, make_app
 from tuningd.emulator.state import EmulatedJob, EmulatorState
 from tuningd.engine import Engine, EngineSettings
+from tuningd.metrics import Metrics, build_registry
 from tuningd.model import Job, LocalState
 from tuningd.store import Store
 from tuningd.vertex import VertexClient
@@ -185,8 +186,11 @@ class World:
         self.dirty = set(self.local)
         self.store.observer = self._observe
         self.incarnation += 1
+        # A new process has new metrics; they run as in the daemon (their code is engine code,
+        # called on every commit). They draw no randomness: the trace is the same without them.
+        metrics = Metrics(build_registry()) if self.options.metrics else None
         self.engine = Engine(
-            self.store, self.vertex, self.settings, clock=self._engine_now,
+            self.store, self.vertex, self.settings, metrics=metrics, clock=self._engine_now,
             rng=random.Random(f"engine-{self.seed}-{self.incarnation}"), new_id=self.new_id)
         await self.engine.start()
 
