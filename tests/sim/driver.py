@@ -11,7 +11,7 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,7 +61,7 @@ def engine_log_capture(sink: list[dict[str, Any]]) -> Iterator[None]:
     """Route structlog warnings and errors into `sink`; info is dropped at no cost."""
     previous = structlog.get_config()
 
-    def collect(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    def collect(logger: Any, method: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
         kept = {k: v for k, v in event.items() if isinstance(v, str | int | float | list)}
         if event.get("exc_info"):
             exc = sys.exc_info()[1]
@@ -362,7 +362,7 @@ class Driver:
         until every job and every remote job has ended (or the limit is reached)."""
         w = self.world
         w.set_regime(CLEAR)
-        w.emulator.state.hurry = True
+        w.durations.hurry = True
         self._log("quiesce: faults cleared, new remote jobs run 10x faster")
         limit_s = w.elapsed() + self.options.quiesce_limit_s
         for _ in range(self.options.quiesce_max_iterations):

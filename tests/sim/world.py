@@ -20,7 +20,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 
@@ -169,8 +169,9 @@ class World:
             quota_mode=QuotaMode.REJECT if p.quota_reject else QuotaMode.WAIT,
             seed=self.seed, gcs_root=root)
         self.emulator = Emulator(config, clock=self.clock)
-        self.emulator.state = SimEmulatorState(config, self.clock, self.seed)
-        self.emulator.app = make_app(self.emulator.state)
+        self.durations = SimEmulatorState(config, self.clock, self.seed)
+        self.emulator.state = self.durations
+        self.emulator.app = make_app(self.durations)
         await self.emulator.start()
         self.session = aiohttp.ClientSession(trace_configs=[self.gate.trace_config()])
         # The real timeout never fires (a seed runs in well under a second of wall time); the
@@ -180,7 +181,7 @@ class World:
         await self._start_engine()
 
     async def _start_engine(self) -> None:
-        self.store = await ObservedStore.open(self.db_path)
+        self.store = cast(ObservedStore, await ObservedStore.open(self.db_path))
         self.local = {j.id: j for j in await self.store.list_jobs(limit=1_000_000)}
         self.local_counts = Counter(j.state for j in self.local.values())
         self.dirty = set(self.local)
