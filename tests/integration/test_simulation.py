@@ -71,7 +71,7 @@ def test_replay_command_reproduces_the_trace_in_a_fresh_process() -> None:
 async def test_beyond_the_bounds_extra_remote_jobs_are_cancelled_or_reported() -> None:
     """With late creates and list lags ten times what the daemon assumes, a seed whose creates
     landed twice still ends with every extra remote job cancelled or reported."""
-    outcome = await run_seed(19, SimOptions(beyond_bounds=True))
+    outcome = await run_seed(10, SimOptions(beyond_bounds=True))
     assert outcome.ok, _explain(outcome)
     assert outcome.stats["extras"] >= 1
 

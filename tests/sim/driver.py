@@ -264,15 +264,18 @@ class Driver:
             if started or moved >= dt or expired:
                 break
             step = min(dt - moved, max(w.last_delay_s, 0.01))
-            w.advance(step)
+            deadline = w.gate.next_deadline_s()
+            if deadline is not None:  # a client gives up at its deadline, not later
+                step = min(step, max(deadline - w.now(), 0.0) + 0.001)
+            w.advance(step, awake=True)
             moved += step
             expired = w.gate.expire()
             self.stats["timeouts"] += len(expired)
         note = f" timed out {[p.key for p in expired]}" if expired else ""
         return f"advance {moved:.1f}s of {dt:.1f}s, round started {started}{note}"
 
-    def _advance(self, dt: float, how: str = "") -> str:
-        self.world.advance(dt)
+    def _advance(self, dt: float, how: str = "", *, awake: bool = False) -> str:
+        self.world.advance(dt, awake=awake)
         expired = self.world.gate.expire()
         self.stats["timeouts"] += len(expired)
         note = f" timed out {[p.key for p in expired]}" if expired else ""
@@ -376,7 +379,7 @@ class Driver:
                 return None
             else:
                 dt = w.last_delay_s if math.isfinite(w.last_delay_s) else 60.0
-                text = "Q " + self._advance(min(max(dt, 0.5), 3600.0))
+                text = "Q " + self._advance(min(max(dt, 0.5), 3600.0), awake=True)
             violation = await self._after(text)
             if violation is not None:
                 return violation

@@ -74,6 +74,7 @@ class Checker:
         default_factory=lambda: defaultdict(list))
     reported: set[str] = field(default_factory=set)  # remote ids the engine flagged
     _remote_seen: int = 0
+    _extra_since: dict[str, float] = field(default_factory=dict)  # awake time first seen extra
     _events_seen: int = 0
 
     def __post_init__(self) -> None:
@@ -128,19 +129,22 @@ class Checker:
             return "landed after its job was requeued"
         if local.state.is_terminal:
             return f"landed after its job ended {local.state.value}"
-        return None
+        # Still being created: the oldest may become the job's own, any later one is too many.
+        return None if self.by_label[str(label)][0] is remote else "duplicate"
 
     def _extras(self) -> Violation | None:
         """Beyond the bounds: every extra remote job must be cancelled, or reported by the engine
-        (job.duplicate_remote / engine.unowned_remote_job), within the grace."""
-        now = self.world.now()
+        (job.duplicate_remote / engine.unowned_remote_job), within the grace, counted in time
+        the daemon was awake (a stalled loop cannot notice anything)."""
+        awake = self.world.awake_s
         for remote in self.world.emulator.state.jobs.values():
             if remote.cancel_s is not None or remote.job_id in self.reported:
                 continue
-            if now - remote.create_s <= self.duplicate_grace_s:
-                continue
             why = self.extra(remote)
-            if why is not None:
+            if why is None:
+                continue
+            since = self._extra_since.setdefault(remote.job_id, awake)
+            if awake - since > self.duplicate_grace_s:
                 return Violation("duplicate", f"remote {remote.job_id} of {remote_label(remote)} "
                                               f"({why}) neither cancelled nor reported after "
                                               f"{self.duplicate_grace_s:g} s")

@@ -112,6 +112,7 @@ class World:
         self.clock = ManualClock()
         self.start_s = self.clock.now()
         self.offset_s = 0.0  # engine clock = emulator clock + offset (NTP steps)
+        self.awake_s = 0.0  # simulated time in which the daemon's loop ran on time
         self.incarnation = 0
         self.regime: Regime = CLEAR
         self.settings = EngineSettings(
@@ -251,8 +252,12 @@ class World:
             self.gate.track(task)
         return len(started)
 
-    def advance(self, seconds: float) -> None:
+    def advance(self, seconds: float, *, awake: bool = False) -> None:
+        """Move the shared clock; `awake`: the daemon's loop ran on time meanwhile (not stalled),
+        which is the time the engine had to notice things."""
         self.clock.advance(seconds)
+        if awake:
+            self.awake_s += seconds
         self.emulator.state.advance()
 
     def set_regime(self, regime: Regime) -> None:
