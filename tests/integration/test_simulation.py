@@ -51,21 +51,19 @@ async def test_same_seed_gives_the_same_trace() -> None:
     assert other.trace_hash != first.trace_hash
 
 
-def test_replay_command_reproduces_the_trace_in_a_fresh_process() -> None:
-    """`python -m tests.sim --seed N` in a new process with another hash seed prints the trace
-    hash of the same seed run here: a failing seed can be replayed exactly."""
+async def test_replay_command_reproduces_the_trace_in_a_fresh_process() -> None:
+    """`python -m tests.sim --seed N`, in new processes with other hash seeds, prints the trace
+    hash of the same seed run here: a failing seed can be replayed exactly anywhere."""
+    here = await run_seed(3, CI_OPTIONS)
     features = ",".join(sorted(CI_BASELINE))
-    env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.sim", "--seed", "3", "--features", features],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
-    match = re.search(r"trace ([0-9a-f]{16})", proc.stdout)
-    assert match, proc.stdout + proc.stderr
-    env["PYTHONHASHSEED"] = "54321"
-    again = subprocess.run(
-        [sys.executable, "-m", "tests.sim", "--seed", "3", "--features", features],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
-    assert match.group(1) in again.stdout, again.stdout + again.stderr
+    for hash_seed in ("12345", "54321"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "tests.sim", "--seed", "3", "--features", features],
+            cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": hash_seed}, capture_output=True,
+            text=True, timeout=120, check=False)
+        match = re.search(r"trace ([0-9a-f]{16})", proc.stdout)
+        assert match, proc.stdout + proc.stderr
+        assert match.group(1) == here.trace_hash[:16], proc.stdout
 
 
 async def test_beyond_the_bounds_extra_remote_jobs_are_cancelled_or_reported() -> None:
