@@ -247,7 +247,11 @@ class Engine:
                     f"The tuning job {job_id} is already in a terminal state: "
                     f"{LOCAL_TO_REMOTE[job.state].value}.")
             tr = machine.apply(job, Event.cancel_requested(), self._clock())
-            job = await self._commit_locked(tr)
+            try:
+                job = await self._commit_locked(tr)
+            except errors.StoreError as exc:
+                self._store_failed("cancel", exc)
+                raise
         failpoints.hit("cancel.intent_written")
         self._wakeup.set()
         return job

@@ -22,7 +22,7 @@ async def test_a_job_for_an_invalid_location_fails_with_its_reason_and_frees_the
 
         failed = await h.job(bad.id)
         assert (failed.state, failed.outcome) == (LocalState.FAILED, Outcome.REJECTED)
-        assert "invalid location" in (failed.error_message or "")
+        assert "location ID is not valid" in (failed.error_message or "")
         assert h.emulator.state.request_counts.get("create", {}) == {"200": 1}
         await h.run_until_ended(good.id)
         assert (await h.job(good.id)).state is LocalState.SUCCEEDED
