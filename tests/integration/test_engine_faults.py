@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine_harness import PROJECT, open_harness, settings, spec
+from sqlite_faults import read_only
 
 from tuningd.model import LocalState, Outcome
 
@@ -44,3 +45,29 @@ async def test_a_submitting_job_for_an_invalid_location_reconciles_as_absent(
         done = await h.job(bad.id)
         assert (done.state, done.outcome) == (LocalState.CANCELLED, Outcome.CANCELLED_LOCALLY)
         assert h.emulator.state.request_counts == {}
+
+
+async def test_a_read_only_store_backs_the_engine_off_and_leaves_a_history_note(
+        tmp_path: Path) -> None:
+    """While the database refuses writes, a due job is retried with backoff (no hot loop, no
+    POST without its stored intent, one log line per failure); once writes work again the job
+    is created and its history tells of the failures (breakage 7)."""
+    async with open_harness(tmp_path, engine=settings(max_active=1)) as h:
+        job = await h.submit()
+        await read_only(h.store)
+        await h.run(120)
+
+        failures = h.events("store.failed")
+        assert 1 <= len(failures) <= 12
+        assert all(e["operation"] == "submit" for e in failures)
+        assert h.requests("create") == 0
+        assert h.metric("tuningd_store_errors_total", operation="write") == len(failures)
+        assert h.events("engine.action_failed") == []
+
+        await read_only(h.store, on=False)
+        await h.run_until_ended(job.id)
+        done = await h.job(job.id)
+        assert done.state is LocalState.SUCCEEDED
+        history = await h.history(job.id)
+        assert any(r.startswith("store error during submit") for r in history)
+        assert h.requests("create") == 1
