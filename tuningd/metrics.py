@@ -19,6 +19,7 @@ from prometheus_client import (
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from tuningd import __version__
+from tuningd.errors import Code
 from tuningd.model import LocalState
 
 # Tuning jobs last minutes to days, so buckets must reach 48 h or quantiles saturate.
@@ -33,6 +34,13 @@ REQUEST_BUCKETS: tuple[float, ...] = (
 RECONCILIATION_RESULTS: tuple[str, ...] = ("found", "absent", "error", "duplicate", "orphan")
 TERMINAL: tuple[LocalState, ...] = (LocalState.SUCCEEDED, LocalState.FAILED, LocalState.CANCELLED)
 VERTEX_METHODS: tuple[str, ...] = ("create", "get", "list", "cancel")
+# Project-wide create errors that open the create breaker of a (project, location).
+CREATE_PAUSE_STATUSES: tuple[str, ...] = (
+    "UNAUTHENTICATED", "PERMISSION_DENIED", "NOT_FOUND", "FAILED_PRECONDITION",
+)  # fmt: skip
+SWEEP_FINDING_KINDS: tuple[str, ...] = ("adopted", "duplicate", "late", "unknown")
+SWEEP_CANCEL_RESULTS: tuple[str, ...] = ("sent", "failed")
+STORE_OPERATIONS: tuple[str, ...] = ("write", "read")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -153,7 +161,63 @@ class Metrics:
         self.loop_iterations = Counter(
             "tuningd_engine_loop_iterations_total", "Engine loop iterations.", registry=r
         )
+        self._init_reliability(r)
         self._precreate()
+
+    def _init_reliability(self, r: CollectorRegistry) -> None:
+        # Create breaker, remote sweep, store and unknown-outcome metrics.
+        self.creates_paused = Gauge(
+            "tuningd_creates_paused",
+            "1 while creates to a project/location are paused by the breaker (open or "
+            "probing), 0 once it closed.",
+            ["project", "location"],
+            registry=r,
+        )
+        self.create_pauses = Counter(
+            "tuningd_create_pauses_total",
+            "Create breaker openings (re-openings after a failed probe included), by the "
+            "canonical status that tripped it.",
+            ["status"],
+            registry=r,
+        )
+        self.sweep_findings = Counter(
+            "tuningd_sweep_findings_total",
+            "Managed Vertex jobs the sweep found outside a local job's tracking: adopted, "
+            "duplicate, late or unknown.",
+            ["kind"],
+            registry=r,
+        )
+        self.sweep_cancels = Counter(
+            "tuningd_sweep_cancels_total",
+            "Cancels the sweep sent to Vertex for unowned jobs, by result (sent or failed).",
+            ["result"],
+            registry=r,
+        )
+        self.unowned_remote_jobs = Gauge(
+            "tuningd_unowned_remote_jobs",
+            "Active managed Vertex jobs at the last sweep of a project/location that no "
+            "tracked local job owns.",
+            ["project", "location"],
+            registry=r,
+        )
+        self.last_sweep = Gauge(
+            "tuningd_last_sweep_timestamp_seconds",
+            "Unix time of the last completed sweep of managed Vertex jobs; 0 before the first.",
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "tuningd_store_errors_total",
+            "Failed database operations (disk full, read-only or locked database), by "
+            "operation (write or read).",
+            ["operation"],
+            registry=r,
+        )
+        self.unknown_create_outcomes = Counter(
+            "tuningd_unknown_create_outcomes_total",
+            "Creates whose outcome was unknown (timeout, connection reset, 5xx) and that "
+            "must be reconciled.",
+            registry=r,
+        )
 
     def _precreate(self) -> None:
         # Series that exist from start-up make rate() and absent-free alerts work before any event.
@@ -168,6 +232,14 @@ class Metrics:
             self.reconciliations.labels(result=result)
         self.active_limit.labels(scope="global")
         self.active_jobs.labels(scope="global")
+        for status in CREATE_PAUSE_STATUSES:
+            self.create_pauses.labels(status=status)
+        for kind in SWEEP_FINDING_KINDS:
+            self.sweep_findings.labels(kind=kind)
+        for result in SWEEP_CANCEL_RESULTS:
+            self.sweep_cancels.labels(result=result)
+        for operation in STORE_OPERATIONS:
+            self.store_errors.labels(operation=operation)
 
     def set_start_time(self, ts: float) -> None:
         """Override the construction time (e.g. with the time the app began starting)."""
@@ -231,6 +303,39 @@ class Metrics:
 
     def loop_iteration(self) -> None:
         self.loop_iterations.inc()
+
+    def set_creates_paused(self, project: str, location: str, paused: bool) -> None:
+        """1 while the breaker of this place is open or probing, 0 once it closed."""
+        self.creates_paused.labels(project=project, location=location).set(1 if paused else 0)
+
+    def count_create_pause(self, status: str) -> None:
+        """A breaker opening; `status` is a Google canonical status name (UNAUTHENTICATED)."""
+        # Any canonical name is accepted (17 at most, so bounded), free text is a bug.
+        if status not in Code.__members__:
+            raise ValueError(f"not a canonical status: {status!r}")
+        self.create_pauses.labels(status=status).inc()
+
+    def count_sweep_finding(self, kind: str) -> None:
+        if kind not in SWEEP_FINDING_KINDS:
+            raise ValueError(f"unknown sweep finding: {kind!r}")
+        self.sweep_findings.labels(kind=kind).inc()
+
+    def count_sweep_cancel(self, ok: bool) -> None:
+        self.sweep_cancels.labels(result="sent" if ok else "failed").inc()
+
+    def set_unowned_remote_jobs(self, project: str, location: str, count: int) -> None:
+        self.unowned_remote_jobs.labels(project=project, location=location).set(count)
+
+    def mark_sweep(self, now: float) -> None:
+        self.last_sweep.set(now)
+
+    def count_store_error(self, operation: str) -> None:
+        if operation not in STORE_OPERATIONS:
+            raise ValueError(f"unknown store operation: {operation!r}")
+        self.store_errors.labels(operation=operation).inc()
+
+    def count_unknown_create_outcome(self) -> None:
+        self.unknown_create_outcomes.inc()
 
 
 def _label_values(gauge: Gauge) -> Iterable[str]:

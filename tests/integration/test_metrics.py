@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
@@ -39,6 +40,12 @@ REQUIRED = {
     "tuningd_api_requests": "counter",
     "tuningd_engine_loop_iterations": "counter",
     "tuningd_start_time_seconds": "gauge",
+    "tuningd_create_pauses": "counter",
+    "tuningd_sweep_findings": "counter",
+    "tuningd_sweep_cancels": "counter",
+    "tuningd_last_sweep_timestamp_seconds": "gauge",
+    "tuningd_store_errors": "counter",
+    "tuningd_unknown_create_outcomes": "counter",
     "process_start_time_seconds": "gauge",
     "process_resident_memory_bytes": "gauge",
     "python_info": "gauge",
@@ -96,6 +103,23 @@ def exercise(m: Metrics) -> None:
     m.mark_poll_success(1_700_000_200)
     m.observe_api_request("POST", "/v1/projects/{project}/locations/{location}/tuningJobs", 200)
     m.loop_iteration()
+    m.set_creates_paused("proj-a", "us-central1", True)
+    m.count_create_pause("PERMISSION_DENIED")
+    m.count_sweep_finding("duplicate")
+    m.count_sweep_cancel(ok=True)
+    m.set_unowned_remote_jobs("proj-a", "us-central1", 1)
+    m.mark_sweep(1_700_000_300)
+    m.count_store_error("write")
+    m.count_unknown_create_outcome()
+
+
+def families(text: str) -> dict[str, Metric]:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def values(fam: Metric, label: str) -> dict[str, float]:
+    # No _created samples (disabled), so each sample is the one value of its label set.
+    return {s.labels[label]: s.value for s in fam.samples}
 
 
 async def test_all_names_exist_at_start_up_with_every_state_at_zero(base_url: str) -> None:
@@ -191,6 +215,114 @@ def test_set_scopes_drops_removed_scopes(metrics: Metrics) -> None:
 def test_unknown_reconciliation_result_is_a_bug(metrics: Metrics) -> None:
     with pytest.raises(ValueError):
         metrics.count_reconciliation("maybe")
+
+
+async def test_reliability_metrics_at_start_up(base_url: str) -> None:
+    """Breaker, sweep, store and unknown-outcome series exist at 0 before any event; per-place
+    gauges do not exist until the engine sets one (Prometheus must not see invented places)."""
+    _, text = await scrape(base_url, "text/plain")
+    fams = families(text)
+    assert values(fams["tuningd_create_pauses"], "status") == {
+        "UNAUTHENTICATED": 0.0, "PERMISSION_DENIED": 0.0, "NOT_FOUND": 0.0,
+        "FAILED_PRECONDITION": 0.0,
+    }  # fmt: skip
+    assert values(fams["tuningd_sweep_findings"], "kind") == {
+        "adopted": 0.0, "duplicate": 0.0, "late": 0.0, "unknown": 0.0,
+    }  # fmt: skip
+    assert values(fams["tuningd_sweep_cancels"], "result") == {"sent": 0.0, "failed": 0.0}
+    assert values(fams["tuningd_store_errors"], "operation") == {"write": 0.0, "read": 0.0}
+    [outcomes] = fams["tuningd_unknown_create_outcomes"].samples
+    assert (outcomes.name, outcomes.labels, outcomes.value) == (
+        "tuningd_unknown_create_outcomes_total", {}, 0.0)
+    [sweep] = fams["tuningd_last_sweep_timestamp_seconds"].samples
+    assert (sweep.labels, sweep.value) == ({}, 0.0)
+    for name in ("tuningd_creates_paused", "tuningd_unowned_remote_jobs"):
+        assert name in fams and fams[name].type == "gauge", name
+        assert fams[name].samples == [], name
+
+
+async def test_reliability_metrics_help_texts(base_url: str) -> None:
+    """Each new family carries a HELP line that says what it counts or shows."""
+    _, text = await scrape(base_url, "text/plain")
+    helps = {
+        line.split(" ", 3)[2]: line.split(" ", 3)[3]
+        for line in text.splitlines()
+        if line.startswith("# HELP ")
+    }
+    expected = {
+        "tuningd_creates_paused": "paused by the breaker",
+        "tuningd_create_pauses_total": "breaker openings",
+        "tuningd_sweep_findings_total": "adopted, duplicate, late or unknown",
+        "tuningd_sweep_cancels_total": "sent or failed",
+        "tuningd_unowned_remote_jobs": "no tracked local job owns",
+        "tuningd_last_sweep_timestamp_seconds": "0 before the first",
+        "tuningd_store_errors_total": "write or read",
+        "tuningd_unknown_create_outcomes_total": "outcome was unknown",
+    }
+    for name, phrase in expected.items():
+        assert phrase.lower() in helps[name].lower(), (name, helps.get(name))
+
+
+async def test_reliability_metrics_after_events(base_url: str, metrics: Metrics) -> None:
+    """Each method moves exactly its series, with the labels the alerts and panels select on."""
+    m = metrics
+    m.set_creates_paused("proj-a", "us-central1", True)
+    m.set_creates_paused("proj-b", "europe-west4", True)
+    m.count_create_pause("PERMISSION_DENIED")
+    m.count_create_pause("PERMISSION_DENIED")  # a failed probe re-opens it
+    m.count_create_pause("NOT_FOUND")
+    m.set_creates_paused("proj-b", "europe-west4", False)  # the probe succeeded
+    for kind in ("adopted", "late", "late", "unknown"):
+        m.count_sweep_finding(kind)
+    m.count_sweep_cancel(ok=True)
+    m.count_sweep_cancel(ok=True)
+    m.count_sweep_cancel(ok=False)
+    m.set_unowned_remote_jobs("proj-a", "us-central1", 3)
+    m.set_unowned_remote_jobs("proj-a", "us-central1", 2)  # the last sweep wins
+    m.set_unowned_remote_jobs("proj-b", "europe-west4", 0)
+    m.mark_sweep(1_700_000_400)
+    m.count_store_error("write")
+    m.count_store_error("write")
+    m.count_store_error("read")
+    m.count_unknown_create_outcome()
+
+    _, text = await scrape(base_url, "text/plain")
+    fams = families(text)
+    paused = {(s.labels["project"], s.labels["location"]): s.value
+              for s in fams["tuningd_creates_paused"].samples}  # fmt: skip
+    assert paused == {("proj-a", "us-central1"): 1.0, ("proj-b", "europe-west4"): 0.0}
+    assert values(fams["tuningd_create_pauses"], "status") == {
+        "UNAUTHENTICATED": 0.0, "PERMISSION_DENIED": 2.0, "NOT_FOUND": 1.0,
+        "FAILED_PRECONDITION": 0.0,
+    }  # fmt: skip
+    assert values(fams["tuningd_sweep_findings"], "kind") == {
+        "adopted": 1.0, "duplicate": 0.0, "late": 2.0, "unknown": 1.0,
+    }  # fmt: skip
+    assert values(fams["tuningd_sweep_cancels"], "result") == {"sent": 2.0, "failed": 1.0}
+    unowned = {(s.labels["project"], s.labels["location"]): s.value
+               for s in fams["tuningd_unowned_remote_jobs"].samples}  # fmt: skip
+    assert unowned == {("proj-a", "us-central1"): 2.0, ("proj-b", "europe-west4"): 0.0}
+    assert fams["tuningd_last_sweep_timestamp_seconds"].samples[0].value == 1_700_000_400
+    assert values(fams["tuningd_store_errors"], "operation") == {"write": 2.0, "read": 1.0}
+    assert fams["tuningd_unknown_create_outcomes"].samples[0].value == 1.0
+
+
+def test_create_pause_accepts_any_canonical_status_but_no_free_text(metrics: Metrics) -> None:
+    """Another canonical status gets its own series (bounded set); anything else is a bug."""
+    metrics.count_create_pause("INVALID_ARGUMENT")
+    statuses = {s.labels["status"] for f in metrics.create_pauses.collect() for s in f.samples}
+    assert "INVALID_ARGUMENT" in statuses
+    for bad in ("permission_denied", "403", "Permission denied on resource project p."):
+        with pytest.raises(ValueError):
+            metrics.count_create_pause(bad)
+
+
+def test_unknown_sweep_kind_or_store_operation_is_a_bug(metrics: Metrics) -> None:
+    """Label values outside the documented sets raise instead of creating new series."""
+    with pytest.raises(ValueError):
+        metrics.count_sweep_finding("orphan")
+    with pytest.raises(ValueError):
+        metrics.count_store_error("delete")
 
 
 def test_two_registries_do_not_clash() -> None:

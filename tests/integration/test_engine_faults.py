@@ -1,0 +1,46 @@
+"""Engine with real parts under the faults real Vertex has (issue 7): nothing wedges or is lost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine_harness import PROJECT, open_harness, settings, spec
+
+from tuningd.model import LocalState, Outcome
+
+
+async def test_a_job_for_an_invalid_location_fails_with_its_reason_and_frees_the_slot(
+        tmp_path: Path) -> None:
+    """A job whose location is no resource id (an old database, an API that let it through)
+    fails with its reason instead of holding the only slot in `submitting` forever; the next
+    job runs (breakage 5)."""
+    async with open_harness(tmp_path, engine=settings(max_active=1)) as h:
+        bad, _ = await h.engine.submit(PROJECT, "US-Central1", spec())
+        h.clock.advance(1)  # the bad job is first in line
+        good = await h.submit()
+        await h.settle()
+
+        failed = await h.job(bad.id)
+        assert (failed.state, failed.outcome) == (LocalState.FAILED, Outcome.REJECTED)
+        assert "invalid location" in (failed.error_message or "")
+        assert h.emulator.state.request_counts.get("create", {}) == {"200": 1}
+        await h.run_until_ended(good.id)
+        assert (await h.job(good.id)).state is LocalState.SUCCEEDED
+
+
+async def test_a_submitting_job_for_an_invalid_location_reconciles_as_absent(
+        tmp_path: Path) -> None:
+    """A job left `submitting` for an invalid location (by an older tuningd) is presumed absent
+    (nothing can exist under such a parent), and a cancel asked meanwhile takes effect."""
+    async with open_harness(tmp_path, engine=settings(max_active=1)) as h:
+        bad, _ = await h.engine.submit(PROJECT, "us%2Fcentral1", spec())
+        stuck = bad.evolve(state=LocalState.SUBMITTING, attempts=1, submit_started_at=0.0,
+                           attempt_ended_at=0.0, updated_at=bad.updated_at + 1)
+        await h.store.apply(bad, stuck, "create attempt 1 started (older tuningd)")
+        await h.crash_and_restart()
+        await h.engine.cancel(bad.id)
+        await h.run(30)
+
+        done = await h.job(bad.id)
+        assert (done.state, done.outcome) == (LocalState.CANCELLED, Outcome.CANCELLED_LOCALLY)
+        assert h.emulator.state.request_counts == {}
