@@ -102,3 +102,47 @@ def test_standalone_emulator_answers_errors_in_googles_envelope(emulator_process
     error = body["error"]
     assert isinstance(error, dict)
     assert error["status"] == "INVALID_ARGUMENT" and error["code"] == 400 and error["message"]
+
+
+def test_standalone_emulator_takes_the_fault_flags(tmp_path: Path) -> None:
+    """`tuningd emulator` with --late-create-*, --list-lag-s and --error-rule injects those
+    faults from the first request: the create lands late, lists lag, the rule answers."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    with (tmp_path / "emulator.log").open("w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tuningd.cli", "emulator", "--port", str(port),
+             "--manual-clock", "--late-create-rate", "1", "--late-create-delay-s", "30",
+             "--list-lag-s", "5", "--error-rule", "list:*/europe-west4:403:1:SERVICE_DISABLED"],
+            stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            _wait_for(url + "/emulator/state")
+            parent = f"{url}/v1/projects/my-proj/locations"
+            body = json.loads((Path(__file__).parents[2] / "examples" /
+                               "request-basic.json").read_text())
+            body["labels"] = {"tuningd-job-id": "cli-late"}
+            with pytest.raises((urllib.error.URLError, ConnectionError)):
+                _call(f"{parent}/us-central1/tuningJobs", "POST", body)
+            _, state = _call(url + "/emulator/state")
+            pending = state["pendingCreates"]
+            assert isinstance(pending, list) and pending[0]["labels"] == body["labels"]
+            _call(url + "/emulator/advance", "POST", {"seconds": 30})
+            assert _call(f"{parent}/us-central1/tuningJobs") == (200, {})  # lagging 5 s
+            _call(url + "/emulator/advance", "POST", {"seconds": 5})
+            status, page = _call(f"{parent}/us-central1/tuningJobs")
+            assert status == 200 and len(page["tuningJobs"]) == 1
+            status, refused = _call(f"{parent}/europe-west4/tuningJobs")
+            assert status == 403
+            assert refused["error"]["details"][0]["reason"] == "SERVICE_DISABLED"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def test_standalone_emulator_refuses_a_bad_error_rule() -> None:
+    """A malformed --error-rule stops `tuningd emulator` with exit code 2 before it serves."""
+    done = subprocess.run([sys.executable, "-m", "tuningd.cli", "emulator", "--port", "0",
+                           "--error-rule", "create:my-proj:418"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "--error-rule" in done.stdout + done.stderr

@@ -1,7 +1,9 @@
-"""Emulator fault injection (errors, latency, drops, lost replies) and per-minute rate limits."""
+"""Emulator fault injection (errors, latency, drops, lost replies, garbled replies), the fault
+admin JSON and per-minute rate limits."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -9,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tuningd.emulator import Emulator, EmulatorConfig, Faults, ManualClock
+from tuningd.emulator import Emulator, EmulatorConfig, ErrorRule, Faults, ManualClock
 
 PARENT = "projects/my-proj/locations/us-central1"
 BODY: dict[str, Any] = {
@@ -198,3 +200,142 @@ async def test_admin_and_token_endpoints_are_exempt_from_faults(
     await set_faults(http, emu, error_rate=1.0, drop_rate=1.0)
     async with http.get(f"{emu.url}/emulator/state") as resp:
         assert resp.status == 200
+
+
+# ------------------------------------------------------------------ garbled 200 replies
+
+
+async def raw(http: aiohttp.ClientSession, emu: Emulator, method: str, path: str,
+              body: Any = None) -> tuple[int, str, str, bytes]:
+    async with http.request(method, emu.url + path, json=body) as resp:
+        data = await resp.read()
+        return (resp.status, resp.headers.get("Content-Type", ""),
+                resp.headers.get("Content-Length", ""), data)
+
+
+def unreadable(data: bytes) -> bool:
+    try:
+        json.loads(data)
+    except ValueError:
+        return True
+    return False
+
+
+async def test_malformed_create_is_html_and_the_job_exists(http: aiohttp.ClientSession,
+                                                           emu: Emulator) -> None:
+    """malformed_rate on create: a 200 HTML page, yet the job was created."""
+    await set_faults(http, emu, malformed_rate={"create": 1.0})
+    code, ctype, _, data = await raw(http, emu, "POST", f"/v1/{PARENT}/tuningJobs", BODY)
+    assert (code, ctype) == (200, "text/html; charset=UTF-8")
+    assert data.startswith(b"<!DOCTYPE html>") and unreadable(data)
+    assert len(emu.state.jobs) == 1
+    assert counts(emu, "create") == {"malformed": 1}
+
+
+async def test_truncated_create_is_half_the_real_body_and_the_job_exists(
+        http: aiohttp.ClientSession, emu: Emulator) -> None:
+    """truncated_rate on create: the first half of the real JSON answer, with a matching
+    Content-Length; the job was created."""
+    await set_faults(http, emu, truncated_rate={"create": 1.0})
+    code, ctype, length, data = await raw(http, emu, "POST", f"/v1/{PARENT}/tuningJobs", BODY)
+    assert (code, ctype) == (200, "application/json; charset=UTF-8")
+    assert int(length) == len(data) and unreadable(data)
+    [job] = emu.state.jobs.values()
+    await set_faults(http, emu)
+    _, _, _, full = await raw(http, emu, "GET", f"/v1/{PARENT}/tuningJobs/{job.job_id}")
+    assert data == full[:len(full) // 2]
+    assert counts(emu, "create") == {"truncated": 1}
+
+
+@pytest.mark.parametrize("fault", ["malformed_rate", "truncated_rate"])
+async def test_garbled_get_list_and_cancel_change_nothing(
+        http: aiohttp.ClientSession, emu: Emulator, fault: str) -> None:
+    """Garbled answers to get, list and cancel are unreadable 200s and change nothing: the
+    cancel is not applied."""
+    code, created = await request(http, emu, "POST", f"/v1/{PARENT}/tuningJobs", BODY)
+    assert code == 200
+    name = created["name"].replace("projects/123456789012", "projects/my-proj")
+    await set_faults(http, emu, **{fault: 1.0})
+    for verb, path, body in (("GET", f"/v1/{name}", None),
+                             ("GET", f"/v1/{PARENT}/tuningJobs", None),
+                             ("POST", f"/v1/{name}:cancel", {})):
+        code, _, _, data = await raw(http, emu, verb, path, body)
+        assert code == 200 and unreadable(data), (verb, path)
+    [job] = emu.state.jobs.values()
+    assert job.cancel_s is None and job.state.value == "JOB_STATE_PENDING"
+    label = fault.removesuffix("_rate")
+    assert counts(emu, "cancel") == {label: 1} and counts(emu, "get") == {label: 1}
+
+
+async def test_garbled_cancel_still_answers_real_errors(http: aiohttp.ClientSession,
+                                                        emu: Emulator) -> None:
+    """A cancel that would fail (unknown job) answers its real error, not a garbled 200."""
+    await set_faults(http, emu, malformed_rate=1.0)
+    code, body = await request(http, emu, "POST",
+                               f"/v1/{PARENT}/tuningJobs/1234567890123456789:cancel", {})
+    assert (code, body["error"]["status"]) == (404, "NOT_FOUND")
+
+
+# ------------------------------------------------------------------ admin JSON for new faults
+
+
+async def test_new_fault_keys_round_trip(http: aiohttp.ClientSession, emu: Emulator) -> None:
+    """The new keys are accepted, shown by GET, and posting what GET shows changes nothing."""
+    shown = await set_faults(
+        http, emu, late_create_rate=0.5, late_create_delay_s=30, late_create_hold_s=0.5,
+        list_lag_s=12, malformed_rate={"get": 0.25}, truncated_rate=0.1,
+        error_rules=[{"status": 403, "method": "create", "project": "my-proj",
+                      "reason": "SERVICE_DISABLED"},
+                     {"status": 400, "location": "europe-west4", "rate": 0.5,
+                      "status_name": "FAILED_PRECONDITION"}])
+    assert shown["late_create_rate"] == 0.5 and shown["list_lag_s"] == 12
+    assert shown["malformed_rate"] == {"create": 0.0, "get": 0.25, "list": 0.0, "cancel": 0.0}
+    assert shown["truncated_rate"]["cancel"] == 0.1
+    assert shown["error_rules"][0] == {
+        "status": 403, "method": "create", "project": "my-proj", "location": "*", "rate": 1.0,
+        "status_name": None, "reason": "SERVICE_DISABLED"}
+    assert emu.state.faults.error_rules[1] == ErrorRule(
+        400, location="europe-west4", rate=0.5, status_name="FAILED_PRECONDITION")
+    async with http.get(f"{emu.url}/emulator/faults") as resp:
+        assert await resp.json() == shown
+    before = emu.state.faults
+    assert await set_faults(http, emu, **shown) == shown
+    assert emu.state.faults == before
+    assert Faults.from_json(before.to_json()) == before
+    assert await set_faults(http, emu) == Faults().to_json()
+    assert emu.state.faults.late_create_delay_s == 90.0
+
+
+@pytest.mark.parametrize(("bad", "key"), [
+    ({"late_create_rate": 1.5}, "late_create_rate"),
+    ({"late_create_rate": True}, "late_create_rate"),
+    ({"late_create_delay_s": -1}, "late_create_delay_s"),
+    ({"late_create_hold_s": "1"}, "late_create_hold_s"),
+    ({"list_lag_s": -0.1}, "list_lag_s"),
+    ({"malformed_rate": {"delete": 1.0}}, "malformed_rate"),
+    ({"truncated_rate": 2}, "truncated_rate"),
+    ({"error_rules": {"status": 403}}, "error_rules"),
+    ({"error_rules": [{"method": "create"}]}, "error_rules[0]: status is required"),
+    ({"error_rules": [{"status": 418}]}, "error_rules[0]: status must be one of"),
+    ({"error_rules": [{"status": "403"}]}, "error_rules[0]: status must be one of"),
+    ({"error_rules": [{"status": 403}, {"status": 403, "colour": "red"}]},
+     "error_rules[1]: unknown key(s) colour"),
+    ({"error_rules": [{"status": 403, "method": "delete"}]}, "error_rules[0]: method"),
+    ({"error_rules": [{"status": 403, "project": 7}]}, "error_rules[0]: project"),
+    ({"error_rules": [{"status": 403, "location": "US Central"}]}, "error_rules[0]: location"),
+    ({"error_rules": [{"status": 403, "rate": -1}]}, "error_rules[0]: rate"),
+    ({"error_rules": [{"status": 403, "reason": "NOPE"}]}, "error_rules[0]: reason"),
+    ({"error_rules": [{"status": 503, "reason": "SERVICE_DISABLED"}]}, "error_rules[0]: reason"),
+    ({"error_rules": [{"status": 500, "status_name": "ABORTED"}]},
+     "error_rules[0]: status_name"),
+    ({"error_rules": ["create:my-proj:403"]}, "error_rules[0]: must be a JSON object"),
+])
+async def test_new_fault_keys_are_validated(http: aiohttp.ClientSession, emu: Emulator,
+                                            bad: dict[str, Any], key: str) -> None:
+    """Bad values for the new keys answer 400 INVALID_ARGUMENT naming the key; nothing
+    changes."""
+    async with http.post(f"{emu.url}/emulator/faults", json=bad) as resp:
+        body = await resp.json()
+    assert resp.status == 400 and body["error"]["status"] == "INVALID_ARGUMENT"
+    assert key in body["error"]["message"]
+    assert emu.state.faults == Faults()

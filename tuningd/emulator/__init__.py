@@ -8,7 +8,7 @@ from tuningd.emulator.config import (
     QuotaMode,
     SystemClock,
 )
-from tuningd.emulator.faults import METHODS, Faults, LostReplyMode
+from tuningd.emulator.faults import METHODS, ErrorRule, Faults, LostReplyMode
 from tuningd.emulator.server import Emulator, make_app
 from tuningd.emulator.state import EmulatedJob, EmulatorState
 from tuningd.emulator.threaded import ThreadedEmulator
@@ -21,6 +21,7 @@ __all__ = [
     "Emulator",
     "EmulatorConfig",
     "EmulatorState",
+    "ErrorRule",
     "Faults",
     "LostReplyMode",
     "ManualClock",

@@ -17,7 +17,7 @@ from tuningd.emulator.config import (
     QuotaMode,
     SystemClock,
 )
-from tuningd.emulator.faults import FAULT_STATUSES, METHODS, Faults
+from tuningd.emulator.faults import FAULT_STATUSES, METHODS, RULE_STATUSES, ErrorRule, Faults
 from tuningd.emulator.server import Emulator
 
 log = structlog.get_logger("tuningd.emulator")
@@ -65,18 +65,60 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="probability that a create succeeds but its reply is dropped")
     parser.add_argument("--latency", type=float, default=0.0,
                         help="seconds of latency added to every API call")
+    parser.add_argument("--late-create-rate", type=float, default=0.0,
+                        help="probability that a valid create lands late: no answer now, the "
+                             "job appears --late-create-hold-s + --late-create-delay-s later")
+    parser.add_argument("--late-create-delay-s", type=float, default=90.0,
+                        help="clock seconds after the hold until a late create lands "
+                             "(default 90)")
+    parser.add_argument("--late-create-hold-s", type=float, default=0.0,
+                        help="wall seconds a late create's request is held open before the "
+                             "connection closes without an answer (default 0)")
+    parser.add_argument("--list-lag-s", type=float, default=0.0,
+                        help="list answers show the jobs as they were this many seconds ago")
+    parser.add_argument("--error-rule", action="append", default=[], metavar="RULE",
+                        help="answer matching calls with an error (repeatable; first match "
+                             "wins): METHOD:PROJECT[/LOCATION]:STATUS[:RATE[:REASON_OR_NAME]], "
+                             "METHOD create|get|list|cancel|*, PROJECT and LOCATION exact or "
+                             "*, STATUS one of " + ",".join(map(str, sorted(RULE_STATUSES)))
+                             + ", RATE 0..1 (default 1), REASON for 403 IAM_PERMISSION_DENIED|"
+                             "SERVICE_DISABLED|BILLING_DISABLED|CONSUMER_INVALID, for 401 "
+                             "ACCESS_TOKEN_EXPIRED|ACCESS_TOKEN_TYPE_UNSUPPORTED|"
+                             "CREDENTIALS_MISSING, or a status name: FAILED_PRECONDITION (400), "
+                             "ALREADY_EXISTS (409). E.g. create:my-proj:403, "
+                             "*:*/europe-west4:503:0.5, get:*:403:1:SERVICE_DISABLED. "
+                             "A JSON object with the ErrorRule fields also works")
+    parser.add_argument("--malformed-rate", type=float, default=0.0,
+                        help="probability of a 200 answer with an HTML body (create: the job "
+                             "is created; get/list/cancel: nothing changes)")
+    parser.add_argument("--truncated-rate", type=float, default=0.0,
+                        help="probability of a 200 answer whose JSON body is cut in half "
+                             "(create: the job is created; get/list/cancel: nothing changes)")
     parser.add_argument("--manual-clock", action="store_true",
                         help="time moves only through POST /emulator/advance")
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     """Translate parsed flags into an EmulatorConfig (raises ValueError on bad values)."""
+    rules = []
+    for text in args.error_rule:
+        try:
+            rules.append(ErrorRule.parse(text).to_json())
+        except ValueError as exc:
+            raise ValueError(f"--error-rule {text!r}: {exc}") from None
     faults = Faults.from_json({
         "error_rate": args.error_rate,
         "error_status": dict.fromkeys(METHODS, args.error_status),
         "drop_rate": args.drop_rate,
         "lost_reply_rate": args.lost_reply_rate,
         "latency_s": args.latency,
+        "late_create_rate": args.late_create_rate,
+        "late_create_delay_s": args.late_create_delay_s,
+        "late_create_hold_s": args.late_create_hold_s,
+        "list_lag_s": args.list_lag_s,
+        "error_rules": rules,
+        "malformed_rate": args.malformed_rate,
+        "truncated_rate": args.truncated_rate,
     })
     return EmulatorConfig(
         project_number=str(args.project_number),

@@ -7,6 +7,7 @@ import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -17,6 +18,13 @@ from tuningd import wire
 from tuningd.emulator.auth import OAuthError
 from tuningd.emulator.config import Clock, EmulatorConfig, ManualClock, SystemClock
 from tuningd.emulator.faults import FaultAction, Faults, LostReplyMode, injected_error
+from tuningd.emulator.replies import (
+    JSON_CONTENT_TYPE,
+    drop,
+    garbled,
+    log_fault,
+    rule_hit,
+)
 from tuningd.emulator.state import EmulatorState
 from tuningd.errors import (
     InvalidArgument,
@@ -34,8 +42,6 @@ STATE_KEY = web.AppKey("emulator_state", EmulatorState)
 # Empty segments match too, so that wire.check_parent (400), not the router, refuses them.
 _JOBS_PREFIX = "/{version}/projects/{project:[^/]*}/locations/{location:[^/]*}"
 _METHOD_NOT_FOUND = "Method not found."
-# Google's Content-Type on every JSON answer.
-JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
 # Long filters must reach the handler (aiohttp's default 8190-byte request line answers in
 # plain text, outside Google's envelope).
 MAX_REQUEST_LINE_BYTES = 65_536
@@ -49,6 +55,24 @@ def json_response(body: Any, *, status: int = 200) -> web.Response:
 
 class _Dropped(Exception):
     """Internal signal: the connection was closed on purpose and nothing must be written."""
+
+
+class _LateCreate(Exception):
+    """Internal signal from the create handler: this valid create lands late."""
+
+    def __init__(self, spec: dict[str, Any], body: Any, where: dict[str, str]) -> None:
+        super().__init__("late_create")
+        self.spec = spec
+        self.body = body
+        self.where = where
+
+
+@dataclass
+class _Call:
+    """One Vertex call in flight."""
+
+    received_s: float  # clock seconds when it arrived
+    outcome: str | None = None  # replaces the HTTP status in the request counts
 
 
 def make_app(state_or_config: EmulatorState | EmulatorConfig | None = None) -> web.Application:
@@ -152,16 +176,21 @@ async def _api_call(request: web.Request, method: str, handler: Handler) -> web.
     """Runs one Vertex call through auth, rate limits and faults; counts and logs it."""
     state = _state(request)
     started = time.monotonic()
+    call = _Call(received_s=state.now())
     outcome = "500"
     try:
-        response = await _guarded(request, state, method, handler)
-        outcome = str(response.status)
+        response = await _guarded(request, state, method, handler, call)
+        outcome = call.outcome or str(response.status)
         return response
     except _Dropped as dropped:
         outcome = str(dropped) or "dropped"
         return web.Response(status=204)  # never written: the transport is already closed
     except TuningdError as err:
         outcome = str(err.http_status)
+        raise
+    except asyncio.CancelledError:
+        # The server stopped (or the client left) while the call was held.
+        outcome = call.outcome or "cancelled"
         raise
     finally:
         state.record_request(method, outcome)
@@ -170,7 +199,12 @@ async def _api_call(request: web.Request, method: str, handler: Handler) -> web.
 
 
 async def _guarded(request: web.Request, state: EmulatorState, method: str,
-                   handler: Handler) -> web.StreamResponse:
+                   handler: Handler, call: _Call) -> web.StreamResponse:
+    """Order (the seeded dice roll only for enabled faults, in this order): version, auth,
+    rate limits, latency, drop, error, error rules; get/list/cancel: garbled reply (decided
+    before the call, so it changes nothing); create: validation, late create, commit, lost
+    reply, garbled reply."""
+    faults: Faults = state.faults
     if method != "other":
         if request.match_info.get("version") not in wire.API_VERSIONS:
             raise NotFound(_METHOD_NOT_FOUND)
@@ -181,30 +215,51 @@ async def _guarded(request: web.Request, state: EmulatorState, method: str,
         wire.check_parent(info["project"], info["location"],
                           field="parent" if method in ("create", "list") else "name")
         state.check_rate(method)
-        faults: Faults = state.faults
         delay_s = state.dice.latency_s(faults)
         if delay_s > 0:
             await asyncio.sleep(delay_s)
         action = state.dice.decide(faults, method)
         if action == FaultAction.DROP:
-            _drop(request)
+            drop(request)
             raise _Dropped("dropped")
         if action == FaultAction.ERROR:
             raise injected_error(faults.error_status(method), state.config.project_number)
-    body = await handler(request, state)
-    if method == "create" and state.dice.roll(state.faults.lost_reply_rate):
-        # The job really exists now; only the reply is lost (tests label reconciliation).
-        if state.faults.lost_reply_mode == LostReplyMode.DROP:
-            _drop(request)
-            raise _Dropped("lost_reply_dropped")
-        raise Unavailable("The service is currently unavailable.")
+        rule_err = rule_hit(request, state, faults, method)
+        if rule_err is not None:
+            raise rule_err
+    reply = FaultAction.NONE
+    if method in ("get", "list", "cancel"):
+        # Decided before the call runs: a garbled answer to these changes nothing.
+        reply = state.dice.reply_fault(faults, method)
+        if reply != FaultAction.NONE and method == "cancel":
+            handler = _cancel_check
+    try:
+        body = await handler(request, state)
+    except _LateCreate as late:
+        # The landing time is fixed on receipt, before the hold: the job lands even if this
+        # handler is cancelled while it holds the request.
+        hold_s = faults.late_create_hold_s
+        state.schedule_create(late.spec, late.body, received_s=call.received_s,
+                              land_s=call.received_s + hold_s + faults.late_create_delay_s,
+                              **late.where)
+        call.outcome = "late_create"
+        log_fault(request, method, "late_create", hold_s=hold_s)
+        if hold_s > 0:
+            await asyncio.sleep(hold_s)
+        drop(request)
+        raise _Dropped("late_create") from None
+    if method == "create":
+        if state.dice.roll(state.faults.lost_reply_rate):
+            # The job really exists now; only the reply is lost (tests label reconciliation).
+            if state.faults.lost_reply_mode == LostReplyMode.DROP:
+                drop(request)
+                raise _Dropped("lost_reply_dropped")
+            raise Unavailable("The service is currently unavailable.")
+        reply = state.dice.reply_fault(state.faults, method)  # the job exists either way
+    if reply != FaultAction.NONE:
+        call.outcome = reply.value
+        return garbled(request, method, reply, body)
     return json_response(body)
-
-
-def _drop(request: web.Request) -> None:
-    transport = request.transport
-    if transport is not None:
-        transport.close()
 
 
 async def _read_json(request: web.Request) -> Any:
@@ -222,8 +277,12 @@ def _render(request: web.Request, state: EmulatorState, job_view: dict[str, Any]
 async def _create(request: web.Request, state: EmulatorState) -> dict[str, Any]:
     body = await _read_json(request)
     info = request.match_info
-    job = state.create(body, api_version=info["version"], project=info["project"],
-                       location=info["location"])
+    where = {"api_version": info["version"], "project": info["project"],
+             "location": info["location"]}
+    spec = state.validate_create(body, api_version=info["version"])  # 400s answer at once
+    if state.dice.roll(state.faults.late_create_rate):
+        raise _LateCreate(spec, body, where)
+    job = state.commit_create(spec, body, **where)
     return _render(request, state, state.view(job))
 
 
@@ -237,15 +296,15 @@ async def _list(request: web.Request, state: EmulatorState) -> dict[str, Any]:
     cfg = state.config
     page_size = wire.parse_page_size(query.get("pageSize", query.get("page_size")),
                                      default=cfg.default_page_size, maximum=cfg.max_page_size)
-    jobs, token = state.list_jobs(
+    page, token = state.list_views(
         request.match_info["location"],
         filter_text=query.get("filter", ""),
         page_size=page_size,
         page_token=query.get("pageToken", query.get("page_token", "")),
     )
     result: dict[str, Any] = {}
-    if jobs:
-        result["tuningJobs"] = [_render(request, state, state.view(j)) for j in jobs]
+    if page:
+        result["tuningJobs"] = [_render(request, state, shown) for _, shown in page]
     if token:
         result["nextPageToken"] = token
     return result
@@ -258,6 +317,14 @@ async def _cancel(request: web.Request, state: EmulatorState) -> dict[str, Any]:
                              ignore_unknown=not state.config.strict_unknown_fields)
     job_id = request.match_info["job"].partition(":")[0]
     state.cancel(request.match_info["location"], job_id)
+    return {}
+
+
+async def _cancel_check(request: web.Request, state: EmulatorState) -> dict[str, Any]:
+    """A cancel whose answer will be garbled: same checks and errors, but nothing changes."""
+    wire.parse_empty_request(await _read_json(request),
+                             ignore_unknown=not state.config.strict_unknown_fields)
+    state.check_cancel(request.match_info["location"], request.match_info["job"].partition(":")[0])
     return {}
 
 
@@ -414,7 +481,11 @@ class Emulator:
         # Transitions are exact without this (they are replayed lazily); the ticker only makes
         # the transition log lines appear when they happen rather than at the next request.
         while True:
-            await asyncio.sleep(self.config.tick_seconds)
+            delay_s = self.config.tick_seconds
+            next_s = self.state.next_event_s()
+            if next_s is not None:
+                delay_s = min(delay_s, max(0.0, next_s - self.clock.now()))
+            await asyncio.sleep(delay_s)
             self.state.advance()
 
     async def __aenter__(self) -> Emulator:
