@@ -19,7 +19,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from tuningd import __version__, policy
+from tuningd import __version__, policy, recovery
 from tuningd.api import make_api_app
 from tuningd.auth import AnonymousTokenSource, TokenSource, token_source_from_settings
 from tuningd.config import Settings, load_settings
@@ -36,19 +36,27 @@ log = structlog.get_logger("tuningd.app")
 
 def engine_settings(settings: Settings) -> EngineSettings:
     """The core policy values for a configuration."""
-    lim, pol = settings.limits, settings.polling
+    lim, pol, rec = settings.limits, settings.polling, settings.reconcile
     return EngineSettings(
         limits=policy.Limits(max_active=lim.max_active, per_location=dict(lim.per_location),
                              per_base_model=dict(lim.per_base_model)),
         polling=policy.PollingSettings(
             initial_interval_s=pol.initial_interval_s, max_interval_s=pol.max_interval_s,
-            multiplier=pol.multiplier, jitter=pol.jitter, batch_min_jobs=pol.batch_min_jobs,
-            absent_grace_s=pol.reconcile_grace_s),
+            multiplier=pol.multiplier, jitter=pol.jitter, batch_min_jobs=pol.batch_min_jobs),
         retry=policy.RetrySettings(base_s=settings.retry.base_s, cap_s=settings.retry.cap_s),
         budget=policy.BudgetSettings(requests_per_minute=lim.requests_per_minute,
                                      creates_per_minute=lim.creates_per_minute),
         scheduling=policy.SchedulingSettings(
             aging_interval_s=settings.scheduling.aging_interval_s),
+        reconcile=recovery.ReconcileSettings(
+            request_timeout_s=settings.vertex.request_timeout_s, list_lag_s=rec.list_lag_s,
+            absent_confirmations=rec.absent_confirmations,
+            confirm_spacing_s=rec.confirm_spacing_s,
+            not_found_confirm_s=rec.not_found_confirm_s),
+        breaker=recovery.BreakerSettings(probe_initial_s=settings.breaker.probe_initial_s,
+                                         probe_max_s=settings.breaker.probe_max_s),
+        sweep_interval_s=settings.sweep.interval_s,
+        cancel_unowned=settings.sweep.cancel_unowned,
         tick_s=min(1.0, pol.initial_interval_s),
     )
 
@@ -170,7 +178,9 @@ class Daemon:
         configure_logging(fresh.logging.level, _log_format(fresh.logging.format))
         self.settings = dataclasses.replace(self.settings, limits=fresh.limits,
                                             polling=fresh.polling, retry=fresh.retry,
-                                            scheduling=fresh.scheduling, logging=fresh.logging)
+                                            scheduling=fresh.scheduling, logging=fresh.logging,
+                                            reconcile=fresh.reconcile, sweep=fresh.sweep,
+                                            breaker=fresh.breaker)
         if self.engine is not None:
             self.engine.reload(engine_settings(self.settings))
         log.info("daemon.reloaded", max_active=fresh.limits.max_active,

@@ -170,7 +170,7 @@ class LimitsSettings(_Section):
 
 @dataclass(frozen=True)
 class PollingSettings(_Section):
-    """How often active jobs are polled, and the reconcile grace delay (design §3, §5)."""
+    """How often active jobs are polled (design §5)."""
 
     section: ClassVar[str] = "polling"
 
@@ -178,7 +178,6 @@ class PollingSettings(_Section):
     max_interval_s: float = _key(300.0, positive=True)
     multiplier: float = _key(2.0, min_value=1.0)
     jitter: float = _key(0.2, min_value=0.0, max_value=1.0)
-    reconcile_grace_s: float = _key(10.0, min_value=0.0)
     batch_min_jobs: int = _key(2, min_value=1)
 
     def _cross_check(self) -> None:
@@ -186,6 +185,50 @@ class PollingSettings(_Section):
             raise ConfigError(
                 "config key polling.max_interval_s: must be >= polling.initial_interval_s "
                 f"({self.initial_interval_s:g}), got {self.max_interval_s:g}"
+            )
+
+
+@dataclass(frozen=True)
+class ReconcileSettings(_Section):
+    """When "not on Vertex" is believed: after an unknown create outcome, after a 404 (design §3).
+
+    An empty list counts only from `vertex.request_timeout_s + list_lag_s` after the failed
+    attempt ended; `absent_confirmations` empty lists, `confirm_spacing_s`, 2x, 4x ... apart,
+    are needed before the job is created again.
+    """
+
+    section: ClassVar[str] = "reconcile"
+
+    list_lag_s: float = _key(60.0, min_value=0.0)
+    absent_confirmations: int = _key(3, min_value=1, max_value=20)
+    confirm_spacing_s: float = _key(60.0, min_value=0.0)
+    not_found_confirm_s: float = _key(60.0, min_value=0.0)
+
+
+@dataclass(frozen=True)
+class SweepSettings(_Section):
+    """The periodic look at every managed-by=tuningd job per project and location."""
+
+    section: ClassVar[str] = "sweep"
+
+    interval_s: float = _key(300.0, positive=True)
+    cancel_unowned: bool = _key(True)
+
+
+@dataclass(frozen=True)
+class BreakerSettings(_Section):
+    """Pausing creates to a project and location after a project-wide error, and probing."""
+
+    section: ClassVar[str] = "breaker"
+
+    probe_initial_s: float = _key(30.0, positive=True)
+    probe_max_s: float = _key(900.0, positive=True)
+
+    def _cross_check(self) -> None:
+        if self.probe_max_s < self.probe_initial_s:
+            raise ConfigError(
+                "config key breaker.probe_max_s: must be >= breaker.probe_initial_s "
+                f"({self.probe_initial_s:g}), got {self.probe_max_s:g}"
             )
 
 
@@ -245,6 +288,9 @@ class Settings:
     vertex: VertexSettings = field(default_factory=VertexSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     polling: PollingSettings = field(default_factory=PollingSettings)
+    reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
+    sweep: SweepSettings = field(default_factory=SweepSettings)
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
     scheduling: SchedulingSettings = field(default_factory=SchedulingSettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
@@ -276,6 +322,9 @@ SECTIONS: Mapping[str, type[_Section]] = {
     "vertex": VertexSettings,
     "limits": LimitsSettings,
     "polling": PollingSettings,
+    "reconcile": ReconcileSettings,
+    "sweep": SweepSettings,
+    "breaker": BreakerSettings,
     "scheduling": SchedulingSettings,
     "retry": RetrySettings,
     "logging": LoggingSettings,

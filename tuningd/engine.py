@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import dataclasses
 import json
 import random
 import time
@@ -16,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from tuningd import errors, machine, policy, wire
+from tuningd import errors, machine, policy, recovery, vertex, wire
 from tuningd.errors import Code, RemoteError
 from tuningd.machine import Event, RemoteSnapshot, Transition
 from tuningd.metrics import Metrics
@@ -26,12 +27,13 @@ from tuningd.model import (
     LABEL_MANAGED_BY,
     LOCAL_TO_REMOTE,
     MANAGED_BY_VALUE,
+    REMOTE_TO_LOCAL,
     Job,
     JobEvent,
     LocalState,
 )
 from tuningd.store import Store, page_key
-from tuningd.vertex import VertexClient
+from tuningd.vertex import JobList, VertexClient
 
 JobPredicate = Callable[[Job], bool]
 Clock = Callable[[], float]
@@ -79,6 +81,12 @@ class EngineSettings:
     retry: policy.RetrySettings = field(default_factory=policy.RetrySettings)
     budget: policy.BudgetSettings = field(default_factory=policy.BudgetSettings)
     scheduling: policy.SchedulingSettings = field(default_factory=policy.SchedulingSettings)
+    reconcile: recovery.ReconcileSettings = field(default_factory=recovery.ReconcileSettings)
+    breaker: recovery.BreakerSettings = field(default_factory=recovery.BreakerSettings)
+    # Every place (project, location) is listed this often for managed-by=tuningd jobs that no
+    # tracked local job owns; duplicates and late landings are cancelled when cancel_unowned.
+    sweep_interval_s: float = 300.0
+    cancel_unowned: bool = True
     # Upper bound on how long the loop sleeps, so the watchdog sees progress while idle.
     tick_s: float = 1.0
 
@@ -127,7 +135,15 @@ class Engine:
         self._adaptive = policy.AdaptiveLimits()
         self._budgets = policy.Budgets(settings.budget)
         self._batch_refused: set[str] = set()
-        self._seen_orphans: set[str] = set()
+        # Places whose creates are paused after a project-wide error (recovery.Pause).
+        self._pauses: dict[policy.Place, recovery.Pause] = {}
+        # Next sweep time per place; places with a sweep in flight.
+        self._sweep_at: dict[policy.Place, float] = {}
+        self._sweeping: set[policy.Place] = set()
+        # Remote ids of sweep findings already counted and logged (one report per finding).
+        self._reported: set[str] = set()
+        # History notes that could not be written (store errors), written with the next commit.
+        self._store_notes: dict[str, list[str]] = {}
         # Creates in flight when a create got 429: the lowered cap already counts them, so their
         # success is no evidence of more room and must not raise the cap again.
         self._counted_in_cap: set[str] = set()
@@ -160,7 +176,11 @@ class Engine:
         accepted = asyncio.Event()
         self._accepting[job.id] = accepted
         try:
-            stored, created = await self._store.create_or_get(job, "accepted")
+            try:
+                stored, created = await self._store.create_or_get(job, "accepted")
+            except errors.StoreError as exc:
+                self._store_failed("accept", exc)
+                raise
             if created:
                 self._jobs[stored.id] = stored
                 self._counts[stored.state] += 1
@@ -169,6 +189,8 @@ class Engine:
             accepted.set()
             del self._accepting[job.id]
         if created:
+            self._sweep_at.setdefault((project, location),
+                                      now + self.settings.sweep_interval_s)
             log.info("job.accepted", job_id=stored.id, project=project, location=location,
                      base_model=base_model, priority=priority, request_id=request_id)
             if self._metrics is not None:
@@ -273,11 +295,17 @@ class Engine:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Load the working set; every submitting job reconciles and every remote job polls soon."""
+        """Load the working set; every submitting job reconciles and every remote job polls soon.
+
+        A create that was in flight when the daemon stopped may still land on Vertex: its
+        attempt is ended now, so the wait for a late landing counts from this restart.
+        Every place ever used is swept at once (remote jobs may have run unseen meanwhile).
+        """
         now = self._clock()
         jobs = await self._store.active_and_queued()
         counts = await self._store.count_by_state()
         self._counts = Counter(counts)
+        in_flight: list[str] = []
         for job in jobs:
             if job.state in (LocalState.SUBMITTING, LocalState.PENDING, LocalState.RUNNING,
                              LocalState.CANCELLING) and job.next_action_at > now:
@@ -285,11 +313,29 @@ class Engine:
                 job = job.evolve(next_action_at=now)
                 await self._store.update_job(job)
             self._jobs[job.id] = job
+            if job.state is LocalState.SUBMITTING and (
+                    job.attempt_ended_at is None or job.submit_started_at is None
+                    or job.attempt_ended_at < job.submit_started_at):
+                in_flight.append(job.id)
+        for job_id in in_flight:
+            await self._transition(job_id, Event.create_outcome_unknown(
+                reconcile_at=now, error_message="the daemon stopped while this create was in "
+                "flight"))
+            self._count_unknown_outcome()
+        for place in await self._store.places():
+            self._sweep_at[place] = now
+            if self._metrics is not None:
+                self._metrics.set_creates_paused(*place, False)
         self._version += 1
         self._started = True
         self._publish_counts()
         recovering = sum(1 for j in jobs if j.state is LocalState.SUBMITTING)
-        log.info("engine.started", working_set=len(jobs), reconciling=recovering)
+        log.info("engine.started", working_set=len(jobs), reconciling=recovering,
+                 places=len(self._sweep_at))
+
+    def paused_places(self) -> dict[policy.Place, recovery.Pause]:
+        """Places whose creates are paused after a project-wide error (for views and status)."""
+        return dict(self._pauses)
 
     def reload(self, settings: EngineSettings) -> None:
         """Apply new limits and polling settings (SIGHUP); adaptive caps start afresh."""
@@ -356,6 +402,8 @@ class Engine:
             budgets=self._budgets.snapshot(locations, now), scheduling=s.scheduling,
             polling=s.polling, batch_refused=frozenset(self._batch_refused),
             busy=frozenset(self._busy), accept_submits=not self.draining,
+            paused=self._pauses,
+            sweeps={p: t for p, t in self._sweep_at.items() if p not in self._sweeping},
         )
         for action in plan.actions:
             budget = self._budgets.location(action.location, now)
@@ -363,9 +411,16 @@ class Engine:
                     else budget.take_request(now))
             if not took:
                 continue
+            if action.kind is policy.ActionKind.SUBMIT and action.place in self._pauses:
+                # The probe create of a paused place: no other create there until it resolves.
+                self._pauses[action.place] = dataclasses.replace(
+                    self._pauses[action.place], probing=True)
+            elif action.kind is policy.ActionKind.SWEEP:
+                self._sweeping.add(action.place)
             self._busy.update(action.job_ids)
+            target = action.job_ids[0] if action.job_ids else "/".join(action.place)
             task = asyncio.get_running_loop().create_task(self._execute(action),
-                                                           name=f"{action.kind}:{action.job_id}")
+                                                           name=f"{action.kind}:{target}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         self._publish_scopes(jobs)
@@ -387,10 +442,19 @@ class Engine:
                 policy.ActionKind.RECONCILE: self._do_reconcile,
                 policy.ActionKind.POLL_LIST: self._do_poll_list,
                 policy.ActionKind.POLL_GET: self._do_poll_get,
+                policy.ActionKind.SWEEP: self._do_sweep,
             }[action.kind]
             await handler(action)
         except asyncio.CancelledError:
             raise
+        except errors.StoreError as exc:
+            # The disk is full or the database read-only: nothing of this action was stored.
+            # Back off (in memory if need be) and leave a history note for when it works again.
+            self._store_failed(action.kind.value, exc)
+            for job_id in action.job_ids:
+                self._store_notes.setdefault(job_id, []).append(
+                    f"store error during {action.kind.value}, retried later: {exc.message}")
+            await self._push_back(action.job_ids)
         except Exception:
             # A bug or a surprise in one job's handling must never stop the daemon; the job is
             # retried at its next due time, which the failed action did not move.
@@ -399,6 +463,8 @@ class Engine:
             await self._push_back(action.job_ids)
         finally:
             self._busy.difference_update(action.job_ids)
+            if action.kind is policy.ActionKind.SWEEP:
+                self._sweeping.discard(action.place)
             self._wakeup.set()
 
     async def _push_back(self, job_ids: Sequence[str]) -> None:
@@ -412,11 +478,13 @@ class Engine:
                 later = job.evolve(next_action_at=policy.retry_at(job, now, self.settings.retry,
                                                                   self._rng),
                                    retry_count=job.retry_count + 1)
+                # Scheduling is bookkeeping: kept in memory even when the store cannot take it,
+                # so a failing disk slows the job down instead of spinning on it.
+                self._jobs[job_id] = later
                 try:
                     await self._store.update_job(later)
-                    self._jobs[job_id] = later
-                except errors.TuningdError:
-                    log.exception("engine.push_back_failed", job_id=job_id)
+                except errors.TuningdError as exc:
+                    log.warning("job.push_back_not_stored", job_id=job_id, error=exc.message)
 
     # ------------------------------------------------------------------ actions
 
@@ -424,6 +492,7 @@ class Engine:
         now = self._clock()
         job = await self._transition(action.job_id, Event.submit_started(next_action_at=now))
         if job is None or job.state is not LocalState.SUBMITTING:
+            self._probe_inconclusive(action.place)
             return
         body = job.spec
         body["labels"] = {**(body.get("labels") or {}),
@@ -438,8 +507,9 @@ class Engine:
             # Whatever broke, the POST may have reached Vertex: only reconciliation may tell.
             bound.exception("job.create_crashed")
             await self._create_failed(job, RemoteError(str(exc), http_status=500,
-                                                       kind="unknown_outcome"))
+                                                       kind=vertex.UNKNOWN_OUTCOME))
             return
+        self._place_answered(action.place)
         snapshot = RemoteSnapshot.from_json(remote)
         after = await self._transition(job.id, Event.create_succeeded(snapshot), schedule=True)
         self._create_resolved(job, succeeded=True)
@@ -456,47 +526,115 @@ class Engine:
                                                                 self.settings.limits)
 
     async def _create_failed(self, job: Job, exc: RemoteError) -> None:
+        """Route a failed create: the job's own fault, the place's, a throttle, or unknown."""
         now = self._clock()
         s = self.settings
-        if exc.kind != "unknown_outcome":
+        place = (job.project, job.location)
+        if exc.kind != vertex.UNKNOWN_OUTCOME:
             self._create_resolved(job, succeeded=False)
-        if exc.kind == "permanent":
+        if exc.kind == vertex.INVALID_REQUEST:
+            # Refused before sending (e.g. a location that is no resource id): it never can be.
+            self._probe_inconclusive(place)
             await self._transition(job.id, Event.create_rejected(_grpc_code(exc.status),
                                                                  exc.message))
-        elif exc.kind == "quota":
+        elif recovery.blames_place(exc.http_status, exc.status, exc.kind):
+            pause = self._pause(place, exc)
+            await self._transition(job.id, Event.create_deferred(
+                retry_at=pause.probe_at,
+                error_message=f"{exc.status} for the whole project and location, creates "
+                              f"paused: {exc.message}"))
+        elif exc.kind == vertex.PERMANENT:
+            self._place_answered(place)
+            await self._transition(job.id, Event.create_rejected(_grpc_code(exc.status),
+                                                                 exc.message))
+        elif exc.kind == vertex.QUOTA:
+            self._place_answered(place)
             # The throttled job goes back to queued: it must not count in the new cap.
             others = [j for j in self._jobs.values() if j.id != job.id]
-            self._adaptive = self._adaptive.on_throttled(policy.scopes_of(job),
-                                                         policy.active_counts(others))
+            self._adaptive = self._adaptive.on_throttled(
+                policy.scopes_of(job), policy.active_counts(others, self._busy - {job.id}))
             self._counted_in_cap.update(j.id for j in others
-                                        if j.state is LocalState.SUBMITTING)
+                                        if j.state is LocalState.SUBMITTING or j.id in self._busy)
             self._budgets.location(job.location, now).slow_down(now, create=True)
             await self._transition(job.id, Event.create_throttled(
                 retry_at=policy.retry_at(job, now, s.retry, self._rng),
                 error_message=exc.message))
-        else:
-            # unknown_outcome, transient, auth: the job may exist. Reconcile, never resubmit blind.
-            await self._transition(job.id, Event.create_outcome_unknown(
-                reconcile_at=policy.reconcile_at(job, now, s.polling),
+        elif exc.kind == vertex.TRANSIENT:
+            # The client raises "transient" on a create only when nothing was sent.
+            self._probe_inconclusive(place)
+            await self._transition(job.id, Event.create_deferred(
+                retry_at=policy.retry_at(job, now, s.retry, self._rng),
                 error_message=f"{exc.status}: {exc.message}"))
+        else:
+            # The POST may have reached Vertex: reconcile, never resubmit blind. A first look
+            # right away adopts a job whose reply was lost; only "absent" has to wait.
+            self._probe_inconclusive(place)
+            self._count_unknown_outcome()
+            await self._transition(job.id, Event.create_outcome_unknown(
+                reconcile_at=now, error_message=f"{exc.status}: {exc.message}"))
+
+    def _pause(self, place: policy.Place, exc: RemoteError) -> recovery.Pause:
+        """Pause creates to a place, or back off the probe that just failed."""
+        now = self._clock()
+        previous = self._pauses.get(place)
+        if previous is not None and not previous.probing:
+            return previous  # a create already in flight when the pause began: no news
+        pause = recovery.paused_after(previous, exc.status, exc.message, now,
+                                      self.settings.breaker, self._rng)
+        self._pauses[place] = pause
+        if self._metrics is not None:
+            self._metrics.set_creates_paused(*place, True)
+            self._metrics.count_create_pause(exc.status)
+        log.error("creates.paused", project=place[0], location=place[1], status=exc.status,
+                  http_status=exc.http_status, error=exc.message, failures=pause.failures,
+                  probe_in_s=round(pause.probe_at - now, 1))
+        self._version += 1
+        return pause
+
+    def _place_answered(self, place: policy.Place) -> None:
+        """A create got a real answer from the place (created, 429, a job-level 400): resume."""
+        pause = self._pauses.pop(place, None)
+        if pause is None:
+            return
+        if self._metrics is not None:
+            self._metrics.set_creates_paused(*place, False)
+        log.info("creates.resumed", project=place[0], location=place[1],
+                 paused_s=round(self._clock() - pause.since, 1))
+        self._version += 1
+        self._wakeup.set()
+
+    def _probe_inconclusive(self, place: policy.Place) -> None:
+        pause = self._pauses.get(place)
+        if pause is not None and pause.probing:
+            self._pauses[place] = recovery.probe_deferred(pause, self._clock(),
+                                                          self.settings.breaker, self._rng)
+
+    async def _list_labelled(self, project: str, location: str, flt: str) -> JobList:
+        """Every job matching a label filter; everything when the filter is refused (spec §8).
+
+        Callers re-check labels client-side either way: the filter is not documented."""
+        try:
+            return await self._vertex.list_all(project, location, filter=flt)
+        except RemoteError as exc:
+            if exc.kind != vertex.PERMANENT or exc.http_status != 400:
+                raise
+            return await self._vertex.list_all(project, location)
 
     async def _do_reconcile(self, action: policy.Action) -> None:
         ids = list(action.job_ids)
         flt = " OR ".join(f'labels.{LABEL_JOB_ID}="{i}"' for i in ids)
         try:
-            try:
-                remotes = await self._vertex.list_all(action.project, action.location, filter=flt)
-            except RemoteError as exc:
-                if exc.kind != "permanent" or exc.http_status != 400:
-                    raise
-                # The label filter was refused: list everything and match locally (spec §8).
-                remotes = await self._vertex.list_all(action.project, action.location)
+            remotes = await self._list_labelled(action.project, action.location, flt)
         except RemoteError as exc:
-            self._count_reconciliation("error", len(ids))
-            now = self._clock()
-            for job_id in ids:
-                await self._transient(job_id, exc, now)
-            return
+            if exc.kind == vertex.INVALID_REQUEST:
+                # Nothing can ever have been created under a parent that is no resource id.
+                remotes = []
+            else:
+                self._count_reconciliation("error", len(ids))
+                now = self._clock()
+                for job_id in ids:
+                    await self._transient(job_id, exc, now)
+                return
         by_job: dict[str, list[dict[str, Any]]] = {}
         for remote in remotes:
             label = (remote.get("labels") or {}).get(LABEL_JOB_ID)
@@ -515,19 +653,22 @@ class Engine:
                 await self._transition(job_id, Event.reconciled_found(
                     RemoteSnapshot.from_json(found[0])), schedule=True)
                 self._create_resolved(job, succeeded=True)
-            elif now >= policy.absent_decision_at(job, self.settings.polling):
+                continue
+            verdict = recovery.absence_verdict(job, now, self.settings.reconcile)
+            if verdict.absent:
                 self._count_reconciliation("absent")
                 self._create_resolved(job, succeeded=False)
                 await self._transition(job_id, Event.reconciled_absent(retry_at=now))
             else:
-                await self._reschedule(job_id, policy.absent_decision_at(
-                    job, self.settings.polling))
+                await self._transition(job_id, Event.reconcile_empty(
+                    checks=verdict.checks, next_check_at=verdict.next_check_at))
 
     async def _handle_duplicates(self, job: Job, extras: Sequence[Mapping[str, Any]]) -> None:
         """Should never happen; if it does, keep the oldest and cancel the rest, loudly."""
         for remote in extras:
             name = str(remote.get("name", ""))
             self._count_reconciliation("duplicate")
+            self._reported.add(name.rsplit("/", 1)[-1])
             log.error("job.duplicate_remote", job_id=job.id, remote_name=name)
             try:
                 await self._vertex.cancel(name)
@@ -540,7 +681,7 @@ class Engine:
             remotes = await self._vertex.list_all(action.project, action.location,
                                                   filter=_ACTIVE_REMOTE_FILTER)
         except RemoteError as exc:
-            if exc.kind == "permanent" and exc.http_status == 400:
+            if exc.kind == vertex.PERMANENT and exc.http_status == 400:
                 log.warning("engine.batch_poll_refused", location=action.location,
                             error=exc.message)
                 self._batch_refused.add(action.location)
@@ -554,12 +695,8 @@ class Engine:
         self._mark_poll_success()
         by_remote_id: dict[str, dict[str, Any]] = {}
         for remote in remotes:
-            labels = remote.get("labels") or {}
-            if labels.get(LABEL_MANAGED_BY) != MANAGED_BY_VALUE:
-                continue
-            remote_id = str(remote.get("name", "")).rsplit("/", 1)[-1]
-            by_remote_id[remote_id] = remote
-            self._check_orphan(remote_id, str(labels.get(LABEL_JOB_ID, "")))
+            if (remote.get("labels") or {}).get(LABEL_MANAGED_BY) == MANAGED_BY_VALUE:
+                by_remote_id[str(remote.get("name", "")).rsplit("/", 1)[-1]] = remote
         for job_id in action.job_ids:
             job = self._jobs.get(job_id)
             if job is None or job.remote_id is None:
@@ -571,22 +708,75 @@ class Engine:
             else:
                 await self._observe(job_id, found)
 
-    def _check_orphan(self, remote_id: str, label_job_id: str) -> None:
-        """A managed remote job that no local job owns is a duplicate or an orphan: alert."""
-        if remote_id in self._seen_orphans:
+    async def _do_sweep(self, action: policy.Action) -> None:
+        """List the place's active managed jobs; adopt, cancel or report the ones not tracked."""
+        place = action.place
+        now = self._clock()
+        self._sweep_at[place] = now + self.settings.sweep_interval_s
+        try:
+            remotes = await self._list_labelled(action.project, action.location,
+                                                _ACTIVE_REMOTE_FILTER)
+        except RemoteError as exc:
+            log.warning("sweep.failed", project=place[0], location=place[1],
+                        status=exc.status, error=exc.message)
             return
-        owner = self._jobs.get(label_job_id)
-        if owner is not None and owner.remote_id == remote_id:
+        unowned = 0
+        for remote in sorted(remotes, key=lambda r: str(r.get("createTime", ""))):
+            labels = remote.get("labels") or {}
+            snapshot = RemoteSnapshot.from_json(remote)
+            js = snapshot.job_state
+            if labels.get(LABEL_MANAGED_BY) != MANAGED_BY_VALUE or (
+                    js is not None and REMOTE_TO_LOCAL.get(js, LocalState.RUNNING).is_terminal):
+                continue
+            label = str(labels.get(LABEL_JOB_ID, ""))
+            local = (self._jobs.get(label) or await self._store.get(label)) if label else None
+            finding = recovery.classify(snapshot.remote_id, local,
+                                        create_in_flight=label in self._busy)
+            if finding in (recovery.Finding.OURS, recovery.Finding.UNDECIDED):
+                continue
+            if finding is recovery.Finding.ADOPT and local is not None:
+                adopted = await self._transition(
+                    local.id, Event.reconciled_found(snapshot), schedule=True)
+                if adopted is not None and adopted.remote_id == snapshot.remote_id:
+                    self._count_finding(finding)
+                    if local.state is LocalState.SUBMITTING:
+                        self._create_resolved(local, succeeded=True)
+                    log.warning("sweep.adopted", job_id=local.id, remote_name=snapshot.name,
+                                was=local.state.value)
+                continue
+            unowned += 1
+            await self._unowned(finding, snapshot, local)
+        if self._metrics is not None:
+            self._metrics.set_unowned_remote_jobs(*place, unowned)
+            self._metrics.mark_sweep(self._clock())
+
+    async def _unowned(self, finding: recovery.Finding, snapshot: RemoteSnapshot,
+                       local: Job | None) -> None:
+        """Report a remote job no tracked job owns; cancel duplicates and late landings."""
+        if snapshot.remote_id not in self._reported:
+            self._reported.add(snapshot.remote_id)
+            self._count_finding(finding)
+            log.error("sweep.unowned_remote_job", finding=finding.value,
+                      remote_name=snapshot.name, remote_state=snapshot.state,
+                      job_id=local.id if local is not None else None,
+                      job_state=local.state.value if local is not None else None)
+        if (finding is recovery.Finding.UNKNOWN or not self.settings.cancel_unowned
+                or snapshot.state == "JOB_STATE_CANCELLING"):
+            return  # a job no local id knows may be another daemon's: report, never touch
+        try:
+            await self._vertex.cancel(snapshot.name)
+        except RemoteError as exc:
+            if exc.http_status == 400:
+                return  # FAILED_PRECONDITION: it has ended since (the list may lag)
+            if self._metrics is not None:
+                self._metrics.count_sweep_cancel(False)
+            log.warning("sweep.cancel_failed", remote_name=snapshot.name, status=exc.status,
+                        error=exc.message)
             return
-        if owner is not None and owner.state is LocalState.SUBMITTING:
-            return  # being reconciled right now
-        if owner is None and label_job_id:
-            return  # a job of ours that ended, or another daemon's: cannot tell cheaply
-        self._seen_orphans.add(remote_id)
-        result = "duplicate" if owner is not None else "orphan"
-        self._count_reconciliation(result)
-        log.error("engine.unowned_remote_job", remote_id=remote_id, label_job_id=label_job_id,
-                  result=result)
+        if self._metrics is not None:
+            self._metrics.count_sweep_cancel(True)
+        log.warning("sweep.cancelled", finding=finding.value, remote_name=snapshot.name,
+                    job_id=local.id if local is not None else None)
 
     async def _do_poll_get(self, action: policy.Action) -> None:
         for job_id in action.job_ids:
@@ -600,12 +790,32 @@ class Engine:
             remote = await self._vertex.get(job.remote_name)
         except RemoteError as exc:
             if exc.http_status == 404:
-                await self._transition(job_id, Event.remote_not_found(exc.message))
+                await self._not_found(job, exc)
             else:
                 await self._transient(job_id, exc, self._clock())
             return
         self._mark_poll_success()
         await self._observe(job_id, remote)
+
+    async def _not_found(self, job: Job, exc: RemoteError) -> None:
+        """A read of the job's remote job said 404: recheck, then settle it by a label list."""
+        now = self._clock()
+        if recovery.after_not_found(job) is recovery.NotFoundStep.RECHECK_LATER:
+            await self._transition(job.id, Event.remote_missing(
+                recheck_at=now + self.settings.reconcile.not_found_confirm_s,
+                error_message=exc.message))
+            return
+        try:
+            remotes = await self._list_labelled(job.project, job.location,
+                                                f'labels.{LABEL_JOB_ID}="{job.id}"')
+        except RemoteError as list_exc:
+            await self._transient(job.id, list_exc, now)
+            return
+        for remote in remotes:
+            if str(remote.get("name", "")).rsplit("/", 1)[-1] == job.remote_id:
+                await self._observe(job.id, remote)
+                return
+        await self._transition(job.id, Event.remote_not_found(exc.message))
 
     async def _do_cancel(self, action: policy.Action) -> None:
         job = self._jobs.get(action.job_id)
@@ -617,8 +827,8 @@ class Engine:
             await self._vertex.cancel(job.remote_name)
         except RemoteError as exc:
             if exc.http_status == 404:
-                await self._transition(job.id, Event.remote_not_found(exc.message))
-            elif exc.kind == "permanent":
+                await self._not_found(job, exc)
+            elif exc.kind == vertex.PERMANENT:
                 # FAILED_PRECONDITION: it already ended. Stop asking, and poll to see how.
                 await self._transition(job.id, Event.cancel_sent(
                     next_action_at=now, note=f"{exc.status}: {exc.message}"))
@@ -680,13 +890,17 @@ class Engine:
 
     async def _commit_locked(self, tr: Transition) -> Job:
         before, after = tr.before, tr.job
-        if tr.changed or tr.state_changed:
+        notes = self._store_notes.get(after.id, [])
+        if tr.changed or tr.state_changed or notes:
             detail: dict[str, Any] = {"event": tr.event.value}
             if after.remote_state:
                 detail["remote_state"] = after.remote_state
             if after.remote_substate:
                 detail["remote_substate"] = after.remote_substate
-            await self._store.apply(before, after, tr.reason, detail)
+            noteworthy = tr.changed or tr.state_changed
+            await self._store.apply(before, after, tr.reason if noteworthy else None, detail,
+                                    notes=notes)
+            self._store_notes.pop(after.id, None)
         elif after != before:
             await self._store.update_job(after)
         if after.state.is_terminal:
@@ -781,6 +995,20 @@ class Engine:
     def _mark_poll_success(self) -> None:
         if self._metrics is not None:
             self._metrics.mark_poll_success(self._clock())
+
+    def _count_unknown_outcome(self) -> None:
+        if self._metrics is not None:
+            self._metrics.count_unknown_create_outcome()
+
+    def _count_finding(self, finding: recovery.Finding) -> None:
+        if self._metrics is not None:
+            self._metrics.count_sweep_finding(finding.value)
+
+    def _store_failed(self, operation: str, exc: errors.TuningdError) -> None:
+        """One log line and one count per store error (the disk is full, the db read-only)."""
+        log.error("store.failed", operation=operation, error=exc.message)
+        if self._metrics is not None:
+            self._metrics.count_store_error("write")
 
     def _count_reconciliation(self, result: str, n: int = 1) -> None:
         if self._metrics is not None:

@@ -125,6 +125,10 @@ class Unavailable(TuningdError):
     code = Code.UNAVAILABLE
 
 
+class StoreError(Unavailable):
+    """The job store cannot do what was asked (disk full, read-only, I/O error): HTTP 503."""
+
+
 class DeadlineExceeded(TuningdError):
     code = Code.DEADLINE_EXCEEDED
 

@@ -26,11 +26,14 @@ class EventKind(StrEnum):
     CREATE_REJECTED = "create_rejected"
     CREATE_THROTTLED = "create_throttled"
     CREATE_OUTCOME_UNKNOWN = "create_outcome_unknown"
+    CREATE_DEFERRED = "create_deferred"
+    RECONCILE_EMPTY = "reconcile_empty"
     RECONCILED_FOUND = "reconciled_found"
     RECONCILED_ABSENT = "reconciled_absent"
     CANCEL_REQUESTED = "cancel_requested"
     CANCEL_SENT = "cancel_sent"
     REMOTE_OBSERVED = "remote_observed"
+    REMOTE_MISSING = "remote_missing"
     REMOTE_NOT_FOUND = "remote_not_found"
     TRANSIENT_ERROR = "transient_error"
 
@@ -95,6 +98,8 @@ class Event:
     error_message: str | None = None
     next_action_at: float | None = None
     poll_interval_s: float | None = None
+    # RECONCILE_EMPTY: the job's consecutive empty reconcile lists after this one.
+    checks: int | None = None
 
     @classmethod
     def submit_started(cls, *, next_action_at: float | None = None) -> Event:
@@ -119,8 +124,20 @@ class Event:
 
     @classmethod
     def create_outcome_unknown(cls, *, reconcile_at: float, error_message: str = "") -> Event:
+        """The create may or may not have reached Vertex; the attempt ends now."""
         return cls(EventKind.CREATE_OUTCOME_UNKNOWN, next_action_at=reconcile_at,
                    error_message=error_message or None)
+
+    @classmethod
+    def create_deferred(cls, *, retry_at: float, error_message: str) -> Event:
+        """The create definitely did not happen and the job is fine: back to the queue."""
+        return cls(EventKind.CREATE_DEFERRED, next_action_at=retry_at,
+                   error_message=error_message)
+
+    @classmethod
+    def reconcile_empty(cls, *, checks: int, next_check_at: float) -> Event:
+        """A reconcile list found no remote job, which does not prove absence yet."""
+        return cls(EventKind.RECONCILE_EMPTY, checks=checks, next_action_at=next_check_at)
 
     @classmethod
     def reconciled_found(cls, remote: RemoteSnapshot, *,
@@ -149,6 +166,12 @@ class Event:
                         poll_interval_s: float | None = None) -> Event:
         return cls(EventKind.REMOTE_OBSERVED, remote=remote, next_action_at=next_action_at,
                    poll_interval_s=poll_interval_s)
+
+    @classmethod
+    def remote_missing(cls, *, recheck_at: float, error_message: str) -> Event:
+        """A read answered 404; believed only once it repeats and a list agrees."""
+        return cls(EventKind.REMOTE_MISSING, next_action_at=recheck_at,
+                   error_message=error_message)
 
     @classmethod
     def remote_not_found(cls, error_message: str = "remote job not found") -> Event:
@@ -233,13 +256,16 @@ def _adopt(job: Job, remote: RemoteSnapshot, now: float, verb: str) -> tuple[dic
         "remote_state": remote.state,
         "remote_substate": remote.substate,
         "remote_update_time": remote.update_time,
+        "missing_checks": 0,
+        "absent_checks": 0,
     }
     if remote.json_text is not None:
         changes["remote_json"] = remote.json_text
     detail = remote.state + (f"/{remote.substate}" if remote.substate else "")
     if mapped is None:
         # UNSPECIFIED or a state newer than this code: never guess an end, keep the job active.
-        mapped = LocalState.PENDING if job.state is LocalState.SUBMITTING else job.state
+        mapped = (LocalState.PENDING if job.state in (LocalState.SUBMITTING, LocalState.QUEUED)
+                  else job.state)
         detail = f"{detail} (not understood, kept active)"
     if job.cancel_requested and mapped in (LocalState.PENDING, LocalState.RUNNING):
         # Cancel is wanted: the job stays (or becomes) cancelling until Vertex ends it.
@@ -310,12 +336,30 @@ def _throttled(job: Job, event: Event, now: float) -> tuple[dict[str, Any], str]
 
 
 def _outcome_unknown(job: Job, event: Event, now: float) -> tuple[dict[str, Any], str]:
-    return ({"state": LocalState.SUBMITTING, "retry_count": job.retry_count + 1},
+    return ({"state": LocalState.SUBMITTING, "retry_count": job.retry_count + 1,
+             "attempt_ended_at": now, "absent_checks": 0},
             _with_note("create outcome unknown, will reconcile", event))
 
 
+def _deferred(job: Job, event: Event, now: float) -> tuple[dict[str, Any], str]:
+    changes, reason = _no_remote_job(job, event, now, _with_note("create not made", event))
+    if changes["state"] is LocalState.QUEUED:
+        changes["retry_count"] = job.retry_count + 1
+    return changes, reason
+
+
+def _reconcile_empty(job: Job, event: Event, now: float) -> tuple[dict[str, Any], str]:
+    checks = job.absent_checks if event.checks is None else event.checks
+    counted = "not counted yet: too soon after the attempt" if checks == job.absent_checks \
+        else f"empty list {checks}"
+    return ({"state": LocalState.SUBMITTING, "absent_checks": checks},
+            f"reconcile found no remote job ({counted}); looking again later")
+
+
 def _reconciled_absent(job: Job, event: Event, now: float) -> tuple[dict[str, Any], str]:
-    return _no_remote_job(job, event, now, "reconciled, no remote job exists")
+    changes, reason = _no_remote_job(job, event, now, "reconciled, no remote job exists")
+    changes["absent_checks"] = 0
+    return changes, reason
 
 
 def _cancel_queued(job: Job, event: Event, now: float) -> tuple[dict[str, Any], str]:
@@ -356,10 +400,15 @@ def _observed(job: Job, event: Event, now: float) -> tuple[dict[str, Any], str]:
     return changes, reason
 
 
+def _missing(job: Job, event: Event, now: float) -> tuple[dict[str, Any], str]:
+    return ({"state": job.state, "missing_checks": job.missing_checks + 1},
+            _with_note("remote job answered 404; confirming before calling it lost", event))
+
+
 def _not_found(job: Job, event: Event, now: float) -> tuple[dict[str, Any], str]:
     return ({"state": LocalState.FAILED, "ended_at": now, "outcome": Outcome.REMOTE_LOST,
              "error_code": event.error_code, "error_message": event.error_message},
-            _with_note("remote job lost (404)", event))
+            _with_note("remote job lost (404, and not in the list)", event))
 
 
 def _transient(job: Job, event: Event, now: float) -> tuple[dict[str, Any], str]:
@@ -386,11 +435,15 @@ E = EventKind
 TABLE: Mapping[tuple[LocalState, EventKind], Rule] = {
     (S.QUEUED, E.SUBMIT_STARTED): _rule(_submit_started, S.SUBMITTING),
     (S.QUEUED, E.CANCEL_REQUESTED): _rule(_cancel_queued, S.CANCELLED),
+    # The sweep found the remote job of a create that was presumed absent: adopt, not re-create.
+    (S.QUEUED, E.RECONCILED_FOUND): Rule(_reconciled_found, _ALL_REMOTE_TARGETS),
 
     (S.SUBMITTING, E.CREATE_SUCCEEDED): Rule(_created, _ALL_REMOTE_TARGETS),
     (S.SUBMITTING, E.CREATE_REJECTED): _rule(_rejected, S.FAILED),
     (S.SUBMITTING, E.CREATE_THROTTLED): _rule(_throttled, S.QUEUED, S.CANCELLED),
     (S.SUBMITTING, E.CREATE_OUTCOME_UNKNOWN): _rule(_outcome_unknown, S.SUBMITTING),
+    (S.SUBMITTING, E.CREATE_DEFERRED): _rule(_deferred, S.QUEUED, S.CANCELLED),
+    (S.SUBMITTING, E.RECONCILE_EMPTY): _rule(_reconcile_empty, S.SUBMITTING),
     (S.SUBMITTING, E.RECONCILED_FOUND): Rule(_reconciled_found, _ALL_REMOTE_TARGETS),
     (S.SUBMITTING, E.RECONCILED_ABSENT): _rule(_reconciled_absent, S.QUEUED, S.CANCELLED),
     (S.SUBMITTING, E.CANCEL_REQUESTED): _rule(_cancel_submitting, S.SUBMITTING),
@@ -398,17 +451,20 @@ TABLE: Mapping[tuple[LocalState, EventKind], Rule] = {
 
     (S.PENDING, E.CANCEL_REQUESTED): _rule(_cancel_remote, S.CANCELLING),
     (S.PENDING, E.REMOTE_OBSERVED): Rule(_observed, _ALL_REMOTE_TARGETS),
+    (S.PENDING, E.REMOTE_MISSING): _rule(_missing, S.PENDING),
     (S.PENDING, E.REMOTE_NOT_FOUND): _rule(_not_found, S.FAILED),
     (S.PENDING, E.TRANSIENT_ERROR): _rule(_transient, S.PENDING),
 
     (S.RUNNING, E.CANCEL_REQUESTED): _rule(_cancel_remote, S.CANCELLING),
     (S.RUNNING, E.REMOTE_OBSERVED): Rule(_observed, _ALL_REMOTE_TARGETS),
+    (S.RUNNING, E.REMOTE_MISSING): _rule(_missing, S.RUNNING),
     (S.RUNNING, E.REMOTE_NOT_FOUND): _rule(_not_found, S.FAILED),
     (S.RUNNING, E.TRANSIENT_ERROR): _rule(_transient, S.RUNNING),
 
     (S.CANCELLING, E.CANCEL_REQUESTED): _rule(_cancel_again, S.CANCELLING),
     (S.CANCELLING, E.CANCEL_SENT): _rule(_cancel_sent, S.CANCELLING),
     (S.CANCELLING, E.REMOTE_OBSERVED): Rule(_observed, _ALL_REMOTE_TARGETS),
+    (S.CANCELLING, E.REMOTE_MISSING): _rule(_missing, S.CANCELLING),
     (S.CANCELLING, E.REMOTE_NOT_FOUND): _rule(_not_found, S.FAILED),
     (S.CANCELLING, E.TRANSIENT_ERROR): _rule(_transient, S.CANCELLING),
     # Terminal states accept nothing: a cancel of an ended job is FAILED_PRECONDITION.

@@ -152,6 +152,13 @@ class Job:
     error_message: str | None = None
     outcome: Outcome | None = None
     remote_update_time: str | None = None
+    # When the last create attempt ended without a known outcome (timeout, reset, 5xx, crash):
+    # a late-landing create is waited for from here, not from when the attempt began.
+    attempt_ended_at: float | None = None
+    # Consecutive reconcile lists that found no remote job for this submitting job.
+    absent_checks: int = 0
+    # Consecutive reads that answered 404 for this job's remote job (confirmed before "lost").
+    missing_checks: int = 0
 
     @property
     def spec(self) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from tuningd.model import ACTIVE_STATES, REMOTE_STATES, Job, LocalState, TuningJobState
+from tuningd.recovery import Pause
+from tuningd.wire import base_model_id
 
 # ---------------------------------------------------------------------------------------------
 # Settings (config.py builds these from TOML; the defaults are the documented defaults)
@@ -18,11 +20,22 @@ from tuningd.model import ACTIVE_STATES, REMOTE_STATES, Job, LocalState, TuningJ
 
 @dataclass(frozen=True)
 class Limits:
-    """Configured caps on active jobs. A scope missing from a mapping is unlimited."""
+    """Configured caps on active jobs. A scope missing from a mapping is unlimited.
+
+    Base models are keyed by their bare id, however they were written (`gemini-2.5-flash` and
+    `publishers/google/models/gemini-2.5-flash` are one scope).
+    """
 
     max_active: int = 1
     per_location: Mapping[str, int] = field(default_factory=dict)
     per_base_model: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        canonical: dict[str, int] = {}
+        for name, limit in self.per_base_model.items():
+            key = base_model_id(name)
+            canonical[key] = min(limit, canonical.get(key, limit))
+        object.__setattr__(self, "per_base_model", canonical)
 
     def limit_for(self, scope: Scope) -> int | None:
         if scope.kind is ScopeKind.GLOBAL:
@@ -56,16 +69,6 @@ class PollingSettings:
     # within this window (None: every active job there). Their schedules then move together and
     # the location is read once per round instead of once per job.
     batch_coalesce_s: float | None = None
-    # After an unknown create outcome a missing job is "definitely absent" only after this grace
-    # since the create attempt began (None: 2 x initial_interval_s), because a just-created job
-    # may not be listed yet.
-    absent_grace_s: float | None = None
-
-    @property
-    def effective_absent_grace_s(self) -> float:
-        if self.absent_grace_s is not None:
-            return self.absent_grace_s
-        return 2.0 * self.initial_interval_s
 
     @property
     def effective_coalesce_s(self) -> float:
@@ -112,16 +115,18 @@ GLOBAL = Scope(ScopeKind.GLOBAL)
 
 
 def scopes_of(job: Job) -> tuple[Scope, Scope, Scope]:
-    """Every scope a job counts in: global, its location, its base model."""
+    """Every scope a job counts in: global, its location, its base model (bare id)."""
     return (GLOBAL, Scope(ScopeKind.LOCATION, job.location),
-            Scope(ScopeKind.BASE_MODEL, job.base_model))
+            Scope(ScopeKind.BASE_MODEL, base_model_id(job.base_model)))
 
 
-def active_counts(jobs: Iterable[Job]) -> dict[Scope, int]:
-    """Active jobs (submitting, pending, running, cancelling) per scope."""
+def active_counts(jobs: Iterable[Job],
+                  creating: AbstractSet[str] = frozenset()) -> dict[Scope, int]:
+    """Active jobs per scope: submitting, pending, running, cancelling, and queued jobs whose
+    create is already under way (`creating`: planned, its `submitting` not yet committed)."""
     counts: dict[Scope, int] = defaultdict(int)
     for job in jobs:
-        if job.state in ACTIVE_STATES:
+        if job.state in ACTIVE_STATES or (job.state is LocalState.QUEUED and job.id in creating):
             for scope in scopes_of(job):
                 counts[scope] += 1
     return dict(counts)
@@ -364,17 +369,6 @@ def retry_at(job: Job, now: float, settings: RetrySettings, rng: random.Random) 
     return now + retry_delay(job.retry_count + 1, settings.base_s, settings.cap_s, rng)
 
 
-def absent_decision_at(job: Job, settings: PollingSettings) -> float:
-    """Earliest time a reconcile may conclude "definitely absent" for a submitting job."""
-    started = job.submit_started_at if job.submit_started_at is not None else job.updated_at
-    return started + settings.effective_absent_grace_s
-
-
-def reconcile_at(job: Job, now: float, settings: PollingSettings) -> float:
-    """When to reconcile after an unknown create outcome: not before the absent grace ends."""
-    return max(now, absent_decision_at(job, settings))
-
-
 def effective_priority(job: Job, now: float, settings: SchedulingSettings) -> int:
     """Priority plus one point per `aging_interval_s` waited since acceptance."""
     if settings.aging_interval_s <= 0:
@@ -401,16 +395,20 @@ class ActionKind(StrEnum):
     RECONCILE = "reconcile"
     POLL_LIST = "poll_list"
     POLL_GET = "poll_get"
+    SWEEP = "sweep"
 
 
 # Execution order inside one location's budget (design §4): cancel, create, then reads.
 _ORDER = {ActionKind.CANCEL: 0, ActionKind.SUBMIT: 1, ActionKind.RECONCILE: 2,
-          ActionKind.POLL_LIST: 3, ActionKind.POLL_GET: 3}
+          ActionKind.POLL_LIST: 3, ActionKind.POLL_GET: 3, ActionKind.SWEEP: 4}
+
+Place = tuple[str, str]  # (project, location)
 
 
 @dataclass(frozen=True)
 class Action:
-    """One remote call for the engine. POLL_LIST and RECONCILE cover several jobs in one list."""
+    """One remote call for the engine. POLL_LIST and RECONCILE cover several jobs in one list;
+    SWEEP covers a whole (project, location) and no job in particular."""
 
     kind: ActionKind
     project: str
@@ -420,6 +418,10 @@ class Action:
     @property
     def job_id(self) -> str:
         return self.job_ids[0]
+
+    @property
+    def place(self) -> Place:
+        return (self.project, self.location)
 
 
 @dataclass(frozen=True)
@@ -431,6 +433,8 @@ class Plan:
     over_budget: tuple[str, ...] = ()
     # Queued and due, but a scope is full (the queue proper).
     waiting_for_slot: tuple[str, ...] = ()
+    # Queued and due, but creates to their place are paused (see recovery.Pause).
+    paused: tuple[str, ...] = ()
     # Earliest next_action_at among jobs not due now (None: nothing scheduled).
     next_due_at: float | None = None
 
@@ -486,23 +490,31 @@ def plan(jobs: Sequence[Job], now: float, *,
          polling: PollingSettings | None = None,
          batch_refused: AbstractSet[str] = frozenset(),
          busy: AbstractSet[str] = frozenset(),
-         accept_submits: bool = True) -> Plan:
+         accept_submits: bool = True,
+         paused: Mapping[Place, Pause] | None = None,
+         sweeps: Mapping[Place, float] | None = None) -> Plan:
     """Decide the remote calls to make now.
 
     `jobs` are all non-terminal jobs. `busy` holds ids with a call in flight (skipped, but still
-    counted against limits). `batch_refused` holds locations where the list filter was refused
-    (per-job GETs there). `budgets` None means unlimited. Within a location, cancels are budgeted
-    first, then creates, then reconciles and polls; the returned actions follow that order.
+    counted against limits; a busy queued job is a create under way and counts as active).
+    `batch_refused` holds locations where the list filter was refused (per-job GETs there).
+    `budgets` None means unlimited. `paused` holds places whose creates are paused: their jobs
+    wait, except one probe create per place once its `probe_at` has come. `sweeps` maps each
+    place to its next sweep time (places with a sweep in flight left out). Within a location,
+    cancels are budgeted first, then creates, then reconciles, polls and sweeps; the returned
+    actions follow that order.
     """
     scheduling = scheduling or SchedulingSettings()
     polling = polling or PollingSettings()
     adaptive = adaptive or AdaptiveLimits()
+    paused = paused or {}
     spend = _Spend(budgets)
     cancels: list[Action] = []
     submits: list[Action] = []
     reads: list[Action] = []
     over_budget: list[str] = []
     waiting: list[str] = []
+    blocked: list[str] = []
     future: list[float] = []
 
     # 1. Cancels first: they free quota and are what a user asked for.
@@ -519,7 +531,7 @@ def plan(jobs: Sequence[Job], now: float, *,
     # 2. Creates, by effective priority, each only if all its scopes have room. Jobs picked in
     # this plan count as active; a job held back only by budget keeps its slots reserved so a
     # lower-priority job cannot take them for hours while it waits seconds for a token.
-    counts = active_counts(jobs)
+    counts = active_counts(jobs, busy)
     global_cap = adaptive.effective(GLOBAL, limits)
     if global_cap is not None and counts.get(GLOBAL, 0) >= global_cap:
         # Every queued job waits for a slot: skip the sort, which is the cost of a long queue.
@@ -528,11 +540,20 @@ def plan(jobs: Sequence[Job], now: float, *,
         candidates: list[Job] = []
     else:
         candidates = queue_order(jobs, now, scheduling)
+    probing: set[Place] = set()
     for job in candidates:
         if job.id in busy:
             continue
         if job.next_action_at > now:
             future.append(job.next_action_at)
+            continue
+        place = (job.project, job.location)
+        pause = paused.get(place)
+        # Only the queue head of a paused place may probe, once its time has come.
+        if pause is not None and (pause.probing or place in probing or pause.probe_at > now):
+            if not pause.probing and pause.probe_at > now:
+                future.append(pause.probe_at)
+            blocked.append(job.id)
             continue
         scopes = scopes_of(job)
         full = False
@@ -545,19 +566,21 @@ def plan(jobs: Sequence[Job], now: float, *,
             continue
         for scope in scopes:
             counts[scope] = counts.get(scope, 0) + 1
+        if pause is not None:
+            probing.add(place)
         if spend.create(job.location):
             submits.append(Action(ActionKind.SUBMIT, job.project, job.location, (job.id,)))
         else:
             over_budget.append(job.id)
 
-    # 3. Reconciles: submitting jobs (not in flight) once due and past the absent grace.
+    # 3. Reconciles: submitting jobs (not in flight) once due. How long to wait before an empty
+    # list counts is recovery.absence_verdict's business; the planner only honours the time.
     recon: dict[tuple[str, str], list[str]] = defaultdict(list)
     for job in sorted(jobs, key=lambda j: (j.next_action_at, j.id)):
         if job.state is not LocalState.SUBMITTING or job.id in busy:
             continue
-        due_at = max(job.next_action_at, absent_decision_at(job, polling))
-        if due_at > now:
-            future.append(due_at)
+        if job.next_action_at > now:
+            future.append(job.next_action_at)
         else:
             recon[(job.project, job.location)].append(job.id)
     for (project, location), ids in sorted(recon.items()):
@@ -580,23 +603,35 @@ def plan(jobs: Sequence[Job], now: float, *,
             future.extend(later)
             continue
         horizon = now + polling.effective_coalesce_s
-        batch = [j for j in group if j.next_action_at <= horizon]
+        # A job whose remote job answered 404 is settled by a GET (then a label list).
+        batch = [j for j in group if j.next_action_at <= horizon and not j.missing_checks]
         if len(batch) >= polling.batch_min_jobs and location not in batch_refused:
-            future.extend(j.next_action_at for j in group if j.next_action_at > horizon)
+            future.extend(j.next_action_at for j in group
+                          if j.next_action_at > horizon
+                          or (j.missing_checks and j.next_action_at > now))
             if spend.request(location):
                 reads.append(Action(ActionKind.POLL_LIST, project, location,
                                     tuple(j.id for j in batch)))
             else:
                 over_budget.extend(j.id for j in due)
-            continue
-        future.extend(later)
+            due = [j for j in due if j.missing_checks]
+        else:
+            future.extend(later)
         for job in due:
             if spend.request(location):
                 reads.append(Action(ActionKind.POLL_GET, project, location, (job.id,)))
             else:
                 over_budget.append(job.id)
 
+    # 5. Sweeps: one list per place, whatever its jobs are doing (budget permitting; a sweep
+    # that must wait for a token simply runs in a later round).
+    for (project, location), due_at in sorted((sweeps or {}).items()):
+        if due_at > now:
+            future.append(due_at)
+        elif spend.request(location):
+            reads.append(Action(ActionKind.SWEEP, project, location, ()))
+
     actions = sorted([*cancels, *submits, *reads], key=lambda a: (_ORDER[a.kind]))
     return Plan(actions=tuple(actions), over_budget=tuple(over_budget),
-                waiting_for_slot=tuple(waiting),
+                waiting_for_slot=tuple(waiting), paused=tuple(blocked),
                 next_due_at=min(future) if future else None)

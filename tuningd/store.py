@@ -101,6 +101,13 @@ MIGRATIONS: tuple[str, ...] = (
         FROM jobs AS j, json_each(j.spec_json, '$.labels') AS l
         WHERE json_type(j.spec_json, '$.labels') = 'object' AND l.type = 'text';
     """,
+    # 3: evidence for the two "is it really gone?" decisions (a create presumed absent, a remote
+    # job presumed lost), so they survive a restart.
+    """
+    ALTER TABLE jobs ADD COLUMN attempt_ended_at REAL;
+    ALTER TABLE jobs ADD COLUMN absent_checks INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN missing_checks INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 # Writes waiting while a commit is in flight go into the next transaction together, at most
@@ -113,7 +120,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 JOB_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Job))
 _FLOAT_COLUMNS = frozenset({
     "created_at", "updated_at", "cancel_sent_at", "next_action_at", "poll_interval_s",
-    "submit_started_at", "submitted_at", "ended_at",
+    "submit_started_at", "submitted_at", "ended_at", "attempt_ended_at",
 })
 _SELECT_JOB = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"  # noqa: S608 (fixed column names)
 _SELECT_LABELLED_JOB = (
@@ -542,13 +549,16 @@ class Store:
         stored, _ = await self.create_or_get(job, reason, detail)
         return stored
 
-    async def apply(self, before: Job, after: Job, reason: str,
-                    detail: Mapping[str, Any] | None = None) -> None:
+    async def apply(self, before: Job, after: Job, reason: str | None,
+                    detail: Mapping[str, Any] | None = None, *,
+                    notes: Sequence[str] = ()) -> None:
         """Store a transition: the new row and one event (at after.updated_at), atomically.
 
         An event is written even when the state stays the same (e.g. a cancel intent recorded
         while `submitting`): apply() is for things worth a history line; use update_job() for
-        bookkeeping. Raises StaleWrite, changing nothing, if the row is not `before` any more.
+        bookkeeping. `notes` are extra history lines written first (state unchanged), such as
+        store errors that could not be recorded when they happened; `reason` None writes only
+        those. Raises StaleWrite, changing nothing, if the row is not `before` any more.
         """
         if before.id != after.id:
             raise ValueError(f"apply() got two different jobs: {before.id} -> {after.id}")
@@ -565,8 +575,12 @@ class Store:
                 raise StaleWrite(
                     f"job {before.id}: stored row is not the expected {before.state.value} "
                     f"@ {before.updated_at!r}; transition to {after.state.value} not stored")
-            self._insert_event(conn, after.id, after.updated_at, before.state, after.state,
-                               reason, detail_text)
+            for note in notes:
+                self._insert_event(conn, after.id, after.updated_at, before.state,
+                                   before.state, note, "{}")
+            if reason is not None:
+                self._insert_event(conn, after.id, after.updated_at, before.state, after.state,
+                                   reason, detail_text)
 
         await self._write(body)
 
@@ -622,6 +636,12 @@ class Store:
             _NON_TERMINAL,
         )
         return [_row_to_job(row) for row in rows]
+
+    async def places(self) -> list[tuple[str, str]]:
+        """Every (project, location) any job was ever accepted for (the places to sweep)."""
+        rows = await self._read("SELECT DISTINCT project, location FROM jobs "
+                                "ORDER BY project, location")
+        return [(str(p), str(loc)) for p, loc in rows]
 
     async def count_by_state(self) -> dict[LocalState, int]:
         """Number of jobs in each local state (every state present, zero included)."""

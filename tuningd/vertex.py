@@ -22,6 +22,9 @@ TRANSIENT: Final = "transient"
 QUOTA: Final = "quota"
 AUTH: Final = "auth"
 UNKNOWN_OUTCOME: Final = "unknown_outcome"
+# Refused here, before sending, because it can never be valid (e.g. a parent that is no
+# resource id): nothing reached Vertex, and repeating it cannot help.
+INVALID_REQUEST: Final = "invalid_request"
 
 # Statuses worth retrying later on idempotent calls (spec §5, design §5).
 _TRANSIENT_HTTP: Final = frozenset({408, 500, 502, 503, 504})
@@ -64,9 +67,11 @@ def split_job_name(name: str) -> tuple[str, str, str]:
 def _check_parent(project: str, location: str) -> None:
     # The location becomes part of a host name: never let it carry anything but a label.
     if not _PROJECT_RE.fullmatch(project):
-        raise InvalidArgument(f"invalid project: {project!r}")
+        raise RemoteError(f"invalid project: {project!r}", http_status=400,
+                          status="INVALID_ARGUMENT", kind=INVALID_REQUEST)
     if not _LOCATION_RE.fullmatch(location):
-        raise InvalidArgument(f"invalid location: {location!r}")
+        raise RemoteError(f"invalid location: {location!r}", http_status=400,
+                          status="INVALID_ARGUMENT", kind=INVALID_REQUEST)
 
 
 class VertexClient:

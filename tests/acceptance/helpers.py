@@ -254,7 +254,10 @@ def daemon_config(tmp_path: Path, emulator_url: str,
         "store": {"path": str(tmp_path / "tuningd.db")},
         "vertex": {"endpoint": emulator_url, "anonymous": True, "request_timeout_s": 10.0},
         "limits": {"max_active": 2, "requests_per_minute": 6000, "creates_per_minute": 600},
-        "polling": {"initial_interval_s": 0.2, "max_interval_s": 1.0, "reconcile_grace_s": 0.5},
+        "polling": {"initial_interval_s": 0.2, "max_interval_s": 1.0},
+        # Absent 12 s after a failed create (10 s timeout + lag + two more lists), not 5 min.
+        "reconcile": {"list_lag_s": 0.5, "confirm_spacing_s": 0.5, "not_found_confirm_s": 0.5},
+        "sweep": {"interval_s": 2.0},
         "retry": {"base_s": 0.2, "cap_s": 2.0},
         "logging": {"format": "json", "level": "info"},
     }

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 from structlog.testing import capture_logs
 
-from tuningd import policy
+from tuningd import policy, recovery
 from tuningd.auth import AnonymousTokenSource
 from tuningd.emulator import Emulator, EmulatorConfig, Faults, ManualClock
 from tuningd.emulator.state import EmulatedJob
@@ -48,16 +48,24 @@ def spec(base_model: str = FLASH, name: str = "sentiment") -> dict[str, Any]:
 def settings(*, max_active: int = 2, per_location: Mapping[str, int] | None = None,
              per_base_model: Mapping[str, int] | None = None, initial_s: float = 5.0,
              max_interval_s: float = 300.0, jitter: float = 0.1, aging_s: float = 3600.0,
-             absent_grace_s: float | None = None, batch_min_jobs: int = 2) -> EngineSettings:
-    """Engine settings with short, test-friendly polling (absent grace: 2 x initial)."""
+             batch_min_jobs: int = 2, request_timeout_s: float = 10.0, list_lag_s: float = 0.0,
+             absent_confirmations: int = 2, confirm_spacing_s: float = 5.0,
+             not_found_confirm_s: float = 5.0, sweep_interval_s: float = 300.0,
+             cancel_unowned: bool = True) -> EngineSettings:
+    """Engine settings with short, test-friendly polling and reconcile windows (a create is
+    presumed absent 15 s after a failed attempt: 10 s timeout, then two lists 5 s apart)."""
     return EngineSettings(
         limits=policy.Limits(max_active=max_active, per_location=dict(per_location or {}),
                              per_base_model=dict(per_base_model or {})),
         polling=policy.PollingSettings(initial_interval_s=initial_s,
                                        max_interval_s=max_interval_s, jitter=jitter,
-                                       batch_min_jobs=batch_min_jobs,
-                                       absent_grace_s=absent_grace_s),
+                                       batch_min_jobs=batch_min_jobs),
         scheduling=policy.SchedulingSettings(aging_interval_s=aging_s),
+        reconcile=recovery.ReconcileSettings(
+            request_timeout_s=request_timeout_s, list_lag_s=list_lag_s,
+            absent_confirmations=absent_confirmations, confirm_spacing_s=confirm_spacing_s,
+            not_found_confirm_s=not_found_confirm_s),
+        sweep_interval_s=sweep_interval_s, cancel_unowned=cancel_unowned,
     )
 
 
@@ -233,5 +241,5 @@ async def open_harness(tmp_path: Path, *, emulator: EmulatorConfig | None = None
     crashed = [e for e in logs if e.get("event") == "engine.action_failed"]
     assert not crashed, f"engine actions crashed: {crashed}"
     duplicates = [e for e in logs if e.get("event") in ("job.duplicate_remote",
-                                                        "engine.unowned_remote_job")]
+                                                        "sweep.unowned_remote_job")]
     assert not duplicates, f"duplicate or orphaned remote jobs: {duplicates}"

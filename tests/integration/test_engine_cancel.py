@@ -35,7 +35,9 @@ async def test_cancel_while_submitting_is_sent_once_the_create_resolves(tmp_path
     """A cancel of a submitting job is kept as an intent and sent once reconciliation finds the
     remote job; the job ends cancelled."""
     async with open_harness(tmp_path, engine=settings(initial_s=5)) as h:
-        h.set_faults(lost_reply_rate=1.0, lost_reply_mode=LostReplyMode.UNAVAILABLE)
+        # The reply is lost and the lists that would find the job fail for now.
+        h.set_faults(lost_reply_rate=1.0, lost_reply_mode=LostReplyMode.UNAVAILABLE,
+                     error_rates={"list": 1.0})
         job = await h.submit()
         await h.settle()
         intent = await h.engine.cancel(job.id)
@@ -43,6 +45,7 @@ async def test_cancel_while_submitting_is_sent_once_the_create_resolves(tmp_path
 
         assert (intent.state, intent.cancel_requested) == (LocalState.SUBMITTING, True)
         assert h.requests("cancel") == 0
+        h.set_faults()
 
         await h.run_until_ended(limit_s=300)
         done = await h.job(job.id)

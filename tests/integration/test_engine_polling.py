@@ -140,7 +140,8 @@ async def test_429_on_get_slows_the_request_budget(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("jobs", [1, 2])
 async def test_remote_job_that_vanished_fails_as_remote_lost(tmp_path: Path, jobs: int) -> None:
-    """A remote job that is gone (emulator reset between polls) ends failed, remote_lost."""
+    """A remote job that is gone (emulator reset between polls) ends failed, remote_lost, but
+    only after a second 404 and a label list that agrees (one 404 is not believed)."""
     async with open_harness(tmp_path, emulator=emulator_config(job_seconds=600)) as h:
         ids = [(await h.submit()).id for _ in range(jobs)]
         await h.settle()
@@ -154,7 +155,9 @@ async def test_remote_job_that_vanished_fails_as_remote_lost(tmp_path: Path, job
             job = await h.job(job_id)
             assert (job.state, job.outcome) == (LocalState.FAILED, Outcome.REMOTE_LOST)
             assert job.error_code == int(Code.NOT_FOUND)
-        assert h.requests("get", "404") == jobs
+            history = await h.history(job_id)
+            assert any("answered 404; confirming" in r for r in history)
+        assert h.requests("get", "404") == 2 * jobs
         assert h.requests("create") == 0  # counters were reset too: nothing was recreated
 
 

@@ -77,6 +77,9 @@ def full_job() -> Job:
         error_message="FAILED_PRECONDITION: ünïcode",
         outcome=Outcome.COMPLETED_DESPITE_CANCEL,
         remote_update_time="2024-05-01T10:00:00.123456Z",
+        attempt_ended_at=1_700_000_001.75,
+        absent_checks=2,
+        missing_checks=1,
     )
 
 

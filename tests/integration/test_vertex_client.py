@@ -226,8 +226,9 @@ async def test_bad_names_are_refused_before_sending(client: VertexClient, calls:
                  "projects/p/locations/us-central1/tuningJobs/1?x=y"):
         with pytest.raises(InvalidArgument):
             await client.get(name)
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(RemoteError) as info:
         await client.list(PROJECT, "evil.example.com/")
+    assert (info.value.kind, info.value.http_status) == ("invalid_request", 400)
     assert calls.seen == []
 
 

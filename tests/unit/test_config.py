@@ -49,7 +49,11 @@ def test_defaults() -> None:
     assert dict(s.limits.per_location) == {} and dict(s.limits.per_base_model) == {}
     assert (s.limits.requests_per_minute, s.limits.creates_per_minute) == (300, 30)
     assert (s.polling.initial_interval_s, s.polling.max_interval_s) == (30.0, 300.0)
-    assert (s.polling.multiplier, s.polling.jitter, s.polling.reconcile_grace_s) == (2.0, 0.2, 10.0)
+    assert (s.polling.multiplier, s.polling.jitter) == (2.0, 0.2)
+    assert (s.reconcile.list_lag_s, s.reconcile.absent_confirmations,
+            s.reconcile.confirm_spacing_s, s.reconcile.not_found_confirm_s) == (60.0, 3, 60.0, 60.0)
+    assert (s.sweep.interval_s, s.sweep.cancel_unowned) == (300.0, True)
+    assert (s.breaker.probe_initial_s, s.breaker.probe_max_s) == (30.0, 900.0)
     assert s.polling.batch_min_jobs == 2
     assert s.scheduling.aging_interval_s == 600.0
     assert (s.retry.base_s, s.retry.cap_s) == (2.0, 300.0)
@@ -165,7 +169,14 @@ BAD: list[tuple[dict[str, Any], dict[str, str], str]] = [
     ({"polling": {"max_interval_s": 1}}, {}, "polling.max_interval_s"),
     ({"polling": {"multiplier": 0.5}}, {}, "polling.multiplier"),
     ({"polling": {"jitter": 1.5}}, {}, "polling.jitter"),
-    ({"polling": {"reconcile_grace_s": -0.1}}, {}, "polling.reconcile_grace_s"),
+    ({"reconcile": {"list_lag_s": -0.1}}, {}, "reconcile.list_lag_s"),
+    ({"reconcile": {"absent_confirmations": 0}}, {}, "reconcile.absent_confirmations"),
+    ({"sweep": {"interval_s": 0}}, {}, "sweep.interval_s"),
+    ({"breaker": {"probe_initial_s": 60, "probe_max_s": 30}}, {}, "breaker.probe_max_s"),
+    ({"breaker": {"probe_initial_s": 0}}, {}, "breaker.probe_initial_s"),
+    ({"sweep": {"cancel_unowned": "yes"}}, {}, "sweep.cancel_unowned"),
+    ({"reconcile": {"confirm_spacing_s": -1}}, {}, "reconcile.confirm_spacing_s"),
+    ({"reconcile": {"not_found_confirm_s": -1}}, {}, "reconcile.not_found_confirm_s"),
     ({"polling": {"batch_min_jobs": 0}}, {}, "polling.batch_min_jobs"),
     ({"scheduling": {"aging_interval_s": 0}}, {}, "scheduling.aging_interval_s"),
     ({"retry": {"base_s": -1}}, {}, "retry.base_s"),

@@ -81,12 +81,16 @@ def default_event(kind: EventKind) -> Event:
         E.CREATE_THROTTLED: Event.create_throttled(retry_at=NOW + 10, error_message="quota"),
         E.CREATE_OUTCOME_UNKNOWN: Event.create_outcome_unknown(reconcile_at=NOW + 60,
                                                                error_message="timeout"),
+        E.CREATE_DEFERRED: Event.create_deferred(retry_at=NOW + 30,
+                                                 error_message="PERMISSION_DENIED"),
+        E.RECONCILE_EMPTY: Event.reconcile_empty(checks=1, next_check_at=NOW + 60),
         E.RECONCILED_FOUND: Event.reconciled_found(snap("JOB_STATE_RUNNING")),
         E.RECONCILED_ABSENT: Event.reconciled_absent(),
         E.CANCEL_REQUESTED: Event.cancel_requested(),
         E.CANCEL_SENT: Event.cancel_sent(),
         E.REMOTE_OBSERVED: Event.remote_observed(
             snap("JOB_STATE_RUNNING", substate="TUNING_JOB_STATE_TUNING")),
+        E.REMOTE_MISSING: Event.remote_missing(recheck_at=NOW + 60, error_message="404"),
         E.REMOTE_NOT_FOUND: Event.remote_not_found(),
         E.TRANSIENT_ERROR: Event.transient_error(retry_at=NOW + 5, error_message="503"),
     }[kind]
@@ -105,8 +109,15 @@ EXPECTED: dict[tuple[LocalState, EventKind], tuple[LocalState, dict[str, Any]]] 
         "error_message": "The adapter size is not supported for this base model."}),
     (S.SUBMITTING, E.CREATE_THROTTLED): (S.QUEUED, {
         "next_action_at": NOW + 10, "retry_count": 1, "attempts": 1}),
+    (S.QUEUED, E.RECONCILED_FOUND): (S.RUNNING, {
+        "remote_name": REMOTE_NAME_NUMBER, "submitted_at": NOW, "attempts": 0}),
     (S.SUBMITTING, E.CREATE_OUTCOME_UNKNOWN): (S.SUBMITTING, {
-        "next_action_at": NOW + 60, "retry_count": 1, "remote_name": None}),
+        "next_action_at": NOW + 60, "retry_count": 1, "remote_name": None,
+        "attempt_ended_at": NOW, "absent_checks": 0}),
+    (S.SUBMITTING, E.CREATE_DEFERRED): (S.QUEUED, {
+        "next_action_at": NOW + 30, "retry_count": 1, "attempts": 1, "remote_name": None}),
+    (S.SUBMITTING, E.RECONCILE_EMPTY): (S.SUBMITTING, {
+        "absent_checks": 1, "next_action_at": NOW + 60}),
     (S.SUBMITTING, E.RECONCILED_FOUND): (S.RUNNING, {
         "remote_name": REMOTE_NAME_NUMBER, "remote_state": "JOB_STATE_RUNNING",
         "submitted_at": NOW}),
@@ -119,12 +130,15 @@ EXPECTED: dict[tuple[LocalState, EventKind], tuple[LocalState, dict[str, Any]]] 
     (S.PENDING, E.REMOTE_OBSERVED): (S.RUNNING, {
         "remote_state": "JOB_STATE_RUNNING", "remote_substate": "TUNING_JOB_STATE_TUNING",
         "remote_update_time": "2025-06-02T10:31:12.774120Z"}),
+    (S.PENDING, E.REMOTE_MISSING): (S.PENDING, {
+        "missing_checks": 1, "next_action_at": NOW + 60, "ended_at": None}),
     (S.PENDING, E.REMOTE_NOT_FOUND): (S.FAILED, {
         "outcome": Outcome.REMOTE_LOST, "ended_at": NOW, "error_code": 5}),
     (S.PENDING, E.TRANSIENT_ERROR): (S.PENDING, {"retry_count": 1, "next_action_at": NOW + 5}),
     (S.RUNNING, E.CANCEL_REQUESTED): (S.CANCELLING, {
         "cancel_requested": True, "next_action_at": NOW}),
     (S.RUNNING, E.REMOTE_OBSERVED): (S.RUNNING, {"remote_substate": "TUNING_JOB_STATE_TUNING"}),
+    (S.RUNNING, E.REMOTE_MISSING): (S.RUNNING, {"missing_checks": 1}),
     (S.RUNNING, E.REMOTE_NOT_FOUND): (S.FAILED, {"outcome": Outcome.REMOTE_LOST}),
     (S.RUNNING, E.TRANSIENT_ERROR): (S.RUNNING, {"retry_count": 1}),
     (S.CANCELLING, E.CANCEL_REQUESTED): (S.CANCELLING, {"cancel_requested": True,
@@ -132,6 +146,7 @@ EXPECTED: dict[tuple[LocalState, EventKind], tuple[LocalState, dict[str, Any]]] 
     (S.CANCELLING, E.CANCEL_SENT): (S.CANCELLING, {"cancel_sent_at": NOW}),
     (S.CANCELLING, E.REMOTE_OBSERVED): (S.CANCELLING, {
         "remote_state": "JOB_STATE_RUNNING", "outcome": None}),
+    (S.CANCELLING, E.REMOTE_MISSING): (S.CANCELLING, {"missing_checks": 1}),
     (S.CANCELLING, E.REMOTE_NOT_FOUND): (S.FAILED, {"outcome": Outcome.REMOTE_LOST}),
     (S.CANCELLING, E.TRANSIENT_ERROR): (S.CANCELLING, {"retry_count": 1}),
 }
@@ -509,6 +524,9 @@ _events = st.one_of(
     st.just(Event.create_rejected(3, "bad")),
     st.just(Event.create_throttled(retry_at=NOW)),
     st.just(Event.create_outcome_unknown(reconcile_at=NOW)),
+    st.just(Event.create_deferred(retry_at=NOW, error_message="403")),
+    st.just(Event.reconcile_empty(checks=1, next_check_at=NOW)),
+    st.just(Event.remote_missing(recheck_at=NOW, error_message="404")),
     st.sampled_from(_REMOTE_STATES).map(lambda s: Event.reconciled_found(snap(s))),
     st.just(Event.reconciled_absent()),
     st.just(Event.cancel_requested()),

@@ -25,14 +25,12 @@ from tuningd.policy import (
     Scope,
     ScopeKind,
     TokenBucket,
-    absent_decision_at,
     active_counts,
     effective_priority,
     jittered,
     next_poll_interval,
     plan,
     queue_order,
-    reconcile_at,
     retry_at,
     retry_delay,
     schedule_poll,
@@ -180,11 +178,15 @@ def test_plan_counts_jobs_picked_earlier_in_the_same_plan() -> None:
 
 
 def test_plan_skips_busy_jobs_but_counts_them() -> None:
-    """A job with a call in flight gets no action but still holds its slot."""
+    """A job with a call in flight gets no action but still holds its slot; a queued job whose
+    create is under way (busy, `submitting` not yet committed) holds one too (breakage 3)."""
     jobs = [job("sub", S.SUBMITTING, submit_started_at=0.0), job("q1"), job("q2", created_at=1)]
     p = plan(jobs, NOW, limits=Limits(max_active=2), busy={"sub", "q1"})
-    assert p.submits == ("q2",)
+    assert p.submits == ()
+    assert p.waiting_for_slot == ("q2",)
     assert all("sub" not in a.job_ids for a in p.actions)
+    p = plan(jobs, NOW, limits=Limits(max_active=3), busy={"sub", "q1"})
+    assert p.submits == ("q2",)
 
 
 def test_plan_without_accepting_submits() -> None:
@@ -273,14 +275,13 @@ def test_plan_cancel_retry_waits_for_backoff() -> None:
     assert p.next_due_at == NOW + 8
 
 
-def test_reconcile_waits_for_the_absent_grace() -> None:
-    """A submitting job is reconciled only once due and past the grace since its attempt."""
-    pol = PollingSettings(initial_interval_s=30)  # grace 60 s
-    j = job("s", S.SUBMITTING, submit_started_at=NOW - 50, next_action_at=NOW - 100)
-    p = plan([j], NOW, limits=BIG, polling=pol)
+def test_reconcile_waits_for_its_due_time() -> None:
+    """A submitting job is reconciled once its next_action_at has come, not before."""
+    j = job("s", S.SUBMITTING, submit_started_at=NOW - 50, next_action_at=NOW + 10)
+    p = plan([j], NOW, limits=BIG)
     assert p.actions == ()
     assert p.next_due_at == NOW + 10
-    p = plan([j], NOW + 10, limits=BIG, polling=pol)
+    p = plan([j], NOW + 10, limits=BIG)
     assert [(a.kind, a.job_ids) for a in p.actions] == [(ActionKind.RECONCILE, ("s",))]
 
 
@@ -293,16 +294,6 @@ def test_reconciles_group_by_project_and_location() -> None:
     recs = plan(jobs, NOW, limits=BIG).of_kind(ActionKind.RECONCILE)
     assert {(a.project, a.location, a.job_ids) for a in recs} == {
         ("p", US, ("a", "b")), ("p", EU, ("c",)), ("q", US, ("d",))}
-
-
-def test_absent_decision_and_reconcile_times() -> None:
-    """Absence is definite only grace seconds after the attempt; reconcile never before that."""
-    pol = PollingSettings(initial_interval_s=30, absent_grace_s=45)
-    j = job("s", S.SUBMITTING, submit_started_at=NOW)
-    assert absent_decision_at(j, pol) == NOW + 45
-    assert reconcile_at(j, NOW + 1, pol) == NOW + 45
-    assert reconcile_at(j, NOW + 100, pol) == NOW + 100
-    assert PollingSettings(initial_interval_s=30).effective_absent_grace_s == 60
 
 
 def test_single_due_job_is_polled_by_get() -> None:
