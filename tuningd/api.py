@@ -277,7 +277,8 @@ def make_api_app(
 
     router.add_get("/openapi.json", openapi_json, allow_head=False)
     for version in wire.API_VERSIONS:
-        base = f"/{version}/projects/{{project}}/locations/{{location}}/tuningJobs"
+        # Empty segments match too, so that wire.check_parent answers them (400), not the router.
+        base = f"/{version}/projects/{{project:[^/]*}}/locations/{{location:[^/]*}}/tuningJobs"
         router.add_post(base, api.create)
         router.add_get(base, api.list, allow_head=False)
         router.add_get(base + "/{id:[^/:]+}", api.get, allow_head=False)
@@ -304,13 +305,15 @@ class _Api:
                 f"Permission denied on resource location projects/{project}/locations/{location}."
             )
 
-    def _scope(self, request: web.Request) -> tuple[str, str]:
+    def _scope(self, request: web.Request, *, field: str = "parent") -> tuple[str, str]:
         project, location = request.match_info["project"], request.match_info["location"]
+        # A parent Vertex would refuse must never be stored: the job could never be submitted.
+        wire.check_parent(project, location, field=field)
         self._check_scope(project, location)
         return project, location
 
     async def _job_in_scope(self, request: web.Request) -> Job:
-        project, location = self._scope(request)
+        project, location = self._scope(request, field="name")
         job_id = request.match_info["id"]
         job = await self._engine.get(job_id)
         # A job of another project/location does not exist under this path, as on Vertex.
@@ -556,7 +559,9 @@ def _error_responses(*codes: int) -> dict[str, Any]:
         409: "ALREADY_EXISTS: the requestId was used for a different request",
         413: "request body over the size limit (status INVALID_ARGUMENT)",
         500: "INTERNAL",
-        503: "UNAVAILABLE",
+        503: "UNAVAILABLE: not ready or shutting down, or the job store cannot be read or "
+             "written (the message says why: disk full, read-only database, disk I/O error); "
+             "nothing was changed, retry later",
     }
     return {
         str(code): {
@@ -579,8 +584,14 @@ def _param(name: str, where: str, description: str, schema: Mapping[str, Any],
 
 _STRING = {"type": "string"}
 _PATH_PARAMS = [
-    _param("project", "path", "Project id or number (kept as given).", _STRING),
-    _param("location", "path", "Region, e.g. us-central1.", _STRING),
+    _param("project", "path",
+           "Project id (6-30 of a-z, 0-9, -), project number, or legacy domain-scoped id "
+           "(example.com:my-project); kept as given. Anything else: 400 INVALID_ARGUMENT.",
+           {"type": "string", "pattern": f"^(?:{wire.PROJECT_PATTERN})$"}),
+    _param("location", "path",
+           "Region-like location id, e.g. us-central1, europe-west4, global, us, eu. "
+           "Anything else: 400 INVALID_ARGUMENT.",
+           {"type": "string", "pattern": f"^{wire.LOCATION_PATTERN}$"}),
 ]
 _ID_PARAM = _param("id", "path", "tuningd job id (the last segment of `name`).",
                    {"type": "string", "pattern": "^[^/:]+$"})
@@ -749,7 +760,7 @@ def openapi_document(*, with_metrics: bool, with_token: bool) -> dict[str, Any]:
             "operationId": "tuningd.lookupJob",
             "parameters": [_ID_PARAM, _ALT_PARAM],
             "responses": {"200": _json_response("the job", _ref("TuningJob")),
-                          **_error_responses(*auth_errors, 403, 404)},
+                          **_error_responses(*auth_errors, 403, 404, 503)},
         }},
     }
     if with_metrics:
@@ -796,7 +807,7 @@ def openapi_document(*, with_metrics: bool, with_token: bool) -> dict[str, Any]:
                     _ALT_PARAM,
                 ],
                 "responses": {"200": _json_response("one page", _ref("ListTuningJobsResponse")),
-                              **_error_responses(400, *auth_errors, 403)},
+                              **_error_responses(400, *auth_errors, 403, 503)},
             },
         }
         paths[base + "/{id}"] = {"get": {
@@ -804,7 +815,7 @@ def openapi_document(*, with_metrics: bool, with_token: bool) -> dict[str, Any]:
             "operationId": f"{version}.tuningJobs.get",
             "parameters": [*_PATH_PARAMS, _ID_PARAM, _ALT_PARAM],
             "responses": {"200": _json_response("the job", _ref("TuningJob")),
-                          **_error_responses(*auth_errors, 403, 404)},
+                          **_error_responses(400, *auth_errors, 403, 404, 503)},
         }}
         paths[base + "/{id}:cancel"] = {"post": {
             "summary": "Cancel a job: queued ones at once, submitted ones best effort on Vertex.",
@@ -813,7 +824,7 @@ def openapi_document(*, with_metrics: bool, with_token: bool) -> dict[str, Any]:
             "requestBody": {"required": False,
                             "content": {"application/json": {"schema": _ref("Empty")}}},
             "responses": {"200": _json_response("cancel accepted", _ref("Empty")),
-                          **_error_responses(400, *auth_errors, 403, 404)},
+                          **_error_responses(400, *auth_errors, 403, 404, 503)},
         }}
     doc: dict[str, Any] = {
         "openapi": "3.0.3",

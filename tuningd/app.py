@@ -56,6 +56,10 @@ def engine_settings(settings: Settings) -> EngineSettings:
         breaker=recovery.BreakerSettings(probe_initial_s=settings.breaker.probe_initial_s,
                                          probe_max_s=settings.breaker.probe_max_s),
         sweep_interval_s=settings.sweep.interval_s,
+        # With both allow-lists set, tuningd knows every place it may ever use: sweep them all,
+        # so remote jobs of a lost database are found even where no local job remains.
+        sweep_places=tuple((p, loc) for p in settings.vertex.allowed_projects
+                           for loc in settings.vertex.allowed_locations),
         cancel_unowned=settings.sweep.cancel_unowned,
         tick_s=min(1.0, pol.initial_interval_s),
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import dataclasses
 import json
 import random
 import time
@@ -17,7 +16,8 @@ from typing import Any
 
 import structlog
 
-from tuningd import errors, machine, policy, recovery, vertex, wire
+from tuningd import errors, failpoints, machine, policy, recovery, vertex, wire
+from tuningd.breaker import Breaker
 from tuningd.errors import Code, RemoteError
 from tuningd.machine import Event, RemoteSnapshot, Transition
 from tuningd.metrics import Metrics
@@ -27,29 +27,18 @@ from tuningd.model import (
     LABEL_MANAGED_BY,
     LOCAL_TO_REMOTE,
     MANAGED_BY_VALUE,
-    REMOTE_TO_LOCAL,
     Job,
     JobEvent,
     LocalState,
 )
 from tuningd.store import Store, page_key
+from tuningd.sweep import ACTIVE_REMOTE_FILTER, Sweeper
 from tuningd.vertex import JobList, VertexClient
 
 JobPredicate = Callable[[Job], bool]
 Clock = Callable[[], float]
 
 log = structlog.get_logger("tuningd.engine")
-
-# Remote states in which a job still needs watching; a batch list asks only for these, so a
-# list costs the same whatever the size of the history, and a job missing from it has changed.
-_ACTIVE_REMOTE_FILTER = (
-    f'labels.{LABEL_MANAGED_BY}="{MANAGED_BY_VALUE}" AND ('
-    + " OR ".join(f'state="{s}"' for s in (
-        "JOB_STATE_QUEUED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_CANCELLING",
-        "JOB_STATE_PAUSED", "JOB_STATE_UPDATING"))
-    + ")"
-)
-
 
 @dataclass(frozen=True)
 class Page:
@@ -87,6 +76,8 @@ class EngineSettings:
     # tracked local job owns; duplicates and late landings are cancelled when cancel_unowned.
     sweep_interval_s: float = 300.0
     cancel_unowned: bool = True
+    # Places swept even when no local job names them (e.g. after the database was lost).
+    sweep_places: tuple[policy.Place, ...] = ()
     # Upper bound on how long the loop sleeps, so the watchdog sees progress while idle.
     tick_s: float = 1.0
 
@@ -135,13 +126,15 @@ class Engine:
         self._adaptive = policy.AdaptiveLimits()
         self._budgets = policy.Budgets(settings.budget)
         self._batch_refused: set[str] = set()
-        # Places whose creates are paused after a project-wide error (recovery.Pause).
-        self._pauses: dict[policy.Place, recovery.Pause] = {}
+        # Places whose creates are paused after a project-wide error.
+        self._breaker = Breaker(lambda: self.settings.breaker, clock, self._rng, metrics)
         # Next sweep time per place; places with a sweep in flight.
         self._sweep_at: dict[policy.Place, float] = {}
         self._sweeping: set[policy.Place] = set()
-        # Remote ids of sweep findings already counted and logged (one report per finding).
-        self._reported: set[str] = set()
+        self._sweeper = Sweeper(
+            list_place=self._list_labelled, cancel=self._cancel_remote, lookup=self._lookup,
+            in_flight=self._busy.__contains__, adopt=self._adopt,
+            cancel_unowned=lambda: self.settings.cancel_unowned, metrics=metrics, clock=clock)
         # History notes that could not be written (store errors), written with the next commit.
         self._store_notes: dict[str, list[str]] = {}
         # Creates in flight when a create got 429: the lowered cap already counts them, so their
@@ -254,7 +247,12 @@ class Engine:
                     f"The tuning job {job_id} is already in a terminal state: "
                     f"{LOCAL_TO_REMOTE[job.state].value}.")
             tr = machine.apply(job, Event.cancel_requested(), self._clock())
-            job = await self._commit_locked(tr)
+            try:
+                job = await self._commit_locked(tr)
+            except errors.StoreError as exc:
+                self._store_failed("cancel", exc)
+                raise
+        failpoints.hit("cancel.intent_written")
         self._wakeup.set()
         return job
 
@@ -322,10 +320,9 @@ class Engine:
                 reconcile_at=now, error_message="the daemon stopped while this create was in "
                 "flight"))
             self._count_unknown_outcome()
-        for place in await self._store.places():
+        for place in {*await self._store.places(), *self.settings.sweep_places}:
             self._sweep_at[place] = now
-            if self._metrics is not None:
-                self._metrics.set_creates_paused(*place, False)
+            self._breaker.known(place)
         self._version += 1
         self._started = True
         self._publish_counts()
@@ -335,11 +332,13 @@ class Engine:
 
     def paused_places(self) -> dict[policy.Place, recovery.Pause]:
         """Places whose creates are paused after a project-wide error (for views and status)."""
-        return dict(self._pauses)
+        return dict(self._breaker.pauses)
 
     def reload(self, settings: EngineSettings) -> None:
         """Apply new limits and polling settings (SIGHUP); adaptive caps start afresh."""
         self.settings = settings
+        for place in settings.sweep_places:
+            self._sweep_at.setdefault(place, self._clock())
         self._adaptive = self._adaptive.reset()
         self._budgets = policy.Budgets(settings.budget)
         self._version += 1
@@ -396,13 +395,13 @@ class Engine:
         now = self._clock()
         s = self.settings
         jobs = list(self._jobs.values())
-        locations = {j.location for j in jobs}
+        locations = {j.location for j in jobs} | {loc for _, loc in self._sweep_at}
         plan = policy.plan(
             jobs, now, limits=s.limits, adaptive=self._adaptive,
             budgets=self._budgets.snapshot(locations, now), scheduling=s.scheduling,
             polling=s.polling, batch_refused=frozenset(self._batch_refused),
             busy=frozenset(self._busy), accept_submits=not self.draining,
-            paused=self._pauses,
+            paused=self._breaker.pauses,
             sweeps={p: t for p, t in self._sweep_at.items() if p not in self._sweeping},
         )
         for action in plan.actions:
@@ -411,10 +410,8 @@ class Engine:
                     else budget.take_request(now))
             if not took:
                 continue
-            if action.kind is policy.ActionKind.SUBMIT and action.place in self._pauses:
-                # The probe create of a paused place: no other create there until it resolves.
-                self._pauses[action.place] = dataclasses.replace(
-                    self._pauses[action.place], probing=True)
+            if action.kind is policy.ActionKind.SUBMIT:
+                self._breaker.probe_started(action.place)
             elif action.kind is policy.ActionKind.SWEEP:
                 self._sweeping.add(action.place)
             self._busy.update(action.job_ids)
@@ -492,14 +489,17 @@ class Engine:
         now = self._clock()
         job = await self._transition(action.job_id, Event.submit_started(next_action_at=now))
         if job is None or job.state is not LocalState.SUBMITTING:
-            self._probe_inconclusive(action.place)
+            self._breaker.inconclusive(action.place)
             return
+        failpoints.hit("submit.intent_written")
         body = job.spec
         body["labels"] = {**(body.get("labels") or {}),
                           LABEL_JOB_ID: job.id, LABEL_MANAGED_BY: MANAGED_BY_VALUE}
         bound = log.bind(job_id=job.id)
         try:
+            failpoints.hit_soon("create.awaiting_reply", 0.1)
             remote = await self._vertex.create(job.project, job.location, body)
+            failpoints.hit("create.reply_received")
         except RemoteError as exc:
             await self._create_failed(job, exc)
             return
@@ -509,7 +509,7 @@ class Engine:
             await self._create_failed(job, RemoteError(str(exc), http_status=500,
                                                        kind=vertex.UNKNOWN_OUTCOME))
             return
-        self._place_answered(action.place)
+        self._answered(action.place)
         snapshot = RemoteSnapshot.from_json(remote)
         after = await self._transition(job.id, Event.create_succeeded(snapshot), schedule=True)
         self._create_resolved(job, succeeded=True)
@@ -534,21 +534,22 @@ class Engine:
             self._create_resolved(job, succeeded=False)
         if exc.kind == vertex.INVALID_REQUEST:
             # Refused before sending (e.g. a location that is no resource id): it never can be.
-            self._probe_inconclusive(place)
+            self._breaker.inconclusive(place)
             await self._transition(job.id, Event.create_rejected(_grpc_code(exc.status),
                                                                  exc.message))
         elif recovery.blames_place(exc.http_status, exc.status, exc.kind):
-            pause = self._pause(place, exc)
+            pause = self._breaker.refused(place, exc)
+            self._version += 1
             await self._transition(job.id, Event.create_deferred(
                 retry_at=pause.probe_at,
                 error_message=f"{exc.status} for the whole project and location, creates "
                               f"paused: {exc.message}"))
         elif exc.kind == vertex.PERMANENT:
-            self._place_answered(place)
+            self._answered(place)
             await self._transition(job.id, Event.create_rejected(_grpc_code(exc.status),
                                                                  exc.message))
         elif exc.kind == vertex.QUOTA:
-            self._place_answered(place)
+            self._answered(place)
             # The throttled job goes back to queued: it must not count in the new cap.
             others = [j for j in self._jobs.values() if j.id != job.id]
             self._adaptive = self._adaptive.on_throttled(
@@ -561,53 +562,22 @@ class Engine:
                 error_message=exc.message))
         elif exc.kind == vertex.TRANSIENT:
             # The client raises "transient" on a create only when nothing was sent.
-            self._probe_inconclusive(place)
+            self._breaker.inconclusive(place)
             await self._transition(job.id, Event.create_deferred(
                 retry_at=policy.retry_at(job, now, s.retry, self._rng),
                 error_message=f"{exc.status}: {exc.message}"))
         else:
             # The POST may have reached Vertex: reconcile, never resubmit blind. A first look
             # right away adopts a job whose reply was lost; only "absent" has to wait.
-            self._probe_inconclusive(place)
+            self._breaker.inconclusive(place)
             self._count_unknown_outcome()
             await self._transition(job.id, Event.create_outcome_unknown(
                 reconcile_at=now, error_message=f"{exc.status}: {exc.message}"))
 
-    def _pause(self, place: policy.Place, exc: RemoteError) -> recovery.Pause:
-        """Pause creates to a place, or back off the probe that just failed."""
-        now = self._clock()
-        previous = self._pauses.get(place)
-        if previous is not None and not previous.probing:
-            return previous  # a create already in flight when the pause began: no news
-        pause = recovery.paused_after(previous, exc.status, exc.message, now,
-                                      self.settings.breaker, self._rng)
-        self._pauses[place] = pause
-        if self._metrics is not None:
-            self._metrics.set_creates_paused(*place, True)
-            self._metrics.count_create_pause(exc.status)
-        log.error("creates.paused", project=place[0], location=place[1], status=exc.status,
-                  http_status=exc.http_status, error=exc.message, failures=pause.failures,
-                  probe_in_s=round(pause.probe_at - now, 1))
-        self._version += 1
-        return pause
-
-    def _place_answered(self, place: policy.Place) -> None:
-        """A create got a real answer from the place (created, 429, a job-level 400): resume."""
-        pause = self._pauses.pop(place, None)
-        if pause is None:
-            return
-        if self._metrics is not None:
-            self._metrics.set_creates_paused(*place, False)
-        log.info("creates.resumed", project=place[0], location=place[1],
-                 paused_s=round(self._clock() - pause.since, 1))
-        self._version += 1
-        self._wakeup.set()
-
-    def _probe_inconclusive(self, place: policy.Place) -> None:
-        pause = self._pauses.get(place)
-        if pause is not None and pause.probing:
-            self._pauses[place] = recovery.probe_deferred(pause, self._clock(),
-                                                          self.settings.breaker, self._rng)
+    def _answered(self, place: policy.Place) -> None:
+        if self._breaker.answered(place):
+            self._version += 1
+            self._wakeup.set()
 
     async def _list_labelled(self, project: str, location: str, flt: str) -> JobList:
         """Every job matching a label filter; everything when the filter is refused (spec §8).
@@ -668,7 +638,7 @@ class Engine:
         for remote in extras:
             name = str(remote.get("name", ""))
             self._count_reconciliation("duplicate")
-            self._reported.add(name.rsplit("/", 1)[-1])
+            self._sweeper.already_reported(name.rsplit("/", 1)[-1])
             log.error("job.duplicate_remote", job_id=job.id, remote_name=name)
             try:
                 await self._vertex.cancel(name)
@@ -679,7 +649,7 @@ class Engine:
     async def _do_poll_list(self, action: policy.Action) -> None:
         try:
             remotes = await self._vertex.list_all(action.project, action.location,
-                                                  filter=_ACTIVE_REMOTE_FILTER)
+                                                  filter=ACTIVE_REMOTE_FILTER)
         except RemoteError as exc:
             if exc.kind == vertex.PERMANENT and exc.http_status == 400:
                 log.warning("engine.batch_poll_refused", location=action.location,
@@ -709,74 +679,24 @@ class Engine:
                 await self._observe(job_id, found)
 
     async def _do_sweep(self, action: policy.Action) -> None:
-        """List the place's active managed jobs; adopt, cancel or report the ones not tracked."""
-        place = action.place
-        now = self._clock()
-        self._sweep_at[place] = now + self.settings.sweep_interval_s
-        try:
-            remotes = await self._list_labelled(action.project, action.location,
-                                                _ACTIVE_REMOTE_FILTER)
-        except RemoteError as exc:
-            log.warning("sweep.failed", project=place[0], location=place[1],
-                        status=exc.status, error=exc.message)
-            return
-        unowned = 0
-        for remote in sorted(remotes, key=lambda r: str(r.get("createTime", ""))):
-            labels = remote.get("labels") or {}
-            snapshot = RemoteSnapshot.from_json(remote)
-            js = snapshot.job_state
-            if labels.get(LABEL_MANAGED_BY) != MANAGED_BY_VALUE or (
-                    js is not None and REMOTE_TO_LOCAL.get(js, LocalState.RUNNING).is_terminal):
-                continue
-            label = str(labels.get(LABEL_JOB_ID, ""))
-            local = (self._jobs.get(label) or await self._store.get(label)) if label else None
-            finding = recovery.classify(snapshot.remote_id, local,
-                                        create_in_flight=label in self._busy)
-            if finding in (recovery.Finding.OURS, recovery.Finding.UNDECIDED):
-                continue
-            if finding is recovery.Finding.ADOPT and local is not None:
-                adopted = await self._transition(
-                    local.id, Event.reconciled_found(snapshot), schedule=True)
-                if adopted is not None and adopted.remote_id == snapshot.remote_id:
-                    self._count_finding(finding)
-                    if local.state is LocalState.SUBMITTING:
-                        self._create_resolved(local, succeeded=True)
-                    log.warning("sweep.adopted", job_id=local.id, remote_name=snapshot.name,
-                                was=local.state.value)
-                continue
-            unowned += 1
-            await self._unowned(finding, snapshot, local)
-        if self._metrics is not None:
-            self._metrics.set_unowned_remote_jobs(*place, unowned)
-            self._metrics.mark_sweep(self._clock())
+        self._sweep_at[action.place] = self._clock() + self.settings.sweep_interval_s
+        await self._sweeper.sweep(action.place)
 
-    async def _unowned(self, finding: recovery.Finding, snapshot: RemoteSnapshot,
-                       local: Job | None) -> None:
-        """Report a remote job no tracked job owns; cancel duplicates and late landings."""
-        if snapshot.remote_id not in self._reported:
-            self._reported.add(snapshot.remote_id)
-            self._count_finding(finding)
-            log.error("sweep.unowned_remote_job", finding=finding.value,
-                      remote_name=snapshot.name, remote_state=snapshot.state,
-                      job_id=local.id if local is not None else None,
-                      job_state=local.state.value if local is not None else None)
-        if (finding is recovery.Finding.UNKNOWN or not self.settings.cancel_unowned
-                or snapshot.state == "JOB_STATE_CANCELLING"):
-            return  # a job no local id knows may be another daemon's: report, never touch
-        try:
-            await self._vertex.cancel(snapshot.name)
-        except RemoteError as exc:
-            if exc.http_status == 400:
-                return  # FAILED_PRECONDITION: it has ended since (the list may lag)
-            if self._metrics is not None:
-                self._metrics.count_sweep_cancel(False)
-            log.warning("sweep.cancel_failed", remote_name=snapshot.name, status=exc.status,
-                        error=exc.message)
-            return
-        if self._metrics is not None:
-            self._metrics.count_sweep_cancel(True)
-        log.warning("sweep.cancelled", finding=finding.value, remote_name=snapshot.name,
-                    job_id=local.id if local is not None else None)
+    async def _cancel_remote(self, name: str) -> None:
+        await self._vertex.cancel(name)
+
+    async def _lookup(self, job_id: str) -> Job | None:
+        """A job by local id: the working set first, then (ended jobs) the store."""
+        return self._jobs.get(job_id) or await self._store.get(job_id)
+
+    async def _adopt(self, job: Job, remote: RemoteSnapshot) -> bool:
+        """The sweep found the remote job a queued or submitting job waits for: adopt it."""
+        adopted = await self._transition(job.id, Event.reconciled_found(remote), schedule=True)
+        if adopted is None or adopted.remote_id != remote.remote_id:
+            return False
+        if job.state is LocalState.SUBMITTING:
+            self._create_resolved(job, succeeded=True)
+        return True
 
     async def _do_poll_get(self, action: policy.Action) -> None:
         for job_id in action.job_ids:
@@ -835,6 +755,7 @@ class Engine:
             else:
                 await self._transient(job.id, exc, now)
             return
+        failpoints.hit("cancel.sent")
         await self._transition(job.id, Event.cancel_sent(next_action_at=now + initial))
 
     # ------------------------------------------------------------------ applying results
@@ -999,10 +920,6 @@ class Engine:
     def _count_unknown_outcome(self) -> None:
         if self._metrics is not None:
             self._metrics.count_unknown_create_outcome()
-
-    def _count_finding(self, finding: recovery.Finding) -> None:
-        if self._metrics is not None:
-            self._metrics.count_sweep_finding(finding.value)
 
     def _store_failed(self, operation: str, exc: errors.TuningdError) -> None:
         """One log line and one count per store error (the disk is full, the db read-only)."""

@@ -126,7 +126,22 @@ class Unavailable(TuningdError):
 
 
 class StoreError(Unavailable):
-    """The job store cannot do what was asked (disk full, read-only, I/O error): HTTP 503."""
+    """The job store failed to read or write (disk full, read-only, I/O error, ...).
+
+    HTTP 503 UNAVAILABLE: nothing was changed and the same request may succeed once an operator
+    fixes the disk. The message says what happened in plain words; `sqlite_error` is SQLite's
+    error name (e.g. "SQLITE_FULL", empty when unknown) and the original sqlite3 error is the
+    exception's __cause__."""
+
+    def __init__(self, message: str, *, sqlite_error: str = "") -> None:
+        metadata = {"sqlite_error": sqlite_error} if sqlite_error else {}
+        super().__init__(message, details=[{
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "STORE_UNAVAILABLE",
+            "domain": "tuningd",
+            "metadata": metadata,
+        }])
+        self.sqlite_error = sqlite_error
 
 
 class DeadlineExceeded(TuningdError):

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from tuningd import errors
+from tuningd import errors, failpoints
 from tuningd.model import TERMINAL_STATES, Job, JobEvent, LocalState, Outcome
 
 T = TypeVar("T")
@@ -245,6 +245,36 @@ def _labels_of(spec_json: str) -> list[tuple[str, str]]:
     return [(str(k), v) for k, v in labels.items() if isinstance(v, str)]
 
 
+# Plain words for the SQLite result codes a failing disk or file gives (primary codes; the
+# extended ones, e.g. SQLITE_IOERR_WRITE, share their low byte). Other errors keep SQLite's text.
+_PLAIN_REASONS: Mapping[int, str] = {
+    sqlite3.SQLITE_FULL: "database or disk is full",
+    sqlite3.SQLITE_READONLY: "the database is read-only",
+    sqlite3.SQLITE_IOERR: "disk I/O error",
+    sqlite3.SQLITE_CORRUPT: "the database file is corrupt",
+    sqlite3.SQLITE_NOTADB: "the database file is not a database",
+    sqlite3.SQLITE_CANTOPEN: "the database file cannot be opened",
+    sqlite3.SQLITE_PERM: "access to the database file is denied",
+    sqlite3.SQLITE_BUSY: "the database is locked by another process",
+    sqlite3.SQLITE_NOMEM: "out of memory",
+}
+
+
+def store_error(exc: sqlite3.Error, *, writing: bool) -> errors.StoreError:
+    """The StoreError (HTTP 503) that tells a client, in plain words, why a store call failed;
+    `exc` becomes its __cause__."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    reason = _PLAIN_REASONS.get(code & 0xFF) if isinstance(code, int) else None
+    name = getattr(exc, "sqlite_errorname", None)
+    err = errors.StoreError(
+        f"the job store cannot be {'written' if writing else 'read'}: "
+        f"{reason or str(exc) or type(exc).__name__}",
+        sqlite_error=name if isinstance(name, str) else "",
+    )
+    err.__cause__ = exc
+    return err
+
+
 def _connect(db_path: str) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN/COMMIT ourselves instead of relying on the sqlite3
     # module's implicit transactions. Each connection is only ever used by its own thread.
@@ -263,6 +293,10 @@ class Store:
     every caller gets its answer only once the transaction holding its write is durable. Reads
     use a second connection and thread: in WAL mode they see the last commit and never wait for
     the writer.
+
+    After open(), every SQLite failure leaves a method as errors.StoreError (HTTP 503, the
+    sqlite3 error as __cause__). When SQLite itself ends the transaction (disk full, I/O error),
+    every write of that batch fails and none is stored.
     """
 
     def __init__(self, path: str, lock: _DirLock | None, writer: sqlite3.Connection,
@@ -359,9 +393,11 @@ class Store:
             script = MIGRATIONS[number - 1]
             # The migration and its version bump commit together or not at all.
             try:
-                self._writer.executescript(
-                    f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
-                )
+                self._writer.executescript(f"BEGIN IMMEDIATE;\n{script}")
+                failpoints.hit("store.mid_migration")
+                # execute, not executescript: that would commit the open transaction first.
+                self._writer.execute(f"PRAGMA user_version = {number}")
+                self._writer.execute("COMMIT")
             except sqlite3.Error as exc:
                 with contextlib.suppress(sqlite3.Error):
                     self._writer.execute("ROLLBACK")
@@ -419,7 +455,7 @@ class Store:
         (shutdown): a transaction is never left open on the shared connection.
         """
         if self._closed:
-            raise sqlite3.ProgrammingError(f"database {self.path} is closed")
+            raise errors.StoreError("the job store cannot be written: it is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._pending.append((body, future))
@@ -449,6 +485,9 @@ class Store:
                 continue
             if ok:
                 future.set_result(value)
+            elif isinstance(value, sqlite3.Error):
+                # One StoreError per caller: an exception instance must not be raised twice.
+                future.set_exception(store_error(value, writing=True))
             else:
                 future.set_exception(value)
 
@@ -461,30 +500,40 @@ class Store:
             return [(False, exc)] * len(bodies)
         outcomes: list[_Outcome] = []
         for body in bodies:
-            conn.execute("SAVEPOINT write")
             try:
-                outcomes.append((True, body(conn)))
+                conn.execute("SAVEPOINT write")
+            except sqlite3.Error as exc:
+                return self._abort(conn, exc, len(bodies))
+            try:
+                result = body(conn)
                 conn.execute("RELEASE write")
             except Exception as exc:
                 try:
                     conn.execute("ROLLBACK TO write")
                     conn.execute("RELEASE write")
-                except sqlite3.Error:
+                except sqlite3.Error as undo_exc:
                     # SQLite ended the whole transaction (disk full, I/O error): nothing of
-                    # this batch is stored, so every write in it fails.
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                    return [(False, exc)] * len(bodies)
+                    # this batch is stored, so every write in it fails, with the error that
+                    # ended it.
+                    cause = exc if isinstance(exc, sqlite3.Error) else undo_exc
+                    return self._abort(conn, cause, len(bodies))
                 outcomes.append((False, exc))
+            else:
+                outcomes.append((True, result))
         try:
             conn.execute("COMMIT")
         except Exception as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            return [(False, exc)] * len(bodies)
+            return self._abort(conn, exc, len(bodies))
         self.commits += 1
         self.writes += len(bodies)
         return outcomes
+
+    @staticmethod
+    def _abort(conn: sqlite3.Connection, exc: Exception, count: int) -> list[_Outcome]:
+        """Roll the open transaction back (if SQLite has not already): every write fails."""
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        return [(False, exc)] * count
 
     async def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         args = tuple(params)
@@ -493,8 +542,11 @@ class Store:
             return self._reader.execute(sql, args).fetchall()
 
         if self._closed:
-            raise sqlite3.ProgrammingError(f"database {self.path} is closed")
-        return await self._in_reader(run)
+            raise errors.StoreError("the job store cannot be read: it is closed")
+        try:
+            return await self._in_reader(run)
+        except sqlite3.Error as exc:
+            raise store_error(exc, writing=False) from exc
 
     @staticmethod
     def _insert_event(conn: sqlite3.Connection, job_id: str, at: float,
@@ -723,6 +775,6 @@ class Store:
 
         try:
             await self._write(body)
-        except (sqlite3.Error, OSError, ValueError):
+        except (errors.StoreError, OSError, ValueError):
             return False
         return True

@@ -31,8 +31,6 @@ _TRANSIENT_HTTP: Final = frozenset({408, 500, 502, 503, 504})
 _MULTI_REGIONS: Final = frozenset({"us", "eu"})
 _MAX_ERROR_TEXT_CHARS: Final = 500
 
-_PROJECT_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:_-]*")
-_LOCATION_RE: Final = re.compile(r"[a-z][a-z0-9-]*")
 _NAME_RE: Final = re.compile(
     r"projects/(?P<project>[A-Za-z0-9][A-Za-z0-9.:_-]*)"
     r"/locations/(?P<location>[a-z][a-z0-9-]*)"
@@ -65,13 +63,14 @@ def split_job_name(name: str) -> tuple[str, str, str]:
 
 
 def _check_parent(project: str, location: str) -> None:
-    # The location becomes part of a host name: never let it carry anything but a label.
-    if not _PROJECT_RE.fullmatch(project):
-        raise RemoteError(f"invalid project: {project!r}", http_status=400,
-                          status="INVALID_ARGUMENT", kind=INVALID_REQUEST)
-    if not _LOCATION_RE.fullmatch(location):
-        raise RemoteError(f"invalid location: {location!r}", http_status=400,
-                          status="INVALID_ARGUMENT", kind=INVALID_REQUEST)
+    """Refuse a parent Vertex would refuse, before anything is sent (the location also becomes
+    part of a host name: it must never carry anything but a label)."""
+    try:
+        wire.check_parent(project, location)
+    except InvalidArgument as exc:
+        raise RemoteError(f"projects/{project}/locations/{location} is not a valid parent: "
+                          f"{exc.message}", http_status=400, status="INVALID_ARGUMENT",
+                          kind=INVALID_REQUEST) from None
 
 
 class VertexClient:

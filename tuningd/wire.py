@@ -32,11 +32,15 @@ __all__ = [
     "ADAPTER_SIZE_NUMBERS",
     "API_VERSIONS",
     "DEFAULT_CATALOG",
+    "INVALID_LOCATION_DESCRIPTION",
+    "INVALID_PROJECT_MESSAGE",
     "JOB_STATE_NUMBERS",
+    "LOCATION_PATTERN",
     "MAX_DISPLAY_NAME_LENGTH",
     "MAX_EPOCH_COUNT",
     "MAX_LABELS",
     "OUTPUT_ONLY_FIELDS",
+    "PROJECT_PATTERN",
     "TUNING_JOB_STATE_NUMBERS",
     "TUNING_MODE_NUMBERS",
     "V1BETA1_ONLY_FIELDS",
@@ -44,6 +48,7 @@ __all__ = [
     "ModelCatalog",
     "ModelInfo",
     "base_model_id",
+    "check_parent",
     "compile_filter",
     "decode_page_token",
     "encode_page_token",
@@ -981,6 +986,70 @@ def validate_create(job: Mapping[str, Any], catalog: ModelCatalog | None = None)
             f"tuned_model_display_name is too long: {len(display)} characters; at most "
             f"{MAX_DISPLAY_NAME_LENGTH} are allowed.")
     _check_labels(job.get("labels") or {})
+
+
+# --------------------------------------------------------------------------------------------
+# Resource names: the parent projects/{project}/locations/{location}
+
+# A project is one of: a project id (6-30 of [a-z0-9-], a letter first, no hyphen last: Google's
+# documented rule); a project number; a legacy domain-scoped id "example.com:my-project". The
+# number and domain-scoped forms follow the path pattern Google's Compute API quotes in its 400
+# answers: (?:(?:[-a-z0-9]{1,63}\.)*(?:[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?):)?(?:[0-9]{1,19}|...)
+# (github.com/perkeep/perkeep/issues/571).
+_LABEL = r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?"
+PROJECT_PATTERN = (rf"[a-z][-a-z0-9]{{4,28}}[a-z0-9]|[0-9]{{1,19}}"
+                   rf"|(?:[-a-z0-9]{{1,63}}\.)*{_LABEL}:{_LABEL}")
+# A region-like id (us-central1, europe-west4, global, us, eu, ...), with no allow-list: new
+# regions appear. The cap: Vertex's host is {location}-aiplatform.googleapis.com, and that first
+# DNS label must fit in 63 characters, so a location has at most 63 - 11 = 52.
+LOCATION_PATTERN = r"[a-z][-a-z0-9]{0,50}[a-z0-9]"
+MAX_DOMAIN_LENGTH = 253  # a DNS name, for the domain of a domain-scoped project id
+_PROJECT_RE = re.compile(PROJECT_PATTERN)
+_LOCATION_RE = re.compile(LOCATION_PATTERN)
+
+# What Google answers for a malformed project in a request path: 400 INVALID_ARGUMENT
+# "Invalid resource field value in the request." with ErrorInfo reason RESOURCE_PROJECT_INVALID
+# from its API front end (domain googleapis.com), as quoted for Compute
+# (github.com/trailofbits/algo/issues/14854, github.com/opencost/opencost/issues/2326) and
+# Artifact Registry (github.com/googleapis/python-artifact-registry/issues/118). Vertex sits
+# behind the same front end, so its answer is inferred to be the same; the front end also names
+# the RPC in metadata.method, which this call-agnostic check leaves out.
+INVALID_PROJECT_MESSAGE = "Invalid resource field value in the request."
+# What Vertex's (and AutoML's) backends answer for a bad location id: 400 INVALID_ARGUMENT
+# "List of found errors:\t1.Field: parent; Message: The provided location ID ...\t" plus a
+# google.rpc.BadRequest field violation (github.com/googleapis/python-aiplatform/issues/1684,
+# github.com/googleapis/nodejs-automl/issues/263 "The provided location ID is not valid.").
+INVALID_LOCATION_DESCRIPTION = "The provided location ID is not valid."
+
+
+def _project_ok(project: str) -> bool:
+    domain, scoped, _ = project.rpartition(":")
+    if scoped and len(domain) > MAX_DOMAIN_LENGTH:
+        return False
+    return _PROJECT_RE.fullmatch(project) is not None
+
+
+def check_parent(project: str, location: str, *, field: str = "parent") -> None:
+    """Refuse what Vertex refuses in projects/{project}/locations/{location} (both already
+    percent-decoded), with Vertex's own 400 INVALID_ARGUMENT answer: the project is checked
+    first, as Google's front end resolves it before the service sees the request. `field` is
+    the request field holding the path ("parent" for create/list, "name" for get/cancel)."""
+    if not _project_ok(project):
+        raise InvalidArgument(INVALID_PROJECT_MESSAGE, details=[{
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "RESOURCE_PROJECT_INVALID",
+            "domain": "googleapis.com",
+            "metadata": {"service": "aiplatform.googleapis.com"},
+        }])
+    if not _LOCATION_RE.fullmatch(location):
+        raise InvalidArgument(
+            f"List of found errors:\t1.Field: {field}; Message: {INVALID_LOCATION_DESCRIPTION}\t",
+            details=[{
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": [{"field": field,
+                                     "description": INVALID_LOCATION_DESCRIPTION}],
+            }],
+        )
 
 
 # --------------------------------------------------------------------------------------------

@@ -135,7 +135,7 @@ async def test_submit_rejected_by_server_is_exit_1(server: Server, tmp_path: Pat
     """A 400 from the server exits 1 and prints Google's status and message on stderr."""
     path = tmp_path / "job.json"
     path.write_text(json.dumps({**VALID_JOB, "tunedModelDisplayName": "x" * 129}))
-    code = await run("submit", str(path), "--server", server.url, "--project", "p")
+    code = await run("submit", str(path), "--server", server.url, "--project", "proj-a")
     captured = capsys.readouterr()
     assert code == 1
     assert captured.err.startswith("tuningd: error: 400 INVALID_ARGUMENT: ")
@@ -145,7 +145,7 @@ async def test_submit_rejected_by_server_is_exit_1(server: Server, tmp_path: Pat
 async def test_bad_request_id_is_exit_1(server: Server, job_file: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     """The server's requestId check reaches the user as exit 1 with the message."""
-    code = await run("submit", str(job_file), "--server", server.url, "--project", "p",
+    code = await run("submit", str(job_file), "--server", server.url, "--project", "proj-a",
                      "--request-id", "not valid!")
     assert code == 1
     assert "request_id" in capsys.readouterr().err

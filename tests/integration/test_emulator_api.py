@@ -131,7 +131,7 @@ async def test_unknown_job_and_other_location_are_not_found(
     job = await create(http, emu)
     job_id = job["name"].rsplit("/", 1)[1]
     for url in (f"{emu.url}/v1/{PARENT}/tuningJobs/1234567890123456789",
-                f"{emu.url}/v1/projects/p/locations/europe-west4/tuningJobs/{job_id}"):
+                f"{emu.url}/v1/projects/my-proj/locations/europe-west4/tuningJobs/{job_id}"):
         status, body = await call(http, "GET", url)
         assert status == 404
         assert body["error"]["status"] == "NOT_FOUND"

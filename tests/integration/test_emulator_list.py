@@ -146,7 +146,8 @@ async def test_unparseable_filter_is_400(http: aiohttp.ClientSession, emu: Emula
 async def test_list_is_per_location(http: aiohttp.ClientSession, emu: Emulator) -> None:
     """Jobs are regional: another location lists nothing."""
     await make_jobs(http, emu, 2)
-    async with http.get(f"{emu.url}/v1beta1/projects/p/locations/europe-west4/tuningJobs") as r:
+    url = f"{emu.url}/v1beta1/projects/my-proj/locations/europe-west4/tuningJobs"
+    async with http.get(url) as r:
         assert (r.status, await r.json()) == (200, {})
 
 

@@ -130,7 +130,8 @@ _METHODS = st.sampled_from(["GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OP
 _ROUTES = st.builds(
     lambda version, parent, route: (route[0], f"/{version}/{parent}/tuningJobs{route[1]}"),
     st.sampled_from(["v1", "v1beta1"]),
-    st.sampled_from(["projects/p/locations/us-central1", "projects/123456789012/locations/eu"]),
+    st.sampled_from(["projects/my-proj/locations/us-central1",
+                     "projects/123456789012/locations/eu"]),
     st.sampled_from([("POST", ""), ("POST", ""), ("GET", ""), ("GET", "/1"),
                      ("POST", "/1:cancel")]),
 )

@@ -250,8 +250,9 @@ async def test_apply_is_atomic_when_event_insert_fails(store: Store, tmp_path: P
             "BEGIN SELECT RAISE(ABORT, 'boom'); END")
     other.close()
     after = job.evolve(state=LocalState.SUBMITTING, updated_at=job.updated_at + 1)
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(errors.StoreError, match="cannot be written: boom") as caught:
         await store.apply(job, after, "boom")
+    assert isinstance(caught.value.__cause__, sqlite3.IntegrityError)
     assert await store.get(job.id) == job
     assert len(await store.history(job.id)) == 1
     # The connection is usable again: no transaction was left open.

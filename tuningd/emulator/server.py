@@ -31,7 +31,8 @@ from tuningd.errors import (
 log = structlog.get_logger("tuningd.emulator")
 
 STATE_KEY = web.AppKey("emulator_state", EmulatorState)
-_JOBS_PREFIX = "/{version}/projects/{project}/locations/{location}"
+# Empty segments match too, so that wire.check_parent (400), not the router, refuses them.
+_JOBS_PREFIX = "/{version}/projects/{project:[^/]*}/locations/{location:[^/]*}"
 _METHOD_NOT_FOUND = "Method not found."
 # Google's Content-Type on every JSON answer.
 JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
@@ -175,6 +176,10 @@ async def _guarded(request: web.Request, state: EmulatorState, method: str,
             raise NotFound(_METHOD_NOT_FOUND)
         if state.config.strict_auth:
             state.tokens.check(request.headers.get("Authorization"), state.now())
+        # Vertex refuses a malformed parent before any quota or work (authenticated first).
+        info = request.match_info
+        wire.check_parent(info["project"], info["location"],
+                          field="parent" if method in ("create", "list") else "name")
         state.check_rate(method)
         faults: Faults = state.faults
         delay_s = state.dice.latency_s(faults)
