@@ -199,10 +199,21 @@ class Engine:
         return cap is None or active < cap
 
     async def get(self, job_id: str) -> Job | None:
-        return self._jobs.get(job_id) or await self._store.get(job_id)
+        job = self._jobs.get(job_id)
+        if job is not None:
+            return job
+        try:
+            return await self._store.get(job_id)
+        except errors.StoreError as exc:
+            self._store_failed("get", exc)
+            raise
 
     async def history(self, job_id: str) -> list[JobEvent]:
-        return await self._store.history(job_id)
+        try:
+            return await self._store.history(job_id)
+        except errors.StoreError as exc:
+            self._store_failed("history", exc)
+            raise
 
     async def list_jobs(self, project: str, location: str, *, predicate: JobPredicate | None,
                         page_size: int, after_key: str | None,
@@ -219,9 +230,13 @@ class Engine:
         key = after_key
         batch_size = max(page_size, 100)
         while True:
-            batch, next_key = await self._store.list_page(
-                project, location, states=states or None, after_key=key, limit=batch_size,
-                labels=labels or None)
+            try:
+                batch, next_key = await self._store.list_page(
+                    project, location, states=states or None, after_key=key,
+                    limit=batch_size, labels=labels or None)
+            except errors.StoreError as exc:
+                self._store_failed("list", exc)
+                raise
             for i, job in enumerate(batch):
                 job = self._jobs.get(job.id, job)
                 if predicate is None or predicate(job):
@@ -921,11 +936,11 @@ class Engine:
         if self._metrics is not None:
             self._metrics.count_unknown_create_outcome()
 
-    def _store_failed(self, operation: str, exc: errors.TuningdError) -> None:
+    def _store_failed(self, operation: str, exc: errors.StoreError) -> None:
         """One log line and one count per store error (the disk is full, the db read-only)."""
         log.error("store.failed", operation=operation, error=exc.message)
         if self._metrics is not None:
-            self._metrics.count_store_error("write")
+            self._metrics.count_store_error("write" if exc.writing else "read")
 
     def _count_reconciliation(self, result: str, n: int = 1) -> None:
         if self._metrics is not None:

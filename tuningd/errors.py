@@ -133,7 +133,7 @@ class StoreError(Unavailable):
     error name (e.g. "SQLITE_FULL", empty when unknown) and the original sqlite3 error is the
     exception's __cause__."""
 
-    def __init__(self, message: str, *, sqlite_error: str = "") -> None:
+    def __init__(self, message: str, *, sqlite_error: str = "", writing: bool = True) -> None:
         metadata = {"sqlite_error": sqlite_error} if sqlite_error else {}
         super().__init__(message, details=[{
             "@type": "type.googleapis.com/google.rpc.ErrorInfo",
@@ -142,6 +142,7 @@ class StoreError(Unavailable):
             "metadata": metadata,
         }])
         self.sqlite_error = sqlite_error
+        self.writing = writing
 
 
 class DeadlineExceeded(TuningdError):
