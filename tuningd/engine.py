@@ -349,6 +349,12 @@ class Engine:
         """Places whose creates are paused after a project-wide error (for views and status)."""
         return dict(self._breaker.pauses)
 
+    def pause_for(self, job: Job) -> recovery.Pause | None:
+        """The pause that holds this queued job back, if its place's creates are paused."""
+        if job.state is not LocalState.QUEUED:
+            return None
+        return self._breaker.pauses.get((job.project, job.location))
+
     def reload(self, settings: EngineSettings) -> None:
         """Apply new limits and polling settings (SIGHUP); adaptive caps start afresh."""
         self.settings = settings

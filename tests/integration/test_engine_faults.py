@@ -8,6 +8,7 @@ import pytest
 from engine_harness import LOCATION, PROJECT, emulator_config, open_harness, settings, spec
 from sqlite_faults import read_only
 
+from tuningd.api import job_view
 from tuningd.emulator import ErrorRule
 from tuningd.model import LocalState, Outcome
 from tuningd.policy import GLOBAL
@@ -226,3 +227,20 @@ async def test_an_endpoint_that_answers_404_never_declares_jobs_lost(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_the_api_shows_why_a_queued_job_waits_while_creates_are_paused(
+        tmp_path: Path) -> None:
+    """While creates are paused, a queued job's view says so: status, message, next probe."""
+    async with open_harness(tmp_path, engine=settings(max_active=1)) as h:
+        job = await h.submit()
+        h.set_faults(error_rules=(ErrorRule(403, method="create", reason="SERVICE_DISABLED"),))
+        await h.settle()
+        view = job_view(await h.job(job.id), pause=h.engine.pause_for(await h.job(job.id)))
+        paused = view["tuningd"]["createsPaused"]
+        assert paused["status"] == "PERMISSION_DENIED"
+        assert "has not been used in project" in paused["message"]
+        assert paused["nextProbeTime"] > paused["since"]
+        h.set_faults()
+        await h.run(120)
+        assert h.engine.pause_for(await h.job(job.id)) is None
