@@ -551,25 +551,25 @@ class Engine:
         now = self._clock()
         s = self.settings
         place = (job.project, job.location)
-        if exc.kind != vertex.UNKNOWN_OUTCOME:
+        verdict = recovery.create_verdict(exc.http_status, exc.status, exc.kind)
+        if verdict is not recovery.CreateVerdict.UNKNOWN:
             self._create_resolved(job, succeeded=False)
-        if exc.kind == vertex.INVALID_REQUEST:
-            # Refused before sending (e.g. a location that is no resource id): it never can be.
+        if verdict is recovery.CreateVerdict.INVALID:
             self._breaker.inconclusive(place)
             await self._transition(job.id, Event.create_rejected(_grpc_code(exc.status),
                                                                  exc.message))
-        elif recovery.blames_place(exc.http_status, exc.status, exc.kind):
+        elif verdict is recovery.CreateVerdict.PLACE_REFUSED:
             pause = self._breaker.refused(place, exc)
             self._version += 1
             await self._transition(job.id, Event.create_deferred(
                 retry_at=pause.probe_at,
                 error_message=f"{exc.status} for the whole project and location, creates "
                               f"paused: {exc.message}"))
-        elif exc.kind == vertex.PERMANENT:
+        elif verdict is recovery.CreateVerdict.REJECTED:
             self._answered(place)
             await self._transition(job.id, Event.create_rejected(_grpc_code(exc.status),
                                                                  exc.message))
-        elif exc.kind == vertex.QUOTA:
+        elif verdict is recovery.CreateVerdict.THROTTLED:
             self._answered(place)
             # The throttled job goes back to queued: it must not count in the new cap.
             others = [j for j in self._jobs.values() if j.id != job.id]
@@ -581,8 +581,7 @@ class Engine:
             await self._transition(job.id, Event.create_throttled(
                 retry_at=policy.retry_at(job, now, s.retry, self._rng),
                 error_message=exc.message))
-        elif exc.kind == vertex.TRANSIENT:
-            # The client raises "transient" on a create only when nothing was sent.
+        elif verdict is recovery.CreateVerdict.NOT_MADE:
             self._breaker.inconclusive(place)
             await self._transition(job.id, Event.create_deferred(
                 retry_at=policy.retry_at(job, now, s.retry, self._rng),

@@ -182,6 +182,17 @@ class StoreLocked(TuningdError):
     code = Code.FAILED_PRECONDITION
 
 
+# RemoteError kinds: what a failed Vertex call means for the caller (set by the Vertex client).
+PERMANENT = "permanent"  # a definite refusal; repeating it will not help
+TRANSIENT = "transient"  # try again later; on a create: nothing was sent
+QUOTA = "quota"  # 429
+AUTH = "auth"  # 401 after one token refresh, or credentials that cannot be used
+UNKNOWN_OUTCOME = "unknown_outcome"  # create only: the job may exist (timeout, reset, 5xx)
+# Refused before sending because it can never be valid (e.g. a parent that is no resource id):
+# nothing reached Vertex, and repeating it cannot help.
+INVALID_REQUEST = "invalid_request"
+
+
 class RemoteError(TuningdError):
     """An error answer from Vertex, classified for the engine (see vertex.py)."""
 

@@ -14,17 +14,24 @@ import aiohttp
 
 from tuningd import __version__, wire
 from tuningd.auth import TokenSource
-from tuningd.errors import InvalidArgument, RemoteError, TuningdError, code_for_http
 
-# Error kinds (RemoteError.kind) this client raises.
-PERMANENT: Final = "permanent"
-TRANSIENT: Final = "transient"
-QUOTA: Final = "quota"
-AUTH: Final = "auth"
-UNKNOWN_OUTCOME: Final = "unknown_outcome"
-# Refused here, before sending, because it can never be valid (e.g. a parent that is no
-# resource id): nothing reached Vertex, and repeating it cannot help.
-INVALID_REQUEST: Final = "invalid_request"
+# The error kinds (RemoteError.kind) this client raises are defined with RemoteError.
+from tuningd.errors import (
+    AUTH,
+    INVALID_REQUEST,
+    PERMANENT,
+    QUOTA,
+    TRANSIENT,
+    UNKNOWN_OUTCOME,
+    InvalidArgument,
+    RemoteError,
+    TuningdError,
+    code_for_http,
+)
+
+__all__ = ["AUTH", "INVALID_REQUEST", "PERMANENT", "QUOTA", "TRANSIENT", "UNKNOWN_OUTCOME",
+           "JobDict", "JobList", "Observer", "VertexClient", "default_endpoint",
+           "split_job_name"]
 
 # Statuses worth retrying later on idempotent calls (spec §5, design §5).
 _TRANSIENT_HTTP: Final = frozenset({408, 500, 502, 503, 504})

@@ -244,3 +244,40 @@ async def test_the_api_shows_why_a_queued_job_waits_while_creates_are_paused(
         h.set_faults()
         await h.run(120)
         assert h.engine.pause_for(await h.job(job.id)) is None
+
+
+async def test_a_garbled_create_reply_is_an_unknown_outcome_and_the_job_is_adopted(
+        tmp_path: Path) -> None:
+    """A 200 whose body is an HTML page or cut in half may hide a created job: it is looked up
+    by label and adopted, never created again."""
+    async with open_harness(tmp_path) as h:
+        h.set_faults(malformed_rates={"create": 1.0})
+        html = await h.submit()
+        await h.settle()
+        h.set_faults(truncated_rates={"create": 1.0})
+        cut = await h.submit()
+        await h.settle()
+        h.set_faults()
+        for job_id in (html.id, cut.id):
+            (remote,) = h.remote_for(job_id)
+            assert (await h.job(job_id)).remote_id == remote.job_id
+        assert h.requests("create") == 2
+        assert h.metric("tuningd_unknown_create_outcomes_total") == 2
+
+
+async def test_a_create_that_never_left_goes_back_to_the_queue_without_a_reconcile(
+        tmp_path: Path) -> None:
+    """When Vertex cannot be reached at all (connection refused), nothing was sent: the job is
+    queued again with backoff, not reconciled, and is created once Vertex answers."""
+    async with open_harness(tmp_path) as h:
+        port = h.emulator.port
+        await h.emulator.stop()
+        job = await h.submit()
+        await h.settle()
+        queued = await h.job(job.id)
+        assert queued.state is LocalState.QUEUED and queued.attempts == 1
+        assert any("create not made" in r for r in await h.history(job.id))
+        await h.emulator.start(port=port)
+        await h.run_until_ended(job.id)
+        assert (await h.job(job.id)).state is LocalState.SUCCEEDED
+        assert h.requests("list") <= 1  # at most the sweep; no reconcile was needed
