@@ -157,6 +157,32 @@ class Unimplemented(TuningdError):
     code = Code.UNIMPLEMENTED
 
 
+class Aborted(TuningdError):
+    code = Code.ABORTED
+
+
+class Cancelled(TuningdError):
+    code = Code.CANCELLED
+
+
+class Unknown(TuningdError):
+    code = Code.UNKNOWN
+
+
+class OutOfRange(TuningdError):
+    code = Code.OUT_OF_RANGE
+
+
+class DataLoss(TuningdError):
+    code = Code.DATA_LOSS
+
+
+class Ok(TuningdError):
+    """Only for completeness of error_for: never raised."""
+
+    code = Code.OK
+
+
 class PayloadTooLarge(InvalidArgument):
     """A request body over the configured limit (HTTP 413, status INVALID_ARGUMENT)."""
 
@@ -222,13 +248,15 @@ _BY_CODE: dict[Code, type[TuningdError]] = {
     Code.DEADLINE_EXCEEDED: DeadlineExceeded,
     Code.INTERNAL: Internal,
     Code.UNIMPLEMENTED: Unimplemented,
+    Code.ABORTED: Aborted,
+    Code.CANCELLED: Cancelled,
+    Code.UNKNOWN: Unknown,
+    Code.OUT_OF_RANGE: OutOfRange,
+    Code.DATA_LOSS: DataLoss,
+    Code.OK: Ok,
 }
 
 
 def error_for(code: Code, message: str) -> TuningdError:
     """An error instance of the class that matches a canonical code."""
-    cls = _BY_CODE.get(code)
-    if cls is None:
-        err = TuningdError(message, http_status=HTTP_STATUS[code])
-        return err
-    return cls(message)
+    return _BY_CODE[code](message)
