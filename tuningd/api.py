@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from tuningd import __version__, wire
+from tuningd import __version__, recovery, wire
 from tuningd.engine import Engine
 from tuningd.errors import (
     AlreadyExists,
@@ -94,7 +94,8 @@ def job_name(job: Job) -> str:
 
 
 def job_view(job: Job, *, queue_position: int | None = None,
-             history: Sequence[JobEvent] | None = None) -> dict[str, Any]:
+             history: Sequence[JobEvent] | None = None,
+             pause: recovery.Pause | None = None) -> dict[str, Any]:
     """The canonical TuningJob a client sees for a job, plus the `tuningd` extension object under
     the key "tuningd" (history included only when given)."""
     view = wire.strip_output_only(job.spec)
@@ -118,6 +119,13 @@ def job_view(job: Job, *, queue_position: int | None = None,
     if job.state.is_terminal and "endTime" not in view and job.ended_at is not None:
         view["endTime"] = wire.format_timestamp(job.ended_at)
     view["tuningd"] = _extension(job, queue_position=queue_position, history=history)
+    if pause is not None and job.state is LocalState.QUEUED:
+        # Why a queued job does not move: creates to its project and location are paused.
+        view["tuningd"]["createsPaused"] = {
+            "status": pause.status, "message": pause.message,
+            "since": wire.format_timestamp(pause.since),
+            "nextProbeTime": wire.format_timestamp(pause.probe_at),
+        }
     return view
 
 
@@ -326,7 +334,8 @@ class _Api:
 
     def _respond(self, request: web.Request, job: Job,
                  history: Sequence[JobEvent] | None, api_version: str) -> web.Response:
-        view = job_view(job, queue_position=self._engine.queue_position(job), history=history)
+        view = job_view(job, queue_position=self._engine.queue_position(job), history=history,
+                        pause=self._engine.pause_for(job))
         body = render_view(view, enum_as_int=wire.wants_int_enums(request.query),
                            api_version=api_version)
         return json_response(body)
@@ -398,7 +407,8 @@ class _Api:
         body: dict[str, Any] = {}
         if page.jobs:
             body["tuningJobs"] = [
-                render_view(job_view(job, queue_position=self._engine.queue_position(job)),
+                render_view(job_view(job, queue_position=self._engine.queue_position(job),
+                                     pause=self._engine.pause_for(job)),
                             enum_as_int=enum_as_int, api_version=version)
                 for job in page.jobs
             ]
@@ -680,6 +690,16 @@ def _schemas() -> dict[str, Any]:
                 "outcome": {"type": "string"},
                 "history": {"type": "array", "items": _ref("HistoryEntry"),
                             "description": "only on single-job GETs"},
+                "createsPaused": {
+                    "type": "object",
+                    "description": "only while queued and creates to the job's project and "
+                                   "location are paused after a project-wide error (401, 403, "
+                                   "404, FAILED_PRECONDITION on create); one probe create is "
+                                   "tried at nextProbeTime",
+                    "required": ["status", "message", "since", "nextProbeTime"],
+                    "properties": {"status": {"type": "string"}, "message": {"type": "string"},
+                                   "since": timestamp, "nextProbeTime": timestamp},
+                },
             },
         },
         "HistoryEntry": {

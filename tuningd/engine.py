@@ -199,10 +199,21 @@ class Engine:
         return cap is None or active < cap
 
     async def get(self, job_id: str) -> Job | None:
-        return self._jobs.get(job_id) or await self._store.get(job_id)
+        job = self._jobs.get(job_id)
+        if job is not None:
+            return job
+        try:
+            return await self._store.get(job_id)
+        except errors.StoreError as exc:
+            self._store_failed("get", exc)
+            raise
 
     async def history(self, job_id: str) -> list[JobEvent]:
-        return await self._store.history(job_id)
+        try:
+            return await self._store.history(job_id)
+        except errors.StoreError as exc:
+            self._store_failed("history", exc)
+            raise
 
     async def list_jobs(self, project: str, location: str, *, predicate: JobPredicate | None,
                         page_size: int, after_key: str | None,
@@ -219,9 +230,13 @@ class Engine:
         key = after_key
         batch_size = max(page_size, 100)
         while True:
-            batch, next_key = await self._store.list_page(
-                project, location, states=states or None, after_key=key, limit=batch_size,
-                labels=labels or None)
+            try:
+                batch, next_key = await self._store.list_page(
+                    project, location, states=states or None, after_key=key,
+                    limit=batch_size, labels=labels or None)
+            except errors.StoreError as exc:
+                self._store_failed("list", exc)
+                raise
             for i, job in enumerate(batch):
                 job = self._jobs.get(job.id, job)
                 if predicate is None or predicate(job):
@@ -247,7 +262,11 @@ class Engine:
                     f"The tuning job {job_id} is already in a terminal state: "
                     f"{LOCAL_TO_REMOTE[job.state].value}.")
             tr = machine.apply(job, Event.cancel_requested(), self._clock())
-            job = await self._commit_locked(tr)
+            try:
+                job = await self._commit_locked(tr)
+            except errors.StoreError as exc:
+                self._store_failed("cancel", exc)
+                raise
         failpoints.hit("cancel.intent_written")
         self._wakeup.set()
         return job
@@ -329,6 +348,12 @@ class Engine:
     def paused_places(self) -> dict[policy.Place, recovery.Pause]:
         """Places whose creates are paused after a project-wide error (for views and status)."""
         return dict(self._breaker.pauses)
+
+    def pause_for(self, job: Job) -> recovery.Pause | None:
+        """The pause that holds this queued job back, if its place's creates are paused."""
+        if job.state is not LocalState.QUEUED:
+            return None
+        return self._breaker.pauses.get((job.project, job.location))
 
     def reload(self, settings: EngineSettings) -> None:
         """Apply new limits and polling settings (SIGHUP); adaptive caps start afresh."""
@@ -526,25 +551,25 @@ class Engine:
         now = self._clock()
         s = self.settings
         place = (job.project, job.location)
-        if exc.kind != vertex.UNKNOWN_OUTCOME:
+        verdict = recovery.create_verdict(exc.http_status, exc.status, exc.kind)
+        if verdict is not recovery.CreateVerdict.UNKNOWN:
             self._create_resolved(job, succeeded=False)
-        if exc.kind == vertex.INVALID_REQUEST:
-            # Refused before sending (e.g. a location that is no resource id): it never can be.
+        if verdict is recovery.CreateVerdict.INVALID:
             self._breaker.inconclusive(place)
             await self._transition(job.id, Event.create_rejected(_grpc_code(exc.status),
                                                                  exc.message))
-        elif recovery.blames_place(exc.http_status, exc.status, exc.kind):
+        elif verdict is recovery.CreateVerdict.PLACE_REFUSED:
             pause = self._breaker.refused(place, exc)
             self._version += 1
             await self._transition(job.id, Event.create_deferred(
                 retry_at=pause.probe_at,
                 error_message=f"{exc.status} for the whole project and location, creates "
                               f"paused: {exc.message}"))
-        elif exc.kind == vertex.PERMANENT:
+        elif verdict is recovery.CreateVerdict.REJECTED:
             self._answered(place)
             await self._transition(job.id, Event.create_rejected(_grpc_code(exc.status),
                                                                  exc.message))
-        elif exc.kind == vertex.QUOTA:
+        elif verdict is recovery.CreateVerdict.THROTTLED:
             self._answered(place)
             # The throttled job goes back to queued: it must not count in the new cap.
             others = [j for j in self._jobs.values() if j.id != job.id]
@@ -556,8 +581,7 @@ class Engine:
             await self._transition(job.id, Event.create_throttled(
                 retry_at=policy.retry_at(job, now, s.retry, self._rng),
                 error_message=exc.message))
-        elif exc.kind == vertex.TRANSIENT:
-            # The client raises "transient" on a create only when nothing was sent.
+        elif verdict is recovery.CreateVerdict.NOT_MADE:
             self._breaker.inconclusive(place)
             await self._transition(job.id, Event.create_deferred(
                 retry_at=policy.retry_at(job, now, s.retry, self._rng),
@@ -917,11 +941,11 @@ class Engine:
         if self._metrics is not None:
             self._metrics.count_unknown_create_outcome()
 
-    def _store_failed(self, operation: str, exc: errors.TuningdError) -> None:
+    def _store_failed(self, operation: str, exc: errors.StoreError) -> None:
         """One log line and one count per store error (the disk is full, the db read-only)."""
         log.error("store.failed", operation=operation, error=exc.message)
         if self._metrics is not None:
-            self._metrics.count_store_error("write")
+            self._metrics.count_store_error("write" if exc.writing else "read")
 
     def _count_reconciliation(self, result: str, n: int = 1) -> None:
         if self._metrics is not None:

@@ -133,7 +133,7 @@ class StoreError(Unavailable):
     error name (e.g. "SQLITE_FULL", empty when unknown) and the original sqlite3 error is the
     exception's __cause__."""
 
-    def __init__(self, message: str, *, sqlite_error: str = "") -> None:
+    def __init__(self, message: str, *, sqlite_error: str = "", writing: bool = True) -> None:
         metadata = {"sqlite_error": sqlite_error} if sqlite_error else {}
         super().__init__(message, details=[{
             "@type": "type.googleapis.com/google.rpc.ErrorInfo",
@@ -142,6 +142,7 @@ class StoreError(Unavailable):
             "metadata": metadata,
         }])
         self.sqlite_error = sqlite_error
+        self.writing = writing
 
 
 class DeadlineExceeded(TuningdError):
@@ -154,6 +155,32 @@ class Internal(TuningdError):
 
 class Unimplemented(TuningdError):
     code = Code.UNIMPLEMENTED
+
+
+class Aborted(TuningdError):
+    code = Code.ABORTED
+
+
+class Cancelled(TuningdError):
+    code = Code.CANCELLED
+
+
+class Unknown(TuningdError):
+    code = Code.UNKNOWN
+
+
+class OutOfRange(TuningdError):
+    code = Code.OUT_OF_RANGE
+
+
+class DataLoss(TuningdError):
+    code = Code.DATA_LOSS
+
+
+class Ok(TuningdError):
+    """Only for completeness of error_for: never raised."""
+
+    code = Code.OK
 
 
 class PayloadTooLarge(InvalidArgument):
@@ -179,6 +206,17 @@ class StoreLocked(TuningdError):
     """Another daemon already owns the database."""
 
     code = Code.FAILED_PRECONDITION
+
+
+# RemoteError kinds: what a failed Vertex call means for the caller (set by the Vertex client).
+PERMANENT = "permanent"  # a definite refusal; repeating it will not help
+TRANSIENT = "transient"  # try again later; on a create: nothing was sent
+QUOTA = "quota"  # 429
+AUTH = "auth"  # 401 after one token refresh, or credentials that cannot be used
+UNKNOWN_OUTCOME = "unknown_outcome"  # create only: the job may exist (timeout, reset, 5xx)
+# Refused before sending because it can never be valid (e.g. a parent that is no resource id):
+# nothing reached Vertex, and repeating it cannot help.
+INVALID_REQUEST = "invalid_request"
 
 
 class RemoteError(TuningdError):
@@ -210,13 +248,15 @@ _BY_CODE: dict[Code, type[TuningdError]] = {
     Code.DEADLINE_EXCEEDED: DeadlineExceeded,
     Code.INTERNAL: Internal,
     Code.UNIMPLEMENTED: Unimplemented,
+    Code.ABORTED: Aborted,
+    Code.CANCELLED: Cancelled,
+    Code.UNKNOWN: Unknown,
+    Code.OUT_OF_RANGE: OutOfRange,
+    Code.DATA_LOSS: DataLoss,
+    Code.OK: Ok,
 }
 
 
 def error_for(code: Code, message: str) -> TuningdError:
     """An error instance of the class that matches a canonical code."""
-    cls = _BY_CODE.get(code)
-    if cls is None:
-        err = TuningdError(message, http_status=HTTP_STATUS[code])
-        return err
-    return cls(message)
+    return _BY_CODE[code](message)

@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
+from tuningd.errors import AUTH, INVALID_REQUEST, PERMANENT, QUOTA, TRANSIENT
 from tuningd.model import Job, LocalState
 
 # ---------------------------------------------------------------------------------------------
@@ -125,17 +126,38 @@ _PLACE_STATUSES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED", "NOT_FOUND"
                              "FAILED_PRECONDITION"})
 
 
-def blames_place(http_status: int, status: str, kind: str) -> bool:
-    """Whether a create's error says "this project/location cannot take creates now".
+class CreateVerdict(StrEnum):
+    """What a failed create means, decided in one place (see create_verdict)."""
+
+    INVALID = "invalid"  # refused before sending; can never be sent: fail the job
+    PLACE_REFUSED = "place_refused"  # the whole project/location refuses: pause, keep the job
+    REJECTED = "rejected"  # Vertex refused this job's body: fail the job
+    THROTTLED = "throttled"  # 429: back to the queue, lower the cap
+    NOT_MADE = "not_made"  # definitely not created, nothing wrong with the job: retry later
+    UNKNOWN = "unknown"  # the job may exist: reconcile before anything else
+
+
+def create_verdict(http_status: int, status: str, kind: str) -> CreateVerdict:
+    """Route a failed create by the Vertex client's kind and Google's status.
 
     401 (after a token refresh) and unusable credentials, 403 (IAM, API disabled, billing), 404 on
     the collection (no such project or location, or a wrong endpoint) and FAILED_PRECONDITION
     answer every job of the place alike: failing each queued job in turn would wipe the queue
-    for one operator mistake. A 400 INVALID_ARGUMENT is about the job's own body.
+    for one operator mistake. A 400 INVALID_ARGUMENT is about the job's own body. A 409
+    (ABORTED) means the request lost a conflict and made nothing.
     """
-    if kind == "auth" or http_status in (401, 403, 404):
-        return True
-    return http_status == 400 and status in _PLACE_STATUSES
+    if kind == INVALID_REQUEST:
+        return CreateVerdict.INVALID
+    if kind == AUTH or http_status in (401, 403, 404) or (
+            http_status == 400 and status in _PLACE_STATUSES):
+        return CreateVerdict.PLACE_REFUSED
+    if kind == QUOTA:
+        return CreateVerdict.THROTTLED
+    if kind == TRANSIENT or http_status == 409:
+        return CreateVerdict.NOT_MADE
+    if kind == PERMANENT:
+        return CreateVerdict.REJECTED
+    return CreateVerdict.UNKNOWN
 
 
 @dataclass(frozen=True)

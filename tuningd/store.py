@@ -269,7 +269,7 @@ def store_error(exc: sqlite3.Error, *, writing: bool) -> errors.StoreError:
     err = errors.StoreError(
         f"the job store cannot be {'written' if writing else 'read'}: "
         f"{reason or str(exc) or type(exc).__name__}",
-        sqlite_error=name if isinstance(name, str) else "",
+        sqlite_error=name if isinstance(name, str) else "", writing=writing,
     )
     err.__cause__ = exc
     return err

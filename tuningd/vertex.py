@@ -14,25 +14,30 @@ import aiohttp
 
 from tuningd import __version__, wire
 from tuningd.auth import TokenSource
-from tuningd.errors import InvalidArgument, RemoteError, TuningdError, code_for_http
 
-# Error kinds (RemoteError.kind) this client raises.
-PERMANENT: Final = "permanent"
-TRANSIENT: Final = "transient"
-QUOTA: Final = "quota"
-AUTH: Final = "auth"
-UNKNOWN_OUTCOME: Final = "unknown_outcome"
-# Refused here, before sending, because it can never be valid (e.g. a parent that is no
-# resource id): nothing reached Vertex, and repeating it cannot help.
-INVALID_REQUEST: Final = "invalid_request"
+# The error kinds (RemoteError.kind) this client raises are defined with RemoteError.
+from tuningd.errors import (
+    AUTH,
+    INVALID_REQUEST,
+    PERMANENT,
+    QUOTA,
+    TRANSIENT,
+    UNKNOWN_OUTCOME,
+    InvalidArgument,
+    RemoteError,
+    TuningdError,
+    code_for_http,
+)
+
+__all__ = ["AUTH", "INVALID_REQUEST", "PERMANENT", "QUOTA", "TRANSIENT", "UNKNOWN_OUTCOME",
+           "JobDict", "JobList", "Observer", "VertexClient", "default_endpoint",
+           "split_job_name"]
 
 # Statuses worth retrying later on idempotent calls (spec §5, design §5).
 _TRANSIENT_HTTP: Final = frozenset({408, 500, 502, 503, 504})
 _MULTI_REGIONS: Final = frozenset({"us", "eu"})
 _MAX_ERROR_TEXT_CHARS: Final = 500
 
-_PROJECT_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:_-]*")
-_LOCATION_RE: Final = re.compile(r"[a-z][a-z0-9-]*")
 _NAME_RE: Final = re.compile(
     r"projects/(?P<project>[A-Za-z0-9][A-Za-z0-9.:_-]*)"
     r"/locations/(?P<location>[a-z][a-z0-9-]*)"
@@ -65,13 +70,14 @@ def split_job_name(name: str) -> tuple[str, str, str]:
 
 
 def _check_parent(project: str, location: str) -> None:
-    # The location becomes part of a host name: never let it carry anything but a label.
-    if not _PROJECT_RE.fullmatch(project):
-        raise RemoteError(f"invalid project: {project!r}", http_status=400,
-                          status="INVALID_ARGUMENT", kind=INVALID_REQUEST)
-    if not _LOCATION_RE.fullmatch(location):
-        raise RemoteError(f"invalid location: {location!r}", http_status=400,
-                          status="INVALID_ARGUMENT", kind=INVALID_REQUEST)
+    """Refuse a parent Vertex would refuse, before anything is sent (the location also becomes
+    part of a host name: it must never carry anything but a label)."""
+    try:
+        wire.check_parent(project, location)
+    except InvalidArgument as exc:
+        raise RemoteError(f"projects/{project}/locations/{location} is not a valid parent: "
+                          f"{exc.message}", http_status=400, status="INVALID_ARGUMENT",
+                          kind=INVALID_REQUEST) from None
 
 
 class VertexClient:

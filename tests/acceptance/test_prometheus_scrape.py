@@ -86,6 +86,9 @@ def exercise(m: Metrics) -> None:
     m.mark_poll_success(now)
     m.observe_api_request("GET", "/healthz", 200)
     m.loop_iteration()
+    # A daemon that has swept once and never paused a place: the per-place gauges stay unset,
+    # so the panels must show data from their fallbacks and the pre-initialised counters.
+    m.mark_sweep(now)
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +157,12 @@ def test_series_as_prometheus_stores_them(prom: Prometheus) -> None:
         "tuningd_job_transitions_total",
         "tuningd_api_requests_total",
         "tuningd_engine_loop_iterations_total",
+        "tuningd_create_pauses_total",
+        "tuningd_sweep_findings_total",
+        "tuningd_sweep_cancels_total",
+        "tuningd_last_sweep_timestamp_seconds",
+        "tuningd_store_errors_total",
+        "tuningd_unknown_create_outcomes_total",
     ):
         assert required in names, required
     assert prom.query('process_start_time_seconds{job="tuningd"}'), "process collector missing"
@@ -219,5 +228,32 @@ def test_quiet_daemon_raises_no_alert_and_an_orphan_pages(
     metrics.count_reconciliation("orphan")
     prom.wait_for(
         'ALERTS{alertname="TuningdReconciliationAnomaly", alertstate="firing", result="orphan"}',
+        timeout=30,
+    )
+
+
+def test_a_paused_place_replaces_the_panel_fallback_and_alerts_fire(
+    prom: Prometheus, metrics: Metrics
+) -> None:
+    """Once the engine sets a place, per-place panels show it instead of "(none)"; the breaker
+    alert goes pending with the place's labels and a store error pages at once."""
+    [paused_panel] = [e for t, e in panel_queries() if t == "Creates paused per place/A"]
+    metrics.set_creates_paused("proj-a", "us-central1", True)
+    metrics.set_unowned_remote_jobs("proj-a", "us-central1", 2)
+    places = prom.wait_for(
+        substitute(paused_panel),
+        lambda r: [x["metric"].get("project") for x in r] == ["proj-a"],
+        timeout=30,
+    )
+    assert places[0]["metric"] == {"project": "proj-a", "location": "us-central1"}
+    assert float(places[0]["value"][1]) == 1
+    prom.wait_for(
+        'ALERTS{alertname="TuningdCreatesPaused", alertstate="pending", project="proj-a",'
+        ' location="us-central1"}',
+        timeout=30,
+    )
+    metrics.count_store_error("write")
+    prom.wait_for(
+        'ALERTS{alertname="TuningdStoreErrors", alertstate="firing", operation="write"}',
         timeout=30,
     )

@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from tuningd import wire
+from tuningd import recovery, wire
 from tuningd.api import job_view, make_api_app
 from tuningd.engine import Engine, JobPredicate, Page
 from tuningd.errors import ConfigError, FailedPrecondition, NotFound, Unavailable
@@ -48,6 +48,9 @@ class FakeEngine(Engine):
         self.draining = False
         self.fail_with: Exception | None = None
         self._seq = 0
+
+    def pause_for(self, job: Job) -> recovery.Pause | None:
+        return None  # creates never pause here: no Vertex behind this fake
 
     def _next(self) -> tuple[str, float]:
         self._seq += 1

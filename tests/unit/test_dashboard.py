@@ -27,6 +27,15 @@ REQUIRED_METRICS = (
     "tuningd_vertex_requests_total",
     "tuningd_job_detection_delay_seconds_bucket",
     "tuningd_submit_reconciliations_total",
+    # Create breaker, sweep and store (issue 7).
+    "tuningd_creates_paused",
+    "tuningd_create_pauses_total",
+    "tuningd_sweep_findings_total",
+    "tuningd_sweep_cancels_total",
+    "tuningd_unowned_remote_jobs",
+    "tuningd_last_sweep_timestamp_seconds",
+    "tuningd_store_errors_total",
+    "tuningd_unknown_create_outcomes_total",
 )
 
 
@@ -121,9 +130,9 @@ def test_required_panels_are_there(dash: dict[str, Any]) -> None:
     kinds = {p["type"] for p in all_panels(dash["panels"])}
     assert "heatmap" in kinds
     assert "histogram_quantile(" in joined
-    # The backlog age must not show 55 years when nothing is queued (gauge is 0).
+    # Ages must not show 55 years when a timestamp gauge is 0 (nothing queued, never swept).
     for expr in exprs(dash):
-        if "time() - " in expr and "oldest_queued" in expr:
+        if "time() - " in expr and "_timestamp_seconds" in expr:
             assert "_seconds{" in expr and "} > 0)" in expr, expr
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from tuningd.emulator.faults import ErrorRule, injected_error
 from tuningd.errors import (
+    Aborted,
     AlreadyExists,
-    Code,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -27,12 +27,6 @@ _RPC_METHODS = {"create": "CreateTuningJob", "get": "GetTuningJob", "list": "Lis
                 "cancel": "CancelTuningJob"}
 _AUTH_HELP = ("Expected OAuth 2 access token, login cookie or other valid authentication "
               "credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.")
-
-
-class Aborted(TuningdError):
-    """409 ABORTED (tuningd.errors has no class for it)."""
-
-    code = Code.ABORTED
 
 
 def concurrency_error(active: int, limit: int, project_number: str) -> ResourceExhausted:

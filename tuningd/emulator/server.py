@@ -200,6 +200,10 @@ async def _api_call(request: web.Request, method: str, handler: Handler) -> web.
 
 async def _guarded(request: web.Request, state: EmulatorState, method: str,
                    handler: Handler, call: _Call) -> web.StreamResponse:
+    """Order (the seeded dice roll only for enabled faults, in this order): version, auth,
+    rate limits, latency, drop, error, error rules; get/list/cancel: garbled reply (decided
+    before the call, so it changes nothing); create: validation, late create, commit, lost
+    reply, garbled reply."""
     faults: Faults = state.faults
     if method != "other":
         if request.match_info.get("version") not in wire.API_VERSIONS:
