@@ -53,10 +53,12 @@ BREAKAGES: tuple[Breakage, ...] = (
              "the job stays submitting for ever and holds a slot"),
 )
 
-# Smallest seed showing each breakage, found by `python -m tests.sim.hunt --limit 300` with the
-# sim of commit 8be3f10 on the engine of 4c2c3e6 (with the emu-faults emulator). Replay one
-# exactly with `git checkout 8be3f10` and the command the hunt printed, e.g.
-# `python -m tests.sim --seed 14 --features <CI baseline>,bursts -v`.
+# Smallest seed showing each breakage, found by the hunt (limit 300) with the sim of commit
+# 8be3f10 on the engine of 4c2c3e6 (with the emu-faults emulator), where the CI baseline was
+# crashes,clock_jumps,limit_changes,bad_specs,errors,lost_replies,reply_resets,timeouts,garbled.
+# Replay one exactly there (checked: all eight break as noted):
+#   git archive 8be3f10 | tar -x -C DIR && cd DIR &&
+#   PYTHONPATH=. python -m tests.sim --seed 14 --features <that baseline>,bursts -v
 SEEDS: dict[str, int] = {
     "late_create_duplicate": 0,  # job j0015 has 2 remote jobs (RUNNING, PENDING)
     "late_create_cancel": 26,  # j0004 cancelled while queued (after an early absent verdict)
