@@ -9,15 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from tuningd import policy
+from tuningd.budget import Budgets, BudgetSettings
 from tuningd.model import Job, LocalState
 
 
 class Capacity:
     """Adaptive caps, per-location budgets, jobs with a call in flight, refused list filters."""
 
-    def __init__(self, budget: policy.BudgetSettings) -> None:
+    def __init__(self, budgets: BudgetSettings) -> None:
         self.adaptive = policy.AdaptiveLimits()
-        self.budgets = policy.Budgets(budget)
+        self.budgets = Budgets(budgets)
         # Job ids with a remote call in flight (a busy queued job is a create under way).
         self.busy: set[str] = set()
         # Locations where the list filter was refused: per-job GETs there.
@@ -26,10 +27,10 @@ class Capacity:
         # success is no evidence of more room and must not raise the cap again.
         self._counted_in_cap: set[str] = set()
 
-    def reset(self, budget: policy.BudgetSettings) -> None:
+    def reset(self, budgets: BudgetSettings) -> None:
         """New settings (SIGHUP): lowered caps and slowed budgets start afresh."""
         self.adaptive = self.adaptive.reset()
-        self.budgets = policy.Budgets(budget)
+        self.budgets = Budgets(budgets)
 
     def create_resolved(self, job: Job, *, succeeded: bool, limits: policy.Limits) -> None:
         """A create's outcome is known: a success may raise lowered caps."""

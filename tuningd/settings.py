@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tuningd import policy, recovery
+from tuningd.budget import BudgetSettings
 
 
 @dataclass(frozen=True)
@@ -14,7 +15,7 @@ class EngineSettings:
     limits: policy.Limits = field(default_factory=policy.Limits)
     polling: policy.PollingSettings = field(default_factory=policy.PollingSettings)
     retry: policy.RetrySettings = field(default_factory=policy.RetrySettings)
-    budget: policy.BudgetSettings = field(default_factory=policy.BudgetSettings)
+    budget: BudgetSettings = field(default_factory=BudgetSettings)
     scheduling: policy.SchedulingSettings = field(default_factory=policy.SchedulingSettings)
     reconcile: recovery.ReconcileSettings = field(default_factory=recovery.ReconcileSettings)
     breaker: recovery.BreakerSettings = field(default_factory=recovery.BreakerSettings)
