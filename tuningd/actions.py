@@ -120,10 +120,11 @@ class Actions:
             await self._ledger.transition(job.id, Event.create_rejected(
                 _grpc_code(exc.status), exc.message))
         elif verdict is recovery.CreateVerdict.PLACE_REFUSED:
-            pause = self._breaker.refused(place, exc)
+            self._breaker.refused(place, exc)
             self._ledger.version += 1
+            # Due at once: the pause, not the job, decides when creates there go on.
             await self._ledger.transition(job.id, Event.create_deferred(
-                retry_at=pause.probe_at,
+                retry_at=now,
                 error_message=f"{exc.status} for the whole project and location, creates "
                               f"paused: {exc.message}"))
         elif verdict is recovery.CreateVerdict.REJECTED:

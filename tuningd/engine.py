@@ -307,8 +307,10 @@ class Engine:
         return self._breaker.pauses.get((job.project, job.location))
 
     def reload(self, settings: EngineSettings) -> None:
-        """Apply new limits and polling settings (SIGHUP); adaptive caps start afresh."""
+        """Apply new limits and polling settings (SIGHUP); adaptive caps start afresh, and paused
+        places probe at once (a reload is how an operator says "fixed, try now")."""
         self.settings = settings
+        self._breaker.probe_now()
         for place in settings.sweep_places:
             self._actions.sweep_at.setdefault(place, self._clock())
         self._capacity.reset(settings.budget)
