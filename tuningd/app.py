@@ -22,6 +22,7 @@ from aiohttp import web
 from tuningd import __version__, policy, recovery
 from tuningd.api import make_api_app
 from tuningd.auth import AnonymousTokenSource, TokenSource, token_source_from_settings
+from tuningd.budget import BudgetSettings
 from tuningd.config import Settings, load_settings
 from tuningd.engine import Engine, EngineSettings
 from tuningd.errors import ConfigError, TuningdError
@@ -44,7 +45,7 @@ def engine_settings(settings: Settings) -> EngineSettings:
             initial_interval_s=pol.initial_interval_s, max_interval_s=pol.max_interval_s,
             multiplier=pol.multiplier, jitter=pol.jitter, batch_min_jobs=pol.batch_min_jobs),
         retry=policy.RetrySettings(base_s=settings.retry.base_s, cap_s=settings.retry.cap_s),
-        budget=policy.BudgetSettings(requests_per_minute=lim.requests_per_minute,
+        budget=BudgetSettings(requests_per_minute=lim.requests_per_minute,
                                      creates_per_minute=lim.creates_per_minute),
         scheduling=policy.SchedulingSettings(
             aging_interval_s=settings.scheduling.aging_interval_s),

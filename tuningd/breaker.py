@@ -76,6 +76,13 @@ class Breaker:
                  paused_s=round(self._clock() - pause.since, 1))
         return True
 
+    def probe_now(self) -> None:
+        """Every paused place may probe at once (an operator says the cause is fixed: SIGHUP)."""
+        now = self._clock()
+        for place, pause in self._pauses.items():
+            if not pause.probing:
+                self._pauses[place] = dataclasses.replace(pause, probe_at=now)
+
     def inconclusive(self, place: Place) -> None:
         """The probe proved nothing (unknown outcome, not sent): probe again later."""
         pause = self._pauses.get(place)

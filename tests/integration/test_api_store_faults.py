@@ -3,35 +3,18 @@ nothing changed on disk or in the engine's memory."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
-from engine_harness import Harness, open_harness, spec
+from conftest import Client
+from engine_harness import Harness, spec
 from sqlite_faults import disk_full, disk_has_room, read_only
 
-from tuningd.api import make_api_app
 from tuningd.model import LocalState
 
-Client = TestClient[web.Request, web.Application]
 BASE = "/v1/projects/my-proj/locations/us-central1/tuningJobs"
 FULL = "the job store cannot be written: database or disk is full"
 READ_ONLY = "the job store cannot be written: the database is read-only"
-
-
-@pytest.fixture
-async def daemon(tmp_path: Path) -> AsyncIterator[tuple[Client, Harness]]:
-    """The control API around a real engine and store (the engine loop is not run)."""
-    async with open_harness(tmp_path) as h:
-        client = TestClient(TestServer(make_api_app(h.engine)))
-        await client.start_server()
-        try:
-            yield client, h
-        finally:
-            await client.close()
 
 
 async def assert_unavailable(resp: Any, message: str, sqlite_error: str) -> None:

@@ -281,3 +281,18 @@ async def test_a_create_that_never_left_goes_back_to_the_queue_without_a_reconci
         await h.run_until_ended(job.id)
         assert (await h.job(job.id)).state is LocalState.SUCCEEDED
         assert h.requests("list") <= 1  # at most the sweep; no reconcile was needed
+
+
+async def test_a_reload_probes_paused_places_at_once(tmp_path: Path) -> None:
+    """After the operator fixes the cause and reloads (SIGHUP), creates resume at the next round
+    instead of after the probe backoff."""
+    async with open_harness(tmp_path, engine=settings(max_active=1)) as h:
+        job = await h.submit()
+        h.set_faults(error_rules=(ErrorRule(403, method="create"),))
+        await h.run(300, every=5)  # the probe backoff has grown past a minute
+        assert (await h.job(job.id)).state is LocalState.QUEUED
+        h.set_faults()
+        h.engine.reload(h.settings)
+        await h.settle()
+        assert (await h.job(job.id)).state is LocalState.PENDING
+        assert len(h.events("creates.resumed")) == 1

@@ -127,7 +127,7 @@ async def test_429_on_get_slows_the_request_budget(tmp_path: Path) -> None:
         job = await h.submit()
         await h.settle()
         await _until_state(h, job.id, LocalState.RUNNING)
-        budget = h.engine._budgets.location(LOCATION, h.clock.now())
+        budget = h.engine._capacity.budgets.location(LOCATION, h.clock.now())
         assert budget.requests.rate_fraction == 1.0
 
         h.set_faults(error_rates={"get": 1.0}, error_statuses={"get": 429})

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from conftest import Client
 from engine_harness import Harness, open_harness, spec
 from yarl import URL
 
 from tuningd import wire
 from tuningd.api import make_api_app
 from tuningd.model import LocalState
-
-Client = TestClient[web.Request, web.Application]
 
 # (case, project, location, what is wrong) as raw path segments on the wire.
 BAD_PARENTS: list[tuple[str, str, str, str]] = [
@@ -51,18 +48,6 @@ def _check_refusal(status: int, body: dict[str, Any], wrong: str, field: str) ->
         assert error["message"] == (f"List of found errors:\t1.Field: {field}; "
                                     f"Message: {wire.INVALID_LOCATION_DESCRIPTION}\t")
         assert error["details"][0]["fieldViolations"][0]["field"] == field
-
-
-@pytest.fixture
-async def daemon(tmp_path: Path) -> AsyncIterator[tuple[Client, Harness]]:
-    """The control API around a real engine and SQLite store (the engine loop is not run)."""
-    async with open_harness(tmp_path) as h:
-        client = TestClient(TestServer(make_api_app(h.engine)))
-        await client.start_server()
-        try:
-            yield client, h
-        finally:
-            await client.close()
 
 
 async def _stored(h: Harness) -> dict[LocalState, int]:

@@ -10,7 +10,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "tuningd"
 
-CORE = {"model", "wire", "machine", "policy", "recovery", "config", "errors"}
+CORE = {"model", "wire", "machine", "policy", "recovery", "settings", "budget", "config",
+        "errors"}
 # Adapters may use the core (and auth, for the Vertex client's token source), never the
 # engine, the API or the composition root.
 ADAPTERS = {"store", "vertex", "auth", "metrics", "notify", "log", "failpoints"}

@@ -9,22 +9,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tuningd.budget import Budgets, BudgetSettings, BudgetSnapshot, LocationBudget, TokenBucket
 from tuningd.model import ACTIVE_STATES, Job, LocalState
 from tuningd.policy import (
     GLOBAL,
     ActionKind,
     AdaptiveLimits,
-    Budgets,
-    BudgetSettings,
-    BudgetSnapshot,
     Limits,
-    LocationBudget,
     PollingSettings,
     RetrySettings,
     SchedulingSettings,
     Scope,
     ScopeKind,
-    TokenBucket,
     active_counts,
     effective_priority,
     jittered,

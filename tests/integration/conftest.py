@@ -1,0 +1,27 @@
+"""Shared fixtures of the integration tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from engine_harness import Harness, open_harness
+
+from tuningd.api import make_api_app
+
+Client = TestClient[web.Request, web.Application]
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[tuple[Client, Harness]]:
+    """The control API around a real engine and SQLite store (the engine loop is not run)."""
+    async with open_harness(tmp_path) as h:
+        client = TestClient(TestServer(make_api_app(h.engine)))
+        await client.start_server()
+        try:
+            yield client, h
+        finally:
+            await client.close()
