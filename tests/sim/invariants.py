@@ -134,7 +134,7 @@ class Checker:
 
     def _extras(self) -> Violation | None:
         """Beyond the bounds: every extra remote job must be cancelled, or reported by the engine
-        (job.duplicate_remote / engine.unowned_remote_job), within the grace, counted in time
+        (job.duplicate_remote / sweep.unowned_remote_job), within the grace, counted in time
         the daemon was awake (a stalled loop cannot notice anything)."""
         awake = self.world.awake_s
         for remote in self.world.emulator.state.jobs.values():
@@ -167,8 +167,8 @@ class Checker:
             name = event.get("event")
             if name == "job.duplicate_remote":
                 self.reported.add(str(event.get("remote_name", "")).rsplit("/", 1)[-1])
-            elif name == "engine.unowned_remote_job":
-                self.reported.add(str(event.get("remote_id", "")))
+            elif name == "sweep.unowned_remote_job":
+                self.reported.add(str(event.get("remote_name", "")).rsplit("/", 1)[-1])
             elif name == "engine.action_failed":
                 return Violation("action_failed",
                                  f"{event.get('action')} {event.get('job_ids')} raised "
