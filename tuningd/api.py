@@ -29,6 +29,9 @@ from tuningd.errors import (
     error_for,
 )
 from tuningd.model import LABEL_JOB_ID, LABEL_MANAGED_BY, LOCAL_TO_REMOTE, Job, JobEvent, LocalState
+from tuningd.passthrough import PREFIXES as PASSTHROUGH_PREFIXES
+from tuningd.passthrough import Passthrough
+from tuningd.passthrough import openapi_paths as passthrough_openapi_paths
 
 log = structlog.get_logger("tuningd.api")
 
@@ -240,6 +243,7 @@ def make_api_app(
     metrics_handler: Handler | None = None,
     readiness: ReadinessCheck | None = None,
     observe_request: RequestObserver | None = None,
+    passthrough: Passthrough | None = None,
 ) -> web.Application:
     """Build the control API application.
 
@@ -253,6 +257,8 @@ def make_api_app(
     - readiness: extra /readyz checks (store writable, credentials usable...): a mapping of check
       name to True, or to False / a reason string when failing.
     - observe_request: called with (method, route template, status) after each request.
+    - passthrough: when given, its allowed path shapes (the SDKs' reads and verbs beside
+      tuningJobs CRUD) are served by forwarding them to Vertex.
     """
     if token is not None and not token:
         # An empty token would make "Authorization: Bearer " a valid credential.
@@ -278,7 +284,8 @@ def make_api_app(
     if metrics_handler is not None:
         router.add_get("/metrics", metrics_handler, allow_head=False)
     openapi = openapi_document(with_metrics=metrics_handler is not None,
-                               with_token=token is not None)
+                               with_token=token is not None,
+                               with_passthrough=passthrough is not None)
 
     async def openapi_json(request: web.Request) -> web.Response:
         return json_response(openapi)
@@ -292,6 +299,9 @@ def make_api_app(
         router.add_get(base + "/{id:[^/:]+}", api.get, allow_head=False)
         router.add_post(base + "/{id:[^/:]+}:cancel", api.cancel)
     router.add_get("/v1/tuningd/jobs/{id:[^/:]+}", api.lookup, allow_head=False)
+    if passthrough is not None:
+        passthrough.add_routes(router, allowed_projects=frozenset(allowed_projects),
+                               allowed_locations=frozenset(allowed_locations))
     return app
 
 
@@ -515,6 +525,10 @@ def _route_template(request: web.Request) -> str:
 def _http_error(request: web.Request, exc: web.HTTPException, max_body_bytes: int) -> TuningdError:
     if exc.status == 413:
         return PayloadTooLarge(f"Request payload size exceeds the limit: {max_body_bytes} bytes.")
+    if exc.status == 404 and request.path.split("/", 2)[1] in PASSTHROUGH_PREFIXES:
+        # Under an API prefix, a path no route serves (outside the pass-through's allow-list,
+        # say) is a method Vertex's front end does not know.
+        return NotFound(METHOD_NOT_FOUND_MESSAGE)
     if exc.status == 404:
         message = f"The requested URL {request.path} was not found on this server."
     elif exc.status == 405:
@@ -754,7 +768,8 @@ def _schemas() -> dict[str, Any]:
     }
 
 
-def openapi_document(*, with_metrics: bool, with_token: bool) -> dict[str, Any]:
+def openapi_document(*, with_metrics: bool, with_token: bool,
+                     with_passthrough: bool = False) -> dict[str, Any]:
     """An OpenAPI 3.0 description of exactly the routes make_api_app registers."""
     auth_errors = (401,) if with_token else ()
     paths: dict[str, Any] = {
@@ -846,6 +861,9 @@ def openapi_document(*, with_metrics: bool, with_token: bool) -> dict[str, Any]:
             "responses": {"200": _json_response("cancel accepted", _ref("Empty")),
                           **_error_responses(400, *auth_errors, 403, 404, 503)},
         }}
+    if with_passthrough:
+        paths.update(passthrough_openapi_paths(_PATH_PARAMS,
+                                               (400, *auth_errors, 403, 404, 413, 503, 504)))
     doc: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {"title": "tuningd control API", "version": __version__,
