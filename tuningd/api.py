@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-import hmac
-import json
 import re
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
 from aiohttp import web
 
 from tuningd import __version__, recovery, wire
+from tuningd.api_http import (
+    MAX_REQUEST_LINE_BYTES,
+    Handler,
+    ReadinessCheck,
+    RequestObserver,
+    auth_middleware,
+    error_middleware,
+    json_response,
+)
 from tuningd.engine import Engine
 from tuningd.errors import (
     AlreadyExists,
@@ -20,26 +26,14 @@ from tuningd.errors import (
     ConfigError,
     InvalidArgument,
     NotFound,
-    PayloadTooLarge,
     PermissionDenied,
-    TuningdError,
-    Unauthenticated,
     Unavailable,
-    code_for_http,
-    error_for,
 )
 from tuningd.model import LABEL_JOB_ID, LABEL_MANAGED_BY, LOCAL_TO_REMOTE, Job, JobEvent, LocalState
+from tuningd.passthrough import Passthrough
+from tuningd.passthrough import openapi_paths as passthrough_openapi_paths
 
 log = structlog.get_logger("tuningd.api")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# Maps a check name ("store", "credentials", ...) to True when healthy, else False or a reason.
-ReadinessCheck = Callable[[], Awaitable[Mapping[str, bool | str]]]
-# (method, route template, HTTP status) per answered request: Metrics.observe_api_request.
-RequestObserver = Callable[[str, str, int], None]
-
-# Paths answered without a bearer token: probes and scrapers carry no credentials.
-OPEN_PATHS: frozenset[str] = frozenset({"/healthz", "/readyz", "/metrics"})
 
 # Label keys tuningd sets itself for crash reconciliation (design §3); a client-chosen value would
 # make reconciliation adopt the wrong remote job, so these prefixes are refused on create.
@@ -60,29 +54,6 @@ CANCELLED_ERROR: Mapping[str, Any] = {
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _INT = re.compile(r"[+-]?[0-9]{1,12}")
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
-
-UNAUTHENTICATED_MESSAGE = (
-    "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie "
-    "or other valid authentication credential. See "
-    "https://developers.google.com/identity/sign-in/web/devconsole-project."
-)
-INTERNAL_MESSAGE = "Internal error encountered."
-# What Google's front ends answer (404 NOT_FOUND) for an HTTP method a known path does not map.
-METHOD_NOT_FOUND_MESSAGE = "Method not found."
-# Google's Content-Type on every JSON answer.
-JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
-# Request line / header field limits: a 20 000-character filter, percent-encoded, must fit (the
-# aiohttp default of 8190 bytes answers longer lines in plain text, outside Google's envelope).
-MAX_REQUEST_LINE_BYTES = 65_536
-
-
-def json_response(body: Any, *, status: int = 200,
-                  headers: Mapping[str, str] | None = None) -> web.Response:
-    """A JSON answer with Google's exact Content-Type (`application/json; charset=UTF-8`)."""
-    all_headers = {"Content-Type": JSON_CONTENT_TYPE, **(headers or {})}
-    return web.Response(body=json.dumps(body).encode("utf-8"), status=status,
-                        headers=all_headers)
-
 
 # --------------------------------------------------------------------------------------------
 # The TuningJob view of a Job (pure)
@@ -240,6 +211,7 @@ def make_api_app(
     metrics_handler: Handler | None = None,
     readiness: ReadinessCheck | None = None,
     observe_request: RequestObserver | None = None,
+    passthrough: Passthrough | None = None,
 ) -> web.Application:
     """Build the control API application.
 
@@ -253,6 +225,8 @@ def make_api_app(
     - readiness: extra /readyz checks (store writable, credentials usable...): a mapping of check
       name to True, or to False / a reason string when failing.
     - observe_request: called with (method, route template, status) after each request.
+    - passthrough: when given, its allowed path shapes (the SDKs' reads and verbs beside
+      tuningJobs CRUD) are served by forwarding them to Vertex.
     """
     if token is not None and not token:
         # An empty token would make "Authorization: Bearer " a valid credential.
@@ -268,8 +242,8 @@ def make_api_app(
         handler_args={"max_line_size": MAX_REQUEST_LINE_BYTES,
                       "max_field_size": MAX_REQUEST_LINE_BYTES},
         middlewares=[
-            _error_middleware(max_body_bytes, observe_request),
-            _auth_middleware(token),
+            error_middleware(max_body_bytes, observe_request),
+            auth_middleware(token),
         ],
     )
     router = app.router
@@ -278,7 +252,8 @@ def make_api_app(
     if metrics_handler is not None:
         router.add_get("/metrics", metrics_handler, allow_head=False)
     openapi = openapi_document(with_metrics=metrics_handler is not None,
-                               with_token=token is not None)
+                               with_token=token is not None,
+                               with_passthrough=passthrough is not None)
 
     async def openapi_json(request: web.Request) -> web.Response:
         return json_response(openapi)
@@ -292,6 +267,9 @@ def make_api_app(
         router.add_get(base + "/{id:[^/:]+}", api.get, allow_head=False)
         router.add_post(base + "/{id:[^/:]+}:cancel", api.cancel)
     router.add_get("/v1/tuningd/jobs/{id:[^/:]+}", api.lookup, allow_head=False)
+    if passthrough is not None:
+        passthrough.add_routes(router, allowed_projects=frozenset(allowed_projects),
+                               allowed_locations=frozenset(allowed_locations))
     return app
 
 
@@ -470,86 +448,6 @@ def _without_extension(view: Mapping[str, Any]) -> dict[str, Any]:
 
 def _version(request: web.Request) -> str:
     return request.path.split("/", 2)[1]
-
-
-# --------------------------------------------------------------------------------------------
-# Middleware
-
-
-def _error_middleware(max_body_bytes: int,
-                      observe: RequestObserver | None) -> Any:
-    """Google's error envelope for every failure, and one log line per request."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        started = time.perf_counter()
-        try:
-            response = await handler(request)
-        except TuningdError as err:
-            response = _error_response(err)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            response = _error_response(_http_error(request, exc, max_body_bytes))
-        except Exception:
-            # Internals (paths, SQL, tracebacks) go to the log only, never to the client.
-            log.exception("api_unhandled_error", method=request.method, path=request.path)
-            response = _error_response(error_for(Code.INTERNAL, INTERNAL_MESSAGE))
-        duration_ms = (time.perf_counter() - started) * 1000.0
-        log.info("api_request", method=request.method, path=request.path,
-                 status=response.status, duration_ms=round(duration_ms, 3))
-        if observe is not None:
-            observe(request.method, _route_template(request), response.status)
-        return response
-
-    return middleware
-
-
-def _route_template(request: web.Request) -> str:
-    # Raw paths would give Prometheus one series per job id; templates keep it bounded.
-    route = request.match_info.route
-    resource = route.resource if route is not None else None
-    return resource.canonical if resource is not None else "unmatched"
-
-
-def _http_error(request: web.Request, exc: web.HTTPException, max_body_bytes: int) -> TuningdError:
-    if exc.status == 413:
-        return PayloadTooLarge(f"Request payload size exceeds the limit: {max_body_bytes} bytes.")
-    if exc.status == 404:
-        message = f"The requested URL {request.path} was not found on this server."
-    elif exc.status == 405:
-        # Google answers a method a known path does not map with 404 NOT_FOUND "Method not
-        # found." (as the emulator does), not 405: one behaviour for Vertex and for tuningd.
-        return NotFound(METHOD_NOT_FOUND_MESSAGE)
-    else:
-        message = exc.reason
-    err = error_for(code_for_http(exc.status), message)
-    err.http_status = exc.status
-    return err
-
-
-def _error_response(err: TuningdError) -> web.Response:
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(err, Unauthenticated) else None
-    return json_response(wire.error_envelope(err), status=err.http_status, headers=headers)
-
-
-def _auth_middleware(token: str | None) -> Any:
-    """Bearer token check (constant time) on everything but the probe and scrape paths."""
-    expected = token.encode("utf-8") if token is not None else None
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if expected is not None and request.path not in OPEN_PATHS:
-            header = request.headers.get("Authorization", "")
-            scheme, _, presented = header.partition(" ")
-            ok = scheme.lower() == "bearer" and hmac.compare_digest(
-                presented.strip().encode("utf-8"), expected
-            )
-            if not ok:
-                raise Unauthenticated(UNAUTHENTICATED_MESSAGE)
-        return await handler(request)
-
-    return middleware
 
 
 # --------------------------------------------------------------------------------------------
@@ -754,7 +652,8 @@ def _schemas() -> dict[str, Any]:
     }
 
 
-def openapi_document(*, with_metrics: bool, with_token: bool) -> dict[str, Any]:
+def openapi_document(*, with_metrics: bool, with_token: bool,
+                     with_passthrough: bool = False) -> dict[str, Any]:
     """An OpenAPI 3.0 description of exactly the routes make_api_app registers."""
     auth_errors = (401,) if with_token else ()
     paths: dict[str, Any] = {
@@ -846,6 +745,9 @@ def openapi_document(*, with_metrics: bool, with_token: bool) -> dict[str, Any]:
             "responses": {"200": _json_response("cancel accepted", _ref("Empty")),
                           **_error_responses(400, *auth_errors, 403, 404, 503)},
         }}
+    if with_passthrough:
+        paths.update(passthrough_openapi_paths(_PATH_PARAMS,
+                                               (400, *auth_errors, 403, 404, 413, 503, 504)))
     doc: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {"title": "tuningd control API", "version": __version__,

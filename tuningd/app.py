@@ -29,6 +29,7 @@ from tuningd.errors import ConfigError, TuningdError
 from tuningd.log import configure_logging
 from tuningd.metrics import Metrics, build_registry, metrics_handler
 from tuningd.notify import Notifier, Watchdog
+from tuningd.passthrough import Passthrough
 from tuningd.store import Store
 from tuningd.vertex import VertexClient
 
@@ -152,7 +153,8 @@ class Daemon:
             allowed_locations=s.vertex.allowed_locations,
             max_body_bytes=s.server.max_body_bytes,
             metrics_handler=metrics_handler(self.registry), readiness=self._readiness,
-            observe_request=self.metrics.observe_api_request)
+            observe_request=self.metrics.observe_api_request,
+            passthrough=Passthrough(vertex, self.engine))
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site: web.BaseSite = web.TCPSite(self._runner, s.server.host, s.server.port)

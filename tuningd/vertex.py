@@ -7,7 +7,8 @@ import logging
 import platform
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
@@ -29,14 +30,20 @@ from tuningd.errors import (
     code_for_http,
 )
 
-__all__ = ["AUTH", "INVALID_REQUEST", "PERMANENT", "QUOTA", "TRANSIENT", "UNKNOWN_OUTCOME",
-           "JobDict", "JobList", "Observer", "VertexClient", "default_endpoint",
-           "split_job_name"]
+__all__ = ["AUTH", "FORWARD_PREFIXES", "INVALID_REQUEST", "PERMANENT", "QUOTA", "TRANSIENT",
+           "UNKNOWN_OUTCOME", "Forwarded", "JobDict", "JobList", "Observer", "VertexClient",
+           "default_endpoint", "split_job_name"]
 
 # Statuses worth retrying later on idempotent calls (spec §5, design §5).
 _TRANSIENT_HTTP: Final = frozenset({408, 500, 502, 503, 504})
 _MULTI_REGIONS: Final = frozenset({"us", "eu"})
 _MAX_ERROR_TEXT_CHARS: Final = 500
+# Path prefixes forward() may use: the API versions, and `ui`, under which the v1beta1 GAPIC
+# REST clients poll long-running operations (observed with google-cloud-aiplatform 2.7).
+FORWARD_PREFIXES: Final = (*wire.API_VERSIONS, "ui")
+# What a forwarded path may hold after the prefix: resource-name characters only, so that a path
+# can neither leave the prefix ("..", "//") nor carry a query or fragment of its own.
+_FORWARD_PATH_RE: Final = re.compile(r"(?:/[A-Za-z0-9][A-Za-z0-9_.~@:-]*)+")
 
 _NAME_RE: Final = re.compile(
     r"projects/(?P<project>[A-Za-z0-9][A-Za-z0-9.:_-]*)"
@@ -50,6 +57,15 @@ JobDict = dict[str, Any]
 JobList = list[JobDict]
 
 _log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Forwarded:
+    """Vertex's answer to a forwarded call, as it came: status, headers, raw body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
 
 
 def default_endpoint(location: str) -> str:
@@ -219,6 +235,45 @@ class VertexClient:
         """POST :cancel. Cancelling an ended job is kind "permanent", status FAILED_PRECONDITION."""
         await self._call("cancel", "POST", self._job_url(name) + ":cancel", body={})
 
+    async def forward(self, http_method: str, path: str, *, location: str, api_version: str,
+                      query: Sequence[tuple[str, str]] = (),
+                      body: bytes | None = None) -> Forwarded:
+        """One call outside tuningJobs CRUD (the pass-through), with the daemon's credentials:
+        `path` follows the version prefix (e.g. `/projects/p/locations/l/models/m`), `location`
+        picks the host. Any HTTP answer is returned as it came (after one token refresh on a
+        401); only transport failures raise (kind "transient": 503, or 504 on a timeout)."""
+        if api_version not in FORWARD_PREFIXES:
+            raise InvalidArgument(f"unsupported api_version {api_version!r}")
+        if not _FORWARD_PATH_RE.fullmatch(path) or "/../" in f"{path}/":
+            raise InvalidArgument(f"not a forwardable path: {path!r}")
+        _check_parent(*_parent_of(path, location))
+        host = self._endpoint or default_endpoint(location)
+        url = f"{host}/{api_version}{path}"
+        for attempt in (1, 2):
+            token = await self._tokens.token()
+            headers = dict(self._static_headers)
+            if token is not None:
+                headers["Authorization"] = f"Bearer {token}"
+            started_s = time.monotonic()
+            try:
+                async with self._session.request(
+                    http_method, url, data=body, params=list(query) or None, headers=headers,
+                    timeout=self._timeout, allow_redirects=False,
+                ) as response:
+                    status = response.status
+                    answer = Forwarded(status, dict(response.headers), await response.read())
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                timed_out = isinstance(exc, TimeoutError)
+                self._observe("passthrough", "timeout" if timed_out else "error", started_s)
+                raise self._transport_error("passthrough", exc, create=False) from exc
+            self._observe("passthrough", str(status), started_s)
+            if status == 401 and attempt == 1:
+                # Rejected before anything was done: even a POST is safe to send again.
+                self._tokens.invalidate()
+                continue
+            return answer
+        raise AssertionError("unreachable")  # the loop either returns or raises
+
     async def _call(
         self,
         method: str,
@@ -284,6 +339,17 @@ class VertexClient:
         if timed_out:
             return RemoteError(message, http_status=504, status="DEADLINE_EXCEEDED", kind=kind)
         return RemoteError(message, http_status=503, status="UNAVAILABLE", kind=kind)
+
+
+def _parent_of(path: str, location: str) -> tuple[str, str]:
+    """The (project, location) a forwarded path names; its location must be the one whose host
+    is called (a location is part of the host name)."""
+    parts = path.split("/")
+    if len(parts) < 5 or parts[1] != "projects" or parts[3] != "locations":
+        raise InvalidArgument(f"not a forwardable path: {path!r}")
+    if parts[4] != location:
+        raise InvalidArgument(f"path location {parts[4]!r} is not {location!r}")
+    return parts[2], parts[4]
 
 
 def _parse_job_or_transient(method: str, raw: bytes) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web
 
 from tuningd import wire
+from tuningd.emulator import sdk_routes
 from tuningd.emulator.auth import OAuthError
 from tuningd.emulator.config import Clock, EmulatorConfig, ManualClock, SystemClock
 from tuningd.emulator.faults import FaultAction, Faults, LostReplyMode, injected_error
@@ -92,6 +93,7 @@ def make_app(state_or_config: EmulatorState | EmulatorConfig | None = None) -> w
     router.add_post("/emulator/faults", _admin_set_faults)
     router.add_post("/emulator/reset", _admin_reset)
     router.add_post("/emulator/advance", _admin_advance)
+    sdk_routes.add_routes(app, _api_call, seed=state.config.seed)
     router.add_route("*", _JOBS_PREFIX + "/tuningJobs/{job}", _job_resource)
     router.add_route("*", _JOBS_PREFIX + "/metadataStores/{store}/contexts/{context}",
                      _experiment_context)
