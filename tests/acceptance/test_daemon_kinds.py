@@ -18,7 +18,8 @@ from helpers import (
     wait_until,
 )
 
-pytestmark = pytest.mark.acceptance
+pytestmark = [pytest.mark.acceptance,
+              pytest.mark.filterwarnings("ignore:The SDK's tuning implementation is experimental")]
 
 TRAIN = "gs://my-bucket/train.jsonl"
 
