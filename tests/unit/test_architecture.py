@@ -11,7 +11,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "tuningd"
 
 CORE = {"model", "wire", "machine", "policy", "recovery", "settings", "budget", "config",
-        "errors"}
+        "errors", "codec", "wire_json", "validation", "listfilter", "vertex_schema",
+        "vertex_schema_common", "vertex_schema_v1", "vertex_schema_v1beta1",
+        "vertex_schema_extra"}
 # Adapters may use the core (and auth, for the Vertex client's token source), never the
 # engine, the API or the composition root.
 ADAPTERS = {"store", "vertex", "auth", "metrics", "notify", "log", "failpoints"}

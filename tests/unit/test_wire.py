@@ -78,10 +78,11 @@ def test_adapter_size_numbers_are_not_in_order() -> None:
 
 
 def test_null_means_unset() -> None:
-    """A JSON null for any field leaves it unset."""
+    """A JSON null for any field leaves it unset; a oneof member set to {} stays set (presence)."""
     job = wire.parse_tuning_job({"baseModel": None, "description": "d",
                                  "supervisedTuningSpec": {"hyperParameters": None}})
-    assert job == {"description": "d"}
+    assert job == {"description": "d", "supervisedTuningSpec": {}}
+    assert wire.parse_tuning_job({"supervisedTuningSpec": None}) == {}
 
 
 def test_int64_accepts_integral_float_and_rejects_fraction() -> None:
@@ -193,16 +194,30 @@ def test_duplicate_dialect_names_rejected() -> None:
 
 
 def test_free_form_objects_pass_through() -> None:
-    """evaluationConfig, error.details and userDatasetExamples pass through untouched."""
-    cfg = {"metrics": [{"aggregationMetrics": ["AVERAGE"], "some_snake": None}]}
+    """Any (error.details), Struct and Value fields pass through untouched; messages such as
+    evaluationConfig are parsed like any other, unknown names included."""
     job = wire.parse_tuning_job({
-        "supervisedTuningSpec": {"evaluationConfig": cfg},
         "error": {"code": 3, "details": [{"@type": "x", "a_b": 1}]},
         "evaluateDatasetRuns": [{"operationName": "o"}],
+        "partnerModelTuningSpec": {"hyperParameters": {"lr": 0.1, "a_b": [1, None], "n": None}},
+        "supervisedTuningSpec": {"evaluationConfig": {"metrics": [{
+            "pointwiseMetricSpec": {"metric_prompt_template": "t"},
+            "predefinedMetricSpec": {"metricSpecParameters": {"x_y": {"z": None}}}}]}},
     })
-    assert job["supervisedTuningSpec"]["evaluationConfig"] == cfg
     assert job["error"] == {"code": 3, "details": [{"@type": "x", "a_b": 1}]}
-    assert wire.render_tuning_job(job)["supervisedTuningSpec"]["evaluationConfig"] == cfg
+    assert job["partnerModelTuningSpec"]["hyperParameters"] == {"lr": 0.1, "a_b": [1, None],
+                                                                "n": None}
+    metric = job["supervisedTuningSpec"]["evaluationConfig"]["metrics"][0]
+    assert metric["pointwiseMetricSpec"] == {"metricPromptTemplate": "t"}
+    assert metric["predefinedMetricSpec"]["metricSpecParameters"] == {"x_y": {"z": None}}
+    rendered = wire.render_tuning_job(job, api_version="v1beta1")
+    assert rendered["partnerModelTuningSpec"]["hyperParameters"]["n"] is None
+    assert wire.parse_tuning_job(rendered) == job
+    msg = _err(wire.parse_tuning_job, {"supervisedTuningSpec": {"evaluationConfig": {
+        "metrics": [{"aggregationMetrics": ["AVERAGE"], "some_snake": None}]}}})
+    assert msg == ('Invalid JSON payload received. Unknown name "some_snake" at '
+                   "'tuning_job.supervised_tuning_spec.evaluation_config.metrics[0]': "
+                   "Cannot find field.")
 
 
 def test_timestamps_canonicalised() -> None:
@@ -250,13 +265,14 @@ def test_render_proto3_json() -> None:
 
 
 def test_render_omits_empty_values() -> None:
-    """Empty strings, zeros, false, empty lists/maps/messages and UNSPECIFIED enums are omitted."""
+    """Empty strings, zeros, false, empty lists/maps/messages and UNSPECIFIED enums are omitted;
+    a oneof member stays, even when empty (its presence says which member is set)."""
     out = wire.render_tuning_job({
         "description": "", "labels": {}, "state": "JOB_STATE_UNSPECIFIED",
         "supervisedTuningSpec": {"hyperParameters": {"epochCount": 0}},
         "tunedModel": {"checkpoints": []}, "satisfiesPzs": False,
     }, api_version="v1beta1")
-    assert out == {}
+    assert out == {"supervisedTuningSpec": {}}
 
 
 def test_render_special_doubles_as_strings() -> None:
@@ -277,7 +293,8 @@ def test_render_v1_drops_v1beta1_fields() -> None:
                                  "hyperParameters": {"learningRate": 0.1, "batchSize": 8}},
         "description": "kept",
     }
-    assert wire.render_tuning_job(job, api_version="v1") == {"description": "kept"}
+    assert wire.render_tuning_job(job, api_version="v1") == {"description": "kept",
+                                                             "supervisedTuningSpec": {}}
     beta = wire.render_tuning_job(job, api_version="v1beta1")
     assert beta["tuningJobMetadata"] == {"completedEpochCount": "1"}
     assert beta["supervisedTuningSpec"]["hyperParameters"]["batchSize"] == "8"

@@ -43,8 +43,15 @@ def nonempty(s: st.SearchStrategy[Any]) -> st.SearchStrategy[list[Any]]:
 
 hyper = msg(epochCount=int64, learningRateMultiplier=double,
             adapterSize=enum(wire.ADAPTER_SIZE_NUMBERS), learningRate=double, batchSize=int64)
+content = msg(role=text, parts=nonempty(msg(text=text)))
+evaluation_config = msg(
+    metrics=nonempty(msg(bleuSpec=msg(useEffectiveOrder=true),
+                         pointwiseMetricSpec=msg(metricPromptTemplate=text, systemInstruction=text),
+                         aggregationMetrics=nonempty(st.sampled_from(["AVERAGE", "MODE"])))),
+    outputConfig=msg(gcsDestination=msg(outputUriPrefix=text)),
+    autoraterConfig=msg(autoraterModel=text, flipEnabled=true))
 spec = msg(trainingDatasetUri=text, validationDatasetUri=text, hyperParameters=hyper,
-           exportLastCheckpointOnly=true, evaluationConfig=struct,
+           exportLastCheckpointOnly=true, evaluationConfig=evaluation_config,
            tuningMode=enum(wire.TUNING_MODE_NUMBERS))
 distribution = msg(sum=int64, billableSum=int64, min=double, max=double, mean=double,
                    median=double, p5=double, p95=double,
@@ -55,7 +62,7 @@ sft_stats = msg(tuningDatasetExampleCount=int64, totalTuningCharacterCount=int64
                 tuningStepCount=int64, totalTruncatedExampleCount=int64,
                 truncatedExampleIndices=nonempty(st.integers(0, 2**63 - 1)),
                 droppedExampleReasons=nonempty(st.text(max_size=5)),
-                userDatasetExamples=nonempty(struct),
+                userDatasetExamples=nonempty(content),
                 userInputTokenDistribution=distribution,
                 userOutputTokenDistribution=distribution,
                 userMessagePerExampleDistribution=distribution)
@@ -72,7 +79,8 @@ canonical_job = msg(
     tunedModel=msg(model=text, endpoint=text, checkpoints=nonempty(st.fixed_dictionaries(
         {}, optional={"checkpointId": text, "epoch": int64, "step": int64, "endpoint": text}))),
     tuningDataStats=msg(supervisedTuningDataStats=sft_stats),
-    evaluateDatasetRuns=nonempty(struct), gcsMetricsUri=text, pipelineJob=text,
+    evaluateDatasetRuns=nonempty(msg(operationName=text, evaluationRun=text, checkpointId=text)),
+    gcsMetricsUri=text, pipelineJob=text,
     customBaseModel=text, outputUri=text,
     tuningJobState=enum(wire.TUNING_JOB_STATE_NUMBERS),
     tuningJobMetadata=msg(completedEpochCount=int64, completedStepCount=int64),
@@ -82,7 +90,7 @@ canonical_job = msg(
 # ---------------------------------------------------------------- dialect transforms
 
 # Keys whose values are maps or free-form JSON: their contents are never renamed.
-OPAQUE = {"labels", "evaluationConfig", "details", "userDatasetExamples", "evaluateDatasetRuns"}
+OPAQUE = {"labels", "details"}
 INT64 = {"epochCount", "batchSize", "epoch", "step", "sum", "billableSum",
          "completedEpochCount", "completedStepCount", "tuningDatasetExampleCount",
          "totalTuningCharacterCount", "totalBillableCharacterCount", "totalBillableTokenCount",
@@ -152,6 +160,10 @@ def test_render_v1_is_strict_v1(job: dict[str, Any]) -> None:
     assert parsed == _drop_empty(beta)
 
 
+# Oneof members keep an empty message: presence says which member is set.
+ONEOF_MEMBERS = {"supervisedTuningSpec"}
+
+
 def _drop_empty(value: Any) -> Any:
     if isinstance(value, dict):
         out = {}
@@ -160,7 +172,7 @@ def _drop_empty(value: Any) -> Any:
                 out[k] = v
                 continue
             v = _drop_empty(v)
-            if v != {}:
+            if v != {} or k in ONEOF_MEMBERS:
                 out[k] = v
         return out
     return value

@@ -1,15 +1,17 @@
 """What happens when a job starts processing: its datasets are read and checked, its
-hyperparameters resolved and its tuningDataStats computed."""
+hyperparameters resolved and its tuningDataStats computed, for every tuning kind."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tuningd import wire
 from tuningd.emulator import dataset as ds
+from tuningd.emulator.jobs import EmulatedJob
+from tuningd.errors import NotFound
 
 
 @dataclass(frozen=True)
@@ -26,15 +28,18 @@ def process_datasets(spec: Mapping[str, Any], job_id: str, *, catalog: wire.Mode
                      gcs_root: Path | None, max_example_tokens: int) -> Processed:
     """Read the training (and validation) set under gcs_root when given, else synthesise one
     seeded by the job id."""
-    tuning = spec.get("supervisedTuningSpec") or {}
-    train_uri = str(tuning.get("trainingDatasetUri", ""))
+    kind = wire.tuning_kind(spec) or "supervisedTuningSpec"
+    tuning = spec.get(kind) or {}
+    train_uri = str(tuning.get("trainingDatasetUri") or tuning.get("promptDatasetUri") or "")
     val_uri = tuning.get("validationDatasetUri")
-    info = catalog.get(wire.base_model_id(str(spec.get("baseModel", ""))))
+    base = spec.get("baseModel") or (spec.get("preTunedModel") or {}).get("baseModel", "")
+    info = catalog.get(wire.base_model_id(str(base)))
     fmt = info.dataset_format if info is not None else ds.CONTENTS_FORMAT
     summary: ds.DatasetSummary | None = None
     error: str | None = None
     try:
-        if gcs_root is not None and train_uri.startswith("gs://"):
+        # Only supervised datasets are read: the other kinds' formats are not emulated.
+        if gcs_root is not None and train_uri.startswith("gs://") and kind in _READ_KINDS:
             summary = ds.check_lines(ds.read_lines(gcs_root, train_uri), dataset_format=fmt,
                                      uri=train_uri)
             ds.check_training(summary, dataset_format=fmt, uri=train_uri)
@@ -48,25 +53,69 @@ def process_datasets(spec: Mapping[str, Any], job_id: str, *, catalog: wire.Mode
         summary = None
     if summary is None:
         summary = ds.synthetic_summary(job_id)
-    hyper = _resolve_hyper_parameters(tuning, info, len(summary.examples))
+    hyper = _resolve_hyper_parameters(kind, tuning, info, len(summary.examples))
     if error is not None:
         return Processed(hyper, None, 0, error)
-    stats = ds.tuning_data_stats(summary, epochs=int(hyper["epochCount"]),
+    epochs = hyper.get("epochCount")
+    stats = ds.tuning_data_stats(summary, epochs=epochs if isinstance(epochs, int) else 1,
                                  max_example_tokens=max_example_tokens)
     sds = stats.get("supervisedTuningDataStats", {})
+    steps = int(hyper.get("stepCount") or sds.get("tuningStepCount", 0))
     if sds.get("tuningDatasetExampleCount", 0) == 0:
-        return Processed(hyper, None, int(sds.get("tuningStepCount", 0)),
+        return Processed(hyper, None, steps,
                          f"Invalid dataset {train_uri}: no example is within the token limit "
                          f"of {max_example_tokens}.")
-    return Processed(hyper, stats, int(sds.get("tuningStepCount", 0)), None)
+    return Processed(hyper, kind_stats(kind, sds), steps, None)
 
 
-def _resolve_hyper_parameters(tuning: Mapping[str, Any], info: wire.ModelInfo | None,
+_READ_KINDS = frozenset({"supervisedTuningSpec", "fullFineTuningSpec"})
+# DatasetStats (distillation, reinforcement) has these SupervisedTuningDataStats fields.
+_DATASET_STATS_KEYS = ("tuningDatasetExampleCount", "totalTuningCharacterCount",
+                       "totalBillableCharacterCount", "totalBillableTokenCount",
+                       "tuningStepCount", "userInputTokenDistribution",
+                       "userOutputTokenDistribution", "userMessagePerExampleDistribution",
+                       "userDatasetExamples")
+
+
+def kind_stats(kind: str, sds: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A kind's tuningDataStats member built from supervised stats (the proto's shape for that
+    kind); None for kinds whose TuningDataStats has no member (Veo, partner models)."""
+    def pick(keys: tuple[str, ...]) -> dict[str, Any]:
+        return {k: sds[k] for k in keys if k in sds}
+
+    dropped = {"droppedExampleIndices": sds["truncatedExampleIndices"],
+               "droppedExampleReasons": sds["droppedExampleReasons"]} \
+        if sds.get("truncatedExampleIndices") else {}
+    if kind in _READ_KINDS:
+        return {"supervisedTuningDataStats": dict(sds)}
+    if kind == "preferenceOptimizationSpec":
+        return {"preferenceOptimizationDataStats": {**pick((
+            "tuningDatasetExampleCount", "totalBillableTokenCount", "tuningStepCount",
+            "userInputTokenDistribution", "userOutputTokenDistribution")), **dropped}}
+    if kind == "distillationSpec":
+        return {"distillationDataStats": {"trainingDatasetStats": {
+            **pick(_DATASET_STATS_KEYS), **dropped}}}
+    if kind == "reinforcementTuningSpec":
+        return {"reinforcementTuningDataStats": {**pick(_DATASET_STATS_KEYS), **dropped}}
+    return None
+
+
+# Kinds whose hyperParameters.adapterSize is SupervisedHyperParameters.AdapterSize.
+_GEMINI_KINDS = frozenset({"supervisedTuningSpec", "fullFineTuningSpec", "distillationSpec",
+                           "preferenceOptimizationSpec", "reinforcementTuningSpec"})
+
+
+def _resolve_hyper_parameters(kind: str, tuning: Mapping[str, Any], info: wire.ModelInfo | None,
                               example_count: int) -> dict[str, Any]:
     given = dict(tuning.get("hyperParameters") or {})
-    given.setdefault("epochCount", ds.auto_epochs(example_count))
+    if kind == "partnerModelTuningSpec":
+        return given  # free-form: the partner model's own names
+    if "stepCount" not in given:  # reinforcement: step_count excludes epoch_count
+        given.setdefault("epochCount", ds.auto_epochs(example_count))
     if "learningRate" not in given:
         given.setdefault("learningRateMultiplier", 1.0)
+    if kind not in _GEMINI_KINDS:
+        return given
     if "adapterSize" not in given:
         sizes = info.adapter_sizes if info is not None else frozenset()
         if "ADAPTER_SIZE_FOUR" in sizes or not sizes:
@@ -74,3 +123,19 @@ def _resolve_hyper_parameters(tuning: Mapping[str, Any], info: wire.ModelInfo | 
         else:
             given["adapterSize"] = min(sizes, key=lambda s: wire.ADAPTER_SIZE_NUMBERS.get(s, 0))
     return given
+
+
+def with_pre_tuned_base(spec: dict[str, Any], jobs: Iterable[EmulatedJob]) -> dict[str, Any]:
+    """The spec with preTunedModel.baseModel filled from the job that tuned that model (the
+    base model of its own source); NotFound when no job here produced the model."""
+    pre = spec.get("preTunedModel")
+    if not pre:
+        return spec
+    name = str(pre.get("tunedModelName", ""))
+    model_id = name.split("@", 1)[0].rsplit("/", 1)[-1]
+    source = next((j for j in jobs if j.model_id == model_id), None)
+    if source is None:
+        raise NotFound(f"The Model does not exist: {name}.")
+    base = source.spec.get("baseModel") or (source.spec.get("preTunedModel") or {}).get(
+        "baseModel", "")
+    return {**spec, "preTunedModel": {**pre, "baseModel": base}}

@@ -36,8 +36,9 @@ def render_view(job: EmulatedJob, moment: Transition, *, project_number: str, ru
                              f"metadataStores/default/contexts/tuning-experiment-{digits}")
     if moment.end_s is not None:
         out["endTime"] = wire.format_timestamp(moment.end_s)
-    if moment.hyper_parameters is not None and "supervisedTuningSpec" in out:
-        out["supervisedTuningSpec"]["hyperParameters"] = dict(moment.hyper_parameters)
+    kind = wire.tuning_kind(out)
+    if moment.hyper_parameters is not None and kind is not None and moment.hyper_parameters:
+        out[kind] = {**out[kind], "hyperParameters": dict(moment.hyper_parameters)}
     if moment.tuning_job_state is not None:
         out["tuningJobState"] = moment.tuning_job_state.value
     if moment.error is not None:
@@ -79,7 +80,8 @@ def _tuned_model(job: EmulatedJob, moment: Transition, project_number: str) -> d
     prefix = f"projects/{project_number}/locations/{job.location}"
     endpoint = f"{prefix}/endpoints/{job.endpoint_id}"
     model: dict[str, Any] = {"model": f"{prefix}/models/{job.model_id}@1", "endpoint": endpoint}
-    spec = job.spec.get("supervisedTuningSpec") or {}
+    kind = wire.tuning_kind(job.spec)
+    spec = (job.spec.get(kind) if kind else None) or {}
     if not spec.get("exportLastCheckpointOnly", False):
         epochs = _epochs(moment)
         steps_per_epoch = max(1, moment.step_count // max(epochs, 1))

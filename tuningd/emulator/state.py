@@ -35,7 +35,7 @@ from tuningd.emulator.jobs import (
     RateWindow,
     Transition,
 )
-from tuningd.emulator.processing import process_datasets
+from tuningd.emulator.processing import process_datasets, with_pre_tuned_base
 from tuningd.emulator.render import job_name, render_view
 from tuningd.errors import Code, FailedPrecondition, InvalidArgument, NotFound
 from tuningd.model import JobState
@@ -134,8 +134,9 @@ class EmulatorState:
                                      api_version=api_version)
         # Output-only fields (e.g. from a re-posted GET result) are ignored on create.
         spec = wire.strip_output_only(spec)
-        wire.validate_create(spec, self.catalog)
-        return spec
+        wire.validate_create(spec, self.catalog, api_version=api_version)
+        # Continuous tuning: Vertex fills the output-only preTunedModel.baseModel.
+        return with_pre_tuned_base(spec, self.jobs.values())
 
     def commit_create(self, spec: Mapping[str, Any], body: Any, *, api_version: str,
                       project: str, location: str) -> EmulatedJob:
