@@ -255,10 +255,16 @@ def job_row(job: Mapping[str, Any]) -> list[str]:
     ]
 
 
+_OTHER_SPECS = frozenset({"preferenceOptimizationSpec", "distillationSpec"})
+
+
 def format_job_details(job: Mapping[str, Any]) -> str:
     """A readable multi-line description of one job, with its history when present."""
     ext: Mapping[str, Any] = job.get("tuningd") or {}
-    spec: Mapping[str, Any] = job.get("supervisedTuningSpec") or {}
+    # Whichever tuning spec the job sets (supervised, preference, distillation...): the CLI stays
+    # stdlib-only, so it goes by Vertex's naming rather than importing the codec's list.
+    kind = next((key for key in job if key.endswith("TuningSpec") or key in _OTHER_SPECS), None)
+    spec: Mapping[str, Any] = job.get(kind) or {} if kind else {}
     tuned: Mapping[str, Any] = job.get("tunedModel") or {}
     error: Mapping[str, Any] = job.get("error") or {}
     position = ext.get("queuePosition")
@@ -268,7 +274,10 @@ def format_job_details(job: Mapping[str, Any]) -> str:
         ("display name", job.get("tunedModelDisplayName")),
         ("description", job.get("description")),
         ("base model", job.get("baseModel")),
-        ("training data", spec.get("trainingDatasetUri")),
+        ("custom base model", job.get("customBaseModel")),
+        ("pre-tuned model", (job.get("preTunedModel") or {}).get("tunedModelName")),
+        ("tuning kind", kind.removesuffix("Spec") if kind else None),
+        ("training data", spec.get("trainingDatasetUri") or spec.get("promptDatasetUri")),
         ("validation data", spec.get("validationDatasetUri")),
         ("labels", ", ".join(f"{k}={v}" for k, v in sorted((job.get("labels") or {}).items()))),
         ("priority", ext.get("priority")),

@@ -305,3 +305,17 @@ def test_details_of_a_finished_job() -> None:
     assert "error:" in text and "code 3: Invalid dataset." in text
     assert "JOB_STATE_FAILED / TUNING_JOB_STATE_TUNING" in text
     assert "projects/1/locations/l/models/9@1" in text
+
+
+def test_details_name_the_tuning_kind_and_its_dataset() -> None:
+    """Details of a non-supervised job name its kind and the dataset of its own spec."""
+    text = _details(name="projects/p/locations/l/tuningJobs/j2", state="JOB_STATE_QUEUED",
+                    baseModel="gemini-2.5-flash",
+                    distillationSpec={"promptDatasetUri": "gs://b/prompts.jsonl"})
+    assert "tuning kind:" in text and "distillation" in text
+    assert "gs://b/prompts.jsonl" in text
+    text = _details(name="projects/p/locations/l/tuningJobs/j3", state="JOB_STATE_QUEUED",
+                    preferenceOptimizationSpec={"trainingDatasetUri": "gs://b/pref.jsonl"},
+                    preTunedModel={"tunedModelName": "projects/p/locations/l/models/7"})
+    assert "preferenceOptimization" in text and "gs://b/pref.jsonl" in text
+    assert "projects/p/locations/l/models/7" in text
