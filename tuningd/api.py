@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from tuningd import __version__, recovery, wire
+from tuningd import __version__, models, recovery, wire
 from tuningd.engine import Engine
 from tuningd.errors import (
     AlreadyExists,
@@ -28,7 +28,15 @@ from tuningd.errors import (
     code_for_http,
     error_for,
 )
-from tuningd.model import LABEL_JOB_ID, LABEL_MANAGED_BY, LOCAL_TO_REMOTE, Job, JobEvent, LocalState
+from tuningd.model import (
+    LABEL_JOB_ID,
+    LOCAL_TO_REMOTE,
+    RESERVED_LABEL_PREFIX,
+    Job,
+    JobEvent,
+    LocalState,
+    client_labels,
+)
 
 log = structlog.get_logger("tuningd.api")
 
@@ -41,15 +49,14 @@ RequestObserver = Callable[[str, str, int], None]
 # Paths answered without a bearer token: probes and scrapers carry no credentials.
 OPEN_PATHS: frozenset[str] = frozenset({"/healthz", "/readyz", "/metrics"})
 
-# Label keys tuningd sets itself for crash reconciliation (design §3); a client-chosen value would
-# make reconciliation adopt the wrong remote job, so these prefixes are refused on create.
-RESERVED_LABEL_PREFIXES: tuple[str, ...] = ("tuningd-", LABEL_MANAGED_BY)
+# Label keys tuningd sets itself for crash reconciliation (design §3) all start with this; a
+# client-chosen value would make reconciliation adopt the wrong remote job, so it is refused on
+# create. Every other key (`managed-by` included) is the client's.
+RESERVED_LABEL_PREFIXES: tuple[str, ...] = (RESERVED_LABEL_PREFIX,)
 
-# Outputs mirrored from Vertex's copy of the job once it exists (design §8).
-MIRRORED_REMOTE_FIELDS: tuple[str, ...] = (
-    "tunedModel", "experiment", "tuningDataStats", "startTime", "endTime", "tuningJobState",
-    "tuningJobMetadata", "evaluateDatasetRuns", "gcsMetricsUri",
-)
+# The base-model catalog of a daemon by default: the shipped list, unknown models forwarded.
+DEFAULT_DAEMON_CATALOG = models.ModelCatalog(models.DEFAULT_CATALOG.models,
+                                             unknown=models.UnknownModels.FORWARD)
 
 # TuningJob.error is "only populated when job's state is FAILED or CANCELLED" (spec §2).
 _ERROR_STATES: frozenset[LocalState] = frozenset({LocalState.FAILED, LocalState.CANCELLED})
@@ -97,25 +104,31 @@ def job_view(job: Job, *, queue_position: int | None = None,
              history: Sequence[JobEvent] | None = None,
              pause: recovery.Pause | None = None) -> dict[str, Any]:
     """The canonical TuningJob a client sees for a job, plus the `tuningd` extension object under
-    the key "tuningd" (history included only when given)."""
-    view = wire.strip_output_only(job.spec)
+    the key "tuningd" (history included only when given).
+
+    Once Vertex has the job, it is what Vertex last returned for it, nothing added: tuningd's
+    labels are taken out. Before, it is the request as accepted. Either way `name`, `state`
+    (design §8: queued and submitting show as JOB_STATE_QUEUED), `createTime` and `updateTime`
+    are tuningd's own resource's, and a job that ended without Vertex's word (cancelled while
+    queued, refused at create, lost) shows tuningd's `error` and `endTime`."""
+    spec = job.spec
+    remote = job.remote
+    if remote is None:
+        view = wire.strip_output_only(spec)
+    else:
+        view = dict(remote)
+        labels = client_labels(remote.get("labels") or {}, spec.get("labels") or {})
+        view.pop("labels", None)
+        if labels:
+            view["labels"] = labels
     view["name"] = job_name(job)
     view["state"] = LOCAL_TO_REMOTE[job.state].value
     view["createTime"] = wire.format_timestamp(job.created_at)
     view["updateTime"] = wire.format_timestamp(job.updated_at)
-    remote = job.remote or {}
-    for key in MIRRORED_REMOTE_FIELDS:
-        if key in remote:
-            view[key] = remote[key]
-    resolved = (remote.get("supervisedTuningSpec") or {}).get("hyperParameters")
-    if resolved and "supervisedTuningSpec" in view:
-        # Vertex fills in the hyperparameters it picked; the client's own choices stay as sent.
-        spec = dict(view["supervisedTuningSpec"])
-        spec["hyperParameters"] = {**resolved, **(spec.get("hyperParameters") or {})}
-        view["supervisedTuningSpec"] = spec
+    # TuningJob.error is "only populated when job's state is FAILED or CANCELLED" (spec §2).
+    view.pop("error", None)
     if job.state in _ERROR_STATES:
-        error = remote.get("error") or _local_error(job)
-        view["error"] = error
+        view["error"] = (remote or {}).get("error") or _local_error(job)
     if job.state.is_terminal and "endTime" not in view and job.ended_at is not None:
         view["endTime"] = wire.format_timestamp(job.ended_at)
     view["tuningd"] = _extension(job, queue_position=queue_position, history=history)
@@ -154,6 +167,7 @@ def _extension(job: Job, *, queue_position: int | None,
         "queuePosition": queue_position if job.state is LocalState.QUEUED else None,
         "requestId": job.request_id,
         "outcome": job.outcome.value if job.outcome is not None else None,
+        "apiVersion": job.api_version,
     }
     ext.update({k: v for k, v in optional.items() if v is not None})
     if history is not None:
@@ -215,8 +229,9 @@ def check_reserved_labels(spec: Mapping[str, Any]) -> None:
     for key in spec.get("labels") or {}:
         if any(str(key).startswith(prefix) for prefix in RESERVED_LABEL_PREFIXES):
             raise InvalidArgument(
-                f"Label key \"{key}\" is reserved: tuningd sets \"{LABEL_JOB_ID}\" and "
-                f"\"{LABEL_MANAGED_BY}\" itself to reconcile jobs with Vertex."
+                f"Label key \"{key}\" is reserved: keys starting with "
+                f"\"{RESERVED_LABEL_PREFIX}\" (such as \"{LABEL_JOB_ID}\") are set by tuningd "
+                "itself to reconcile jobs with Vertex."
             )
 
 
@@ -240,6 +255,7 @@ def make_api_app(
     metrics_handler: Handler | None = None,
     readiness: ReadinessCheck | None = None,
     observe_request: RequestObserver | None = None,
+    catalog: Callable[[], models.ModelCatalog] = lambda: DEFAULT_DAEMON_CATALOG,
 ) -> web.Application:
     """Build the control API application.
 
@@ -253,6 +269,9 @@ def make_api_app(
     - readiness: extra /readyz checks (store writable, credentials usable...): a mapping of check
       name to True, or to False / a reason string when failing.
     - observe_request: called with (method, route template, status) after each request.
+    - catalog: the base models checked at create ([models] in the configuration, read per
+      request so that a reload applies); what it answers for a model it does not list decides
+      between a 400 now and Vertex's answer.
     """
     if token is not None and not token:
         # An empty token would make "Authorization: Bearer " a valid credential.
@@ -262,6 +281,7 @@ def make_api_app(
         allowed_projects=frozenset(allowed_projects),
         allowed_locations=frozenset(allowed_locations),
         readiness=readiness,
+        catalog=catalog,
     )
     app = web.Application(
         client_max_size=max_body_bytes,
@@ -299,8 +319,10 @@ class _Api:
     """The route handlers: parse, call the engine, render. No business rules here."""
 
     def __init__(self, engine: Engine, *, allowed_projects: frozenset[str],
-                 allowed_locations: frozenset[str], readiness: ReadinessCheck | None) -> None:
+                 allowed_locations: frozenset[str], readiness: ReadinessCheck | None,
+                 catalog: Callable[[], models.ModelCatalog]) -> None:
         self._engine = engine
+        self._catalog = catalog
         self._projects = allowed_projects
         self._locations = allowed_locations
         self._readiness = readiness
@@ -352,17 +374,21 @@ class _Api:
         # Clients often re-POST a job they fetched; Vertex ignores output-only fields on create.
         spec = wire.strip_output_only(wire.parse_tuning_job(body, api_version=version))
         check_reserved_labels(spec)
-        wire.validate_create(spec)
+        wire.validate_create(spec, self._catalog())
+        # The job is forwarded at the version its client speaks, so that every field that
+        # version knows reaches Vertex and everything Vertex shows at it comes back.
         job, created = await self._engine.submit(
             project, location, spec, priority=priority, request_id=request_id,
+            api_version=version,
         )
-        if not created and (job.spec != spec or job.priority != priority):
+        if not created and (job.spec != spec or job.priority != priority
+                            or job.api_version not in (None, version)):
             # A retry must repeat its request; silently answering the first job for a different
             # body would hide a client bug (two jobs meant, one queued). Nothing is changed.
             raise AlreadyExists(
                 f"requestId {request_id} was already used for a different request (tuning job "
-                f"{job_name(job)}). Repeat the same body and priority to get that job, or use "
-                "a new requestId."
+                f"{job_name(job)}). Repeat the same body, priority and API version to get that "
+                "job, or use a new requestId."
             )
         return self._respond(request, job, None, version)
 
@@ -650,8 +676,8 @@ def _schemas() -> dict[str, Any]:
                 "tunedModelDisplayName": {"type": "string", "maxLength": 128},
                 "description": {"type": "string"},
                 "labels": {"type": "object", "additionalProperties": {"type": "string"},
-                           "description": "keys starting with `tuningd-` or `managed-by` are "
-                                          "reserved for tuningd"},
+                           "description": "keys starting with `tuningd-` are reserved for "
+                                          "tuningd"},
                 "encryptionSpec": {"type": "object",
                                    "properties": {"kmsKeyName": {"type": "string"}}},
                 "serviceAccount": {"type": "string"},
@@ -688,6 +714,9 @@ def _schemas() -> dict[str, Any]:
                                   "description": "1-based, only while queued"},
                 "requestId": {"type": "string"},
                 "outcome": {"type": "string"},
+                "apiVersion": {"type": "string", "enum": list(wire.API_VERSIONS),
+                               "description": "the version the create came in on: the job "
+                                              "is created and read on Vertex at it"},
                 "history": {"type": "array", "items": _ref("HistoryEntry"),
                             "description": "only on single-job GETs"},
                 "createsPaused": {
@@ -713,9 +742,11 @@ def _schemas() -> dict[str, Any]:
             "description": "A TuningJob to queue: exactly one of baseModel (a tunable model, "
                            "e.g. gemini-2.5-flash) or preTunedModel, and "
                            "supervisedTuningSpec.trainingDatasetUri (gs://bucket/object or a "
-                           "Vertex dataset resource name). Vertex's other create checks (model "
-                           "allow-list, adapter size, label syntax, epochCount 1-100, ...) "
-                           "answer 400 INVALID_ARGUMENT.",
+                           "Vertex dataset resource name). Vertex's other create checks (label "
+                           "syntax, epochCount 1-100, adapter size of a known model, ...) "
+                           "answer 400 INVALID_ARGUMENT; a base model missing from [models] "
+                           "is sent to Vertex (models.unknown = \"forward\") or refused "
+                           "(\"refuse\"). The body reaches Vertex at this path's version.",
             "allOf": [
                 _ref("TuningJob"),
                 {"type": "object",

@@ -108,6 +108,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN absent_checks INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE jobs ADD COLUMN missing_checks INTEGER NOT NULL DEFAULT 0;
     """,
+    # 4: the API version each job's create came in on, which its upstream calls use. Jobs stored
+    # before keep NULL: they were created at the configured vertex.api_version and stay at it.
+    # No CHECK: the set of versions is Google's and grows; the API stores only those it serves.
+    """
+    ALTER TABLE jobs ADD COLUMN api_version TEXT;
+    """,
 )
 
 # Writes waiting while a commit is in flight go into the next transaction together, at most

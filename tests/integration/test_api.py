@@ -81,18 +81,21 @@ class FakeEngine(Engine):
         return job
 
     async def submit(self, project: str, location: str, spec: Mapping[str, Any], *,
-                     priority: int = 0, request_id: str | None = None) -> tuple[Job, bool]:
+                     priority: int = 0, request_id: str | None = None,
+                     api_version: str | None = None) -> tuple[Job, bool]:
         if self.fail_with is not None:
             raise self.fail_with
         if self.draining:
             raise Unavailable("draining")
         self.submits.append({"project": project, "location": location, "spec": dict(spec),
-                             "priority": priority, "request_id": request_id})
+                             "priority": priority, "request_id": request_id,
+                             "api_version": api_version})
         for job in self.jobs.values():
             if request_id is not None and (job.project, job.location, job.request_id) == (
                     project, location, request_id):
                 return job, False
-        job = self.add(project, location, spec, priority=priority, request_id=request_id)
+        job = self.add(project, location, spec, priority=priority, request_id=request_id,
+                       api_version=api_version)
         return job, True
 
     async def get(self, job_id: str) -> Job | None:

@@ -10,8 +10,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "tuningd"
 
-CORE = {"model", "wire", "machine", "policy", "recovery", "settings", "budget", "config",
-        "errors"}
+CORE = {"model", "models", "wire", "machine", "policy", "recovery", "settings", "budget",
+        "config", "config_values", "errors"}
 # Adapters may use the core (and auth, for the Vertex client's token source), never the
 # engine, the API or the composition root.
 ADAPTERS = {"store", "vertex", "auth", "metrics", "notify", "log", "failpoints"}
