@@ -25,8 +25,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _common import PYTHON, Proc, free_port, http_status, machine_info, wait_for, write_json, \
-    write_toml
+from _common import (
+    PYTHON,
+    Proc,
+    free_port,
+    http_status,
+    machine_info,
+    wait_for,
+    write_json,
+    write_toml,
+)
 
 PROJECT, LOCATION = "my-proj", "us-central1"
 TERMINAL = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED"}

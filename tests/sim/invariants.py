@@ -165,9 +165,7 @@ class Checker:
         fresh, self._events_seen = events[self._events_seen:], len(events)
         for event in fresh:
             name = event.get("event")
-            if name == "job.duplicate_remote":
-                self.reported.add(str(event.get("remote_name", "")).rsplit("/", 1)[-1])
-            elif name == "sweep.unowned_remote_job":
+            if name == "job.duplicate_remote" or name == "sweep.unowned_remote_job":
                 self.reported.add(str(event.get("remote_name", "")).rsplit("/", 1)[-1])
             elif name == "engine.action_failed":
                 return Violation("action_failed",
