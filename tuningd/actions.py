@@ -248,8 +248,9 @@ class Actions:
         self.sweep_at[action.place] = self._clock() + self._settings().sweep_interval_s
         await self._sweeper.sweep(action.place)
 
-    async def _cancel_remote(self, name: str) -> None:
-        await self._vertex.cancel(name)
+    async def _cancel_remote(self, name: str, local: Job | None) -> None:
+        """Cancel a swept remote job at the version of the local job it was made for."""
+        await self._vertex.cancel(name, api_version=local.api_version if local else None)
 
     async def _lookup(self, job_id: str) -> Job | None:
         """A job by local id: the working set first, then (ended jobs) the store."""

@@ -55,7 +55,8 @@ class Lister(Protocol):
 class Sweeper:
     """Runs one sweep of a place at a time; remembers which findings it already reported."""
 
-    def __init__(self, *, list_place: Lister, cancel: Callable[[str], Awaitable[None]],
+    def __init__(self, *, list_place: Lister,
+                 cancel: Callable[[str, Job | None], Awaitable[None]],
                  lookup: Callable[[str], Awaitable[Job | None]],
                  in_flight: Callable[[str], bool],
                  adopt: Callable[[Job, RemoteSnapshot], Awaitable[bool]],
@@ -125,7 +126,7 @@ class Sweeper:
                 or snapshot.state == "JOB_STATE_CANCELLING"):
             return  # a job no local id knows may be another daemon's: report, never touch
         try:
-            await self._cancel(snapshot.name)
+            await self._cancel(snapshot.name, local)
         except RemoteError as exc:
             if exc.http_status == 400:
                 return  # FAILED_PRECONDITION: it has ended since (the list may lag)
