@@ -12,14 +12,14 @@ from typing import Any
 
 import structlog
 
-from tuningd import failpoints, policy, recovery, vertex
+from tuningd import failpoints, policy, recovery, vertex, wire
 from tuningd.breaker import Breaker
 from tuningd.capacity import Capacity
 from tuningd.errors import Code, RemoteError
 from tuningd.ledger import Ledger
 from tuningd.machine import Event, RemoteSnapshot
 from tuningd.metrics import Metrics
-from tuningd.model import LABEL_JOB_ID, LABEL_MANAGED_BY, MANAGED_BY_VALUE, Job, LocalState
+from tuningd.model import LABEL_JOB_ID, Job, LocalState, is_ours, ours_labels
 from tuningd.settings import EngineSettings
 from tuningd.sweep import ACTIVE_REMOTE_FILTER, Sweeper
 from tuningd.vertex import JobList, VertexClient
@@ -79,12 +79,13 @@ class Actions:
             self._breaker.inconclusive(action.place)
             return
         failpoints.hit("submit.intent_written")
+        # The body as the client sent it (canonical, at its version), plus tuningd's labels.
         body = job.spec
-        body["labels"] = {**(body.get("labels") or {}),
-                          LABEL_JOB_ID: job.id, LABEL_MANAGED_BY: MANAGED_BY_VALUE}
+        body["labels"] = {**(body.get("labels") or {}), **ours_labels(job.id)}
         try:
             failpoints.hit_soon("create.awaiting_reply", 0.1)
-            remote = await self._vertex.create(job.project, job.location, body)
+            remote = await self._vertex.create(job.project, job.location, body,
+                                               api_version=job.api_version)
             failpoints.hit("create.reply_received")
         except RemoteError as exc:
             await self._create_failed(job, exc)
@@ -112,7 +113,9 @@ class Actions:
         now = self._clock()
         s = self._settings()
         place = (job.project, job.location)
-        verdict = recovery.create_verdict(exc.http_status, exc.status, exc.kind)
+        verdict = recovery.create_verdict(exc.http_status, exc.status, exc.kind,
+                                          message=exc.message,
+                                          model=wire.base_model_id(job.base_model))
         if verdict is not recovery.CreateVerdict.UNKNOWN:
             self._resolved(job, succeeded=False)
         if verdict is recovery.CreateVerdict.INVALID:
@@ -158,22 +161,38 @@ class Actions:
 
     # ------------------------------------------------------------------ reconcile
 
-    async def _list_labelled(self, project: str, location: str, flt: str) -> JobList:
+    async def _list_labelled(self, project: str, location: str, flt: str,
+                             api_version: str | None = None) -> JobList:
         """Every job matching a label filter; everything when the filter is refused (spec §8).
 
         Callers re-check labels client-side either way: the filter is not documented."""
         try:
-            return await self._vertex.list_all(project, location, filter=flt)
+            return await self._vertex.list_all(project, location, filter=flt,
+                                               api_version=api_version)
         except RemoteError as exc:
             if exc.kind != vertex.PERMANENT or exc.http_status != 400:
                 raise
-            return await self._vertex.list_all(project, location)
+            return await self._vertex.list_all(project, location, api_version=api_version)
+
+    def _by_version(self, job_ids: Sequence[str]) -> list[tuple[str, list[str]]]:
+        """The jobs grouped by the API version their upstream calls use (one list call each:
+        what a job's version shows, such as v1beta1 sub-states, must come back for it)."""
+        groups: dict[str, list[str]] = {}
+        for job_id in job_ids:
+            job = self._ledger.jobs.get(job_id)
+            version = self._vertex.version(job.api_version if job is not None else None)
+            groups.setdefault(version, []).append(job_id)
+        return sorted(groups.items())
 
     async def _reconcile(self, action: policy.Action) -> None:
-        ids = list(action.job_ids)
+        for version, ids in self._by_version(action.job_ids):
+            await self._reconcile_at(action.project, action.location, ids, version)
+
+    async def _reconcile_at(self, project: str, location: str, ids: list[str],
+                            version: str) -> None:
         flt = " OR ".join(f'labels.{LABEL_JOB_ID}="{i}"' for i in ids)
         try:
-            remotes = await self._list_labelled(action.project, action.location, flt)
+            remotes = await self._list_labelled(project, location, flt, version)
         except RemoteError as exc:
             if exc.kind != vertex.INVALID_REQUEST:
                 self._count_reconciliation("error", len(ids))
@@ -218,7 +237,7 @@ class Actions:
             self._sweeper.already_reported(name.rsplit("/", 1)[-1])
             log.error("job.duplicate_remote", job_id=job.id, remote_name=name)
             try:
-                await self._vertex.cancel(name)
+                await self._vertex.cancel(name, api_version=job.api_version)
             except RemoteError as exc:
                 log.error("job.duplicate_cancel_failed", job_id=job.id, remote_name=name,
                           status=exc.status, error=exc.message)
@@ -229,8 +248,9 @@ class Actions:
         self.sweep_at[action.place] = self._clock() + self._settings().sweep_interval_s
         await self._sweeper.sweep(action.place)
 
-    async def _cancel_remote(self, name: str) -> None:
-        await self._vertex.cancel(name)
+    async def _cancel_remote(self, name: str, local: Job | None) -> None:
+        """Cancel a swept remote job at the version of the local job it was made for."""
+        await self._vertex.cancel(name, api_version=local.api_version if local else None)
 
     async def _lookup(self, job_id: str) -> Job | None:
         """A job by local id: the working set first, then (ended jobs) the store."""
@@ -249,27 +269,33 @@ class Actions:
     # ------------------------------------------------------------------ polls
 
     async def _poll_list(self, action: policy.Action) -> None:
+        for version, ids in self._by_version(action.job_ids):
+            await self._poll_list_at(action.project, action.location, ids, version)
+
+    async def _poll_list_at(self, project: str, location: str, job_ids: list[str],
+                            version: str) -> None:
         try:
-            remotes = await self._vertex.list_all(action.project, action.location,
-                                                  filter=ACTIVE_REMOTE_FILTER)
+            remotes = await self._vertex.list_all(project, location,
+                                                  filter=ACTIVE_REMOTE_FILTER,
+                                                  api_version=version)
         except RemoteError as exc:
             if exc.kind == vertex.PERMANENT and exc.http_status == 400:
-                log.warning("engine.batch_poll_refused", location=action.location,
+                log.warning("engine.batch_poll_refused", location=location,
                             error=exc.message)
-                self._capacity.batch_refused.add(action.location)
-                for job_id in action.job_ids:
+                self._capacity.batch_refused.add(location)
+                for job_id in job_ids:
                     await self._poll_one(job_id)
                 return
             now = self._clock()
-            for job_id in action.job_ids:
+            for job_id in job_ids:
                 await self._transient(job_id, exc, now)
             return
         self._mark_poll_success()
         by_remote_id: dict[str, dict[str, Any]] = {}
         for remote in remotes:
-            if (remote.get("labels") or {}).get(LABEL_MANAGED_BY) == MANAGED_BY_VALUE:
+            if is_ours(remote.get("labels") or {}):
                 by_remote_id[str(remote.get("name", "")).rsplit("/", 1)[-1]] = remote
-        for job_id in action.job_ids:
+        for job_id in job_ids:
             job = self._ledger.jobs.get(job_id)
             if job is None or job.remote_id is None:
                 continue
@@ -289,7 +315,7 @@ class Actions:
         if job is None or job.remote_name is None:
             return
         try:
-            remote = await self._vertex.get(job.remote_name)
+            remote = await self._vertex.get(job.remote_name, api_version=job.api_version)
         except RemoteError as exc:
             if exc.http_status == 404:
                 await self._not_found(job, exc)
@@ -309,7 +335,8 @@ class Actions:
             return
         try:
             remotes = await self._list_labelled(job.project, job.location,
-                                                f'labels.{LABEL_JOB_ID}="{job.id}"')
+                                                f'labels.{LABEL_JOB_ID}="{job.id}"',
+                                                job.api_version)
         except RemoteError as list_exc:
             await self._transient(job.id, list_exc, now)
             return
@@ -328,7 +355,7 @@ class Actions:
         now = self._clock()
         initial = self._settings().polling.initial_interval_s
         try:
-            await self._vertex.cancel(job.remote_name)
+            await self._vertex.cancel(job.remote_name, api_version=job.api_version)
         except RemoteError as exc:
             if exc.http_status == 404:
                 await self._not_found(job, exc)

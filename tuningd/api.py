@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from tuningd import __version__, recovery, wire
+from tuningd import models, wire
 from tuningd.api_http import (
     MAX_REQUEST_LINE_BYTES,
     Handler,
@@ -22,138 +22,36 @@ from tuningd.api_http import (
 from tuningd.engine import Engine
 from tuningd.errors import (
     AlreadyExists,
-    Code,
     ConfigError,
     InvalidArgument,
     NotFound,
     PermissionDenied,
     Unavailable,
 )
-from tuningd.model import LABEL_JOB_ID, LABEL_MANAGED_BY, LOCAL_TO_REMOTE, Job, JobEvent, LocalState
+from tuningd.jobview import job_name, job_view, render_view
+from tuningd.model import (
+    LABEL_JOB_ID,
+    RESERVED_LABEL_PREFIX,
+    Job,
+    JobEvent,
+)
+from tuningd.openapi import openapi_document
 from tuningd.passthrough import Passthrough
-from tuningd.passthrough import openapi_paths as passthrough_openapi_paths
 
 log = structlog.get_logger("tuningd.api")
 
-# Label keys tuningd sets itself for crash reconciliation (design §3); a client-chosen value would
-# make reconciliation adopt the wrong remote job, so these prefixes are refused on create.
-RESERVED_LABEL_PREFIXES: tuple[str, ...] = ("tuningd-", LABEL_MANAGED_BY)
+# Label keys tuningd sets itself for crash reconciliation (design §3) all start with this; a
+# client-chosen value would make reconciliation adopt the wrong remote job, so it is refused on
+# create. Every other key (`managed-by` included) is the client's.
+RESERVED_LABEL_PREFIXES: tuple[str, ...] = (RESERVED_LABEL_PREFIX,)
 
-# Outputs mirrored from Vertex's copy of the job once it exists (design §8).
-MIRRORED_REMOTE_FIELDS: tuple[str, ...] = (
-    "tunedModel", "experiment", "tuningDataStats", "startTime", "endTime", "tuningJobState",
-    "tuningJobMetadata", "evaluateDatasetRuns", "gcsMetricsUri",
-)
-
-# TuningJob.error is "only populated when job's state is FAILED or CANCELLED" (spec §2).
-_ERROR_STATES: frozenset[LocalState] = frozenset({LocalState.FAILED, LocalState.CANCELLED})
-CANCELLED_ERROR: Mapping[str, Any] = {
-    "code": int(Code.CANCELLED), "message": "Tuning job was cancelled.",
-}
+# The base-model catalog of a daemon by default: the shipped list, unknown models forwarded.
+DEFAULT_DAEMON_CATALOG = models.ModelCatalog(models.DEFAULT_CATALOG.models,
+                                             unknown=models.UnknownModels.FORWARD)
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _INT = re.compile(r"[+-]?[0-9]{1,12}")
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
-
-# --------------------------------------------------------------------------------------------
-# The TuningJob view of a Job (pure)
-
-
-def job_name(job: Job) -> str:
-    """tuningd's own resource name of a job, with the project as given at submit time."""
-    return f"projects/{job.project}/locations/{job.location}/tuningJobs/{job.id}"
-
-
-def job_view(job: Job, *, queue_position: int | None = None,
-             history: Sequence[JobEvent] | None = None,
-             pause: recovery.Pause | None = None) -> dict[str, Any]:
-    """The canonical TuningJob a client sees for a job, plus the `tuningd` extension object under
-    the key "tuningd" (history included only when given)."""
-    view = wire.strip_output_only(job.spec)
-    view["name"] = job_name(job)
-    view["state"] = LOCAL_TO_REMOTE[job.state].value
-    view["createTime"] = wire.format_timestamp(job.created_at)
-    view["updateTime"] = wire.format_timestamp(job.updated_at)
-    remote = job.remote or {}
-    for key in MIRRORED_REMOTE_FIELDS:
-        if key in remote:
-            view[key] = remote[key]
-    resolved = (remote.get("supervisedTuningSpec") or {}).get("hyperParameters")
-    if resolved and "supervisedTuningSpec" in view:
-        # Vertex fills in the hyperparameters it picked; the client's own choices stay as sent.
-        spec = dict(view["supervisedTuningSpec"])
-        spec["hyperParameters"] = {**resolved, **(spec.get("hyperParameters") or {})}
-        view["supervisedTuningSpec"] = spec
-    if job.state in _ERROR_STATES:
-        error = remote.get("error") or _local_error(job)
-        view["error"] = error
-    if job.state.is_terminal and "endTime" not in view and job.ended_at is not None:
-        view["endTime"] = wire.format_timestamp(job.ended_at)
-    view["tuningd"] = _extension(job, queue_position=queue_position, history=history)
-    if pause is not None and job.state is LocalState.QUEUED:
-        # Why a queued job does not move: creates to its project and location are paused.
-        view["tuningd"]["createsPaused"] = {
-            "status": pause.status, "message": pause.message,
-            "since": wire.format_timestamp(pause.since),
-            "nextProbeTime": wire.format_timestamp(pause.probe_at),
-        }
-    return view
-
-
-def _local_error(job: Job) -> dict[str, Any]:
-    if job.error_code is None and job.state is LocalState.CANCELLED:
-        return dict(CANCELLED_ERROR)
-    code = job.error_code if job.error_code is not None else int(Code.UNKNOWN)
-    message = job.error_message or (
-        "Tuning job was cancelled." if job.state is LocalState.CANCELLED else "Tuning job failed."
-    )
-    return {"code": code, "message": message}
-
-
-def _extension(job: Job, *, queue_position: int | None,
-               history: Sequence[JobEvent] | None) -> dict[str, Any]:
-    ext: dict[str, Any] = {
-        "state": job.state.value,
-        "priority": job.priority,
-        "attempts": job.attempts,
-        "cancelRequested": job.cancel_requested,
-    }
-    optional: dict[str, Any] = {
-        "remoteName": job.remote_name,
-        "remoteState": job.remote_state,
-        "remoteSubstate": job.remote_substate,
-        "queuePosition": queue_position if job.state is LocalState.QUEUED else None,
-        "requestId": job.request_id,
-        "outcome": job.outcome.value if job.outcome is not None else None,
-    }
-    ext.update({k: v for k, v in optional.items() if v is not None})
-    if history is not None:
-        ext["history"] = [history_entry(ev) for ev in history]
-    return ext
-
-
-def history_entry(event: JobEvent) -> dict[str, Any]:
-    """One stored transition as JSON: time, from (null for the first), to, reason."""
-    entry: dict[str, Any] = {
-        "time": wire.format_timestamp(event.at),
-        "from": event.from_state.value if event.from_state is not None else None,
-        "to": event.to_state.value,
-        "reason": event.reason,
-    }
-    if event.detail:
-        entry["detail"] = dict(event.detail)
-    return entry
-
-
-def render_view(view: Mapping[str, Any], *, enum_as_int: bool = False,
-                api_version: str = "v1") -> dict[str, Any]:
-    """Proto3 JSON of a job_view(): the TuningJob rendered by wire, then the `tuningd` object."""
-    body = {k: v for k, v in view.items() if k != "tuningd"}
-    rendered = wire.render_tuning_job(body, enum_as_int=enum_as_int, api_version=api_version)
-    if "tuningd" in view:
-        rendered["tuningd"] = view["tuningd"]
-    return rendered
-
 
 # --------------------------------------------------------------------------------------------
 # Request validation helpers
@@ -186,8 +84,9 @@ def check_reserved_labels(spec: Mapping[str, Any]) -> None:
     for key in spec.get("labels") or {}:
         if any(str(key).startswith(prefix) for prefix in RESERVED_LABEL_PREFIXES):
             raise InvalidArgument(
-                f"Label key \"{key}\" is reserved: tuningd sets \"{LABEL_JOB_ID}\" and "
-                f"\"{LABEL_MANAGED_BY}\" itself to reconcile jobs with Vertex."
+                f"Label key \"{key}\" is reserved: keys starting with "
+                f"\"{RESERVED_LABEL_PREFIX}\" (such as \"{LABEL_JOB_ID}\") are set by tuningd "
+                "itself to reconcile jobs with Vertex."
             )
 
 
@@ -212,6 +111,7 @@ def make_api_app(
     readiness: ReadinessCheck | None = None,
     observe_request: RequestObserver | None = None,
     passthrough: Passthrough | None = None,
+    catalog: Callable[[], models.ModelCatalog] = lambda: DEFAULT_DAEMON_CATALOG,
 ) -> web.Application:
     """Build the control API application.
 
@@ -227,6 +127,9 @@ def make_api_app(
     - observe_request: called with (method, route template, status) after each request.
     - passthrough: when given, its allowed path shapes (the SDKs' reads and verbs beside
       tuningJobs CRUD) are served by forwarding them to Vertex.
+    - catalog: the base models checked at create ([models] in the configuration, read per
+      request so that a reload applies); what it answers for a model it does not list decides
+      between a 400 now and Vertex's answer.
     """
     if token is not None and not token:
         # An empty token would make "Authorization: Bearer " a valid credential.
@@ -236,6 +139,7 @@ def make_api_app(
         allowed_projects=frozenset(allowed_projects),
         allowed_locations=frozenset(allowed_locations),
         readiness=readiness,
+        catalog=catalog,
     )
     app = web.Application(
         client_max_size=max_body_bytes,
@@ -277,8 +181,10 @@ class _Api:
     """The route handlers: parse, call the engine, render. No business rules here."""
 
     def __init__(self, engine: Engine, *, allowed_projects: frozenset[str],
-                 allowed_locations: frozenset[str], readiness: ReadinessCheck | None) -> None:
+                 allowed_locations: frozenset[str], readiness: ReadinessCheck | None,
+                 catalog: Callable[[], models.ModelCatalog]) -> None:
         self._engine = engine
+        self._catalog = catalog
         self._projects = allowed_projects
         self._locations = allowed_locations
         self._readiness = readiness
@@ -330,17 +236,21 @@ class _Api:
         # Clients often re-POST a job they fetched; Vertex ignores output-only fields on create.
         spec = wire.strip_output_only(wire.parse_tuning_job(body, api_version=version))
         check_reserved_labels(spec)
-        wire.validate_create(spec)
+        wire.validate_create(spec, self._catalog(), api_version=version)
+        # The job is forwarded at the version its client speaks, so that every field that
+        # version knows reaches Vertex and everything Vertex shows at it comes back.
         job, created = await self._engine.submit(
             project, location, spec, priority=priority, request_id=request_id,
+            api_version=version,
         )
-        if not created and (job.spec != spec or job.priority != priority):
+        if not created and (job.spec != spec or job.priority != priority
+                            or job.api_version not in (None, version)):
             # A retry must repeat its request; silently answering the first job for a different
             # body would hide a client bug (two jobs meant, one queued). Nothing is changed.
             raise AlreadyExists(
                 f"requestId {request_id} was already used for a different request (tuning job "
-                f"{job_name(job)}). Repeat the same body and priority to get that job, or use "
-                "a new requestId."
+                f"{job_name(job)}). Repeat the same body, priority and API version to get that "
+                "job, or use a new requestId."
             )
         return self._respond(request, job, None, version)
 
@@ -451,315 +361,3 @@ def _version(request: web.Request) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# OpenAPI description
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _error_responses(*codes: int) -> dict[str, Any]:
-    descriptions = {
-        400: "INVALID_ARGUMENT or FAILED_PRECONDITION",
-        401: "UNAUTHENTICATED: missing or wrong bearer token",
-        403: "PERMISSION_DENIED: project or location not served",
-        404: "NOT_FOUND",
-        409: "ALREADY_EXISTS: the requestId was used for a different request",
-        413: "request body over the size limit (status INVALID_ARGUMENT)",
-        500: "INTERNAL",
-        503: "UNAVAILABLE: not ready or shutting down, or the job store cannot be read or "
-             "written (the message says why: disk full, read-only database, disk I/O error); "
-             "nothing was changed, retry later",
-    }
-    return {
-        str(code): {
-            "description": descriptions[code],
-            "content": {"application/json": {"schema": _ref("ErrorEnvelope")}},
-        }
-        for code in codes
-    }
-
-
-def _json_response(description: str, schema: Mapping[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _param(name: str, where: str, description: str, schema: Mapping[str, Any],
-           *, required: bool = False) -> dict[str, Any]:
-    return {"name": name, "in": where, "description": description,
-            "required": required or where == "path", "schema": dict(schema)}
-
-
-_STRING = {"type": "string"}
-_PATH_PARAMS = [
-    _param("project", "path",
-           "Project id (6-30 of a-z, 0-9, -), project number, or legacy domain-scoped id "
-           "(example.com:my-project); kept as given. Anything else: 400 INVALID_ARGUMENT.",
-           {"type": "string", "pattern": f"^(?:{wire.PROJECT_PATTERN})$"}),
-    _param("location", "path",
-           "Region-like location id, e.g. us-central1, europe-west4, global, us, eu. "
-           "Anything else: 400 INVALID_ARGUMENT.",
-           {"type": "string", "pattern": f"^{wire.LOCATION_PATTERN}$"}),
-]
-_ID_PARAM = _param("id", "path", "tuningd job id (the last segment of `name`).",
-                   {"type": "string", "pattern": "^[^/:]+$"})
-_ALT_PARAM = _param("$alt", "query",
-                    "`json;enum-encoding=int` renders enums as numbers (as GAPIC clients ask).",
-                    _STRING)
-
-
-def _schemas() -> dict[str, Any]:
-    timestamp = {"type": "string", "format": "date-time"}
-    int64 = {"type": "string", "pattern": "^-?[0-9]+$",
-             "description": "int64 (string on output; a number is accepted on input)"}
-    enum_or_int = {"oneOf": [{"type": "string"}, {"type": "integer"}]}
-    status = {
-        "type": "object",
-        "description": "google.rpc.Status; `code` is the gRPC canonical code (1 = CANCELLED).",
-        "properties": {"code": {"type": "integer"}, "message": {"type": "string"},
-                       "details": {"type": "array", "items": {"type": "object"}}},
-    }
-    return {
-        "TuningJob": {
-            "type": "object",
-            "description": "Vertex AI TuningJob (proto3 JSON; snake_case names, enum numbers and "
-                           "int64 numbers are accepted on input). Output-only fields sent on "
-                           "create are ignored.",
-            "additionalProperties": True,
-            "properties": {
-                "name": {"type": "string", "readOnly": True,
-                         "description": "projects/{project}/locations/{location}/tuningJobs/{id}"},
-                "baseModel": {"type": "string"},
-                "preTunedModel": {"type": "object"},
-                "supervisedTuningSpec": {
-                    "type": "object",
-                    "properties": {
-                        "trainingDatasetUri": {"type": "string"},
-                        "validationDatasetUri": {"type": "string"},
-                        "hyperParameters": {
-                            "type": "object",
-                            "properties": {"epochCount": int64,
-                                           "learningRateMultiplier": {"type": "number"},
-                                           "adapterSize": enum_or_int},
-                        },
-                        "exportLastCheckpointOnly": {"type": "boolean"},
-                    },
-                },
-                "tunedModelDisplayName": {"type": "string", "maxLength": 128},
-                "description": {"type": "string"},
-                "labels": {"type": "object", "additionalProperties": {"type": "string"},
-                           "description": "keys starting with `tuningd-` or `managed-by` are "
-                                          "reserved for tuningd"},
-                "encryptionSpec": {"type": "object",
-                                   "properties": {"kmsKeyName": {"type": "string"}}},
-                "serviceAccount": {"type": "string"},
-                "state": {**enum_or_int, "readOnly": True,
-                          "description": "JobState; queued jobs show JOB_STATE_QUEUED"},
-                "createTime": {**timestamp, "readOnly": True},
-                "updateTime": {**timestamp, "readOnly": True},
-                "startTime": {**timestamp, "readOnly": True},
-                "endTime": {**timestamp, "readOnly": True},
-                "error": {**status, "readOnly": True},
-                "experiment": {"type": "string", "readOnly": True},
-                "tunedModel": {"type": "object", "readOnly": True},
-                "tuningDataStats": {"type": "object", "readOnly": True},
-                "tuningJobState": {**enum_or_int, "readOnly": True,
-                                   "description": "v1beta1 only"},
-                "tuningJobMetadata": {"type": "object", "readOnly": True,
-                                      "description": "v1beta1 only"},
-                "tuningd": {**_ref("TuningdExtension"), "readOnly": True},
-            },
-        },
-        "TuningdExtension": {
-            "type": "object",
-            "description": "tuningd-only details (clients of Vertex ignore unknown fields).",
-            "required": ["state", "priority", "attempts", "cancelRequested"],
-            "properties": {
-                "state": {"type": "string", "enum": [s.value for s in LocalState]},
-                "priority": {"type": "integer"},
-                "attempts": {"type": "integer"},
-                "cancelRequested": {"type": "boolean"},
-                "remoteName": {"type": "string"},
-                "remoteState": {"type": "string"},
-                "remoteSubstate": {"type": "string"},
-                "queuePosition": {"type": "integer", "minimum": 1,
-                                  "description": "1-based, only while queued"},
-                "requestId": {"type": "string"},
-                "outcome": {"type": "string"},
-                "history": {"type": "array", "items": _ref("HistoryEntry"),
-                            "description": "only on single-job GETs"},
-                "createsPaused": {
-                    "type": "object",
-                    "description": "only while queued and creates to the job's project and "
-                                   "location are paused after a project-wide error (401, 403, "
-                                   "404, FAILED_PRECONDITION on create); one probe create is "
-                                   "tried at nextProbeTime",
-                    "required": ["status", "message", "since", "nextProbeTime"],
-                    "properties": {"status": {"type": "string"}, "message": {"type": "string"},
-                                   "since": timestamp, "nextProbeTime": timestamp},
-                },
-            },
-        },
-        "HistoryEntry": {
-            "type": "object",
-            "required": ["time", "from", "to", "reason"],
-            "properties": {"time": timestamp, "from": {"type": "string", "nullable": True},
-                           "to": {"type": "string"}, "reason": {"type": "string"},
-                           "detail": {"type": "object"}},
-        },
-        "CreateTuningJobBody": {
-            "description": "A TuningJob to queue: exactly one of baseModel (a tunable model, "
-                           "e.g. gemini-2.5-flash) or preTunedModel, and "
-                           "supervisedTuningSpec.trainingDatasetUri (gs://bucket/object or a "
-                           "Vertex dataset resource name). Vertex's other create checks (model "
-                           "allow-list, adapter size, label syntax, epochCount 1-100, ...) "
-                           "answer 400 INVALID_ARGUMENT.",
-            "allOf": [
-                _ref("TuningJob"),
-                {"type": "object",
-                 "required": ["supervisedTuningSpec"],
-                 "properties": {"supervisedTuningSpec": {
-                     "type": "object", "required": ["trainingDatasetUri"],
-                     "properties": {"trainingDatasetUri": {"type": "string", "minLength": 1}}}},
-                 "oneOf": [{"required": ["baseModel"]}, {"required": ["preTunedModel"]}]},
-            ],
-        },
-        "ListTuningJobsResponse": {
-            "type": "object",
-            "description": "Empty object when nothing matches.",
-            "properties": {"tuningJobs": {"type": "array", "items": _ref("TuningJob")},
-                           "nextPageToken": {"type": "string"}},
-        },
-        "Empty": {"type": "object", "description": "google.protobuf.Empty"},
-        "ErrorEnvelope": {
-            "type": "object",
-            "required": ["error"],
-            "properties": {"error": {
-                "type": "object",
-                "required": ["code", "message", "status"],
-                "properties": {"code": {"type": "integer", "description": "HTTP status"},
-                               "message": {"type": "string"},
-                               "status": {"type": "string", "example": "INVALID_ARGUMENT"},
-                               "details": {"type": "array", "items": {"type": "object"}}},
-            }},
-        },
-        "Health": {"type": "object", "properties": {"status": {"type": "string",
-                                                              "enum": ["ok"]}}},
-        "Readiness": {"type": "object",
-                      "properties": {"status": {"type": "string", "enum": ["ready"]},
-                                     "checks": {"type": "object",
-                                                "additionalProperties": {"type": "string"}}}},
-    }
-
-
-def openapi_document(*, with_metrics: bool, with_token: bool,
-                     with_passthrough: bool = False) -> dict[str, Any]:
-    """An OpenAPI 3.0 description of exactly the routes make_api_app registers."""
-    auth_errors = (401,) if with_token else ()
-    paths: dict[str, Any] = {
-        "/healthz": {"get": {
-            "summary": "Liveness: the event loop answers.", "operationId": "healthz",
-            "security": [],
-            "responses": {"200": _json_response("alive", _ref("Health"))},
-        }},
-        "/readyz": {"get": {
-            "summary": "Readiness: engine started, store writable, credentials usable.",
-            "operationId": "readyz", "security": [],
-            "responses": {"200": _json_response("ready", _ref("Readiness")),
-                          **_error_responses(503)},
-        }},
-        "/openapi.json": {"get": {
-            "summary": "This document.", "operationId": "openapi",
-            "responses": {"200": _json_response("OpenAPI 3.0 document", {"type": "object"}),
-                          **_error_responses(*auth_errors)},
-        }},
-        "/v1/tuningd/jobs/{id}": {"get": {
-            "summary": "tuningd extension: a job by local id alone (with history), whatever "
-                       "its project and location.",
-            "operationId": "tuningd.lookupJob",
-            "parameters": [_ID_PARAM, _ALT_PARAM],
-            "responses": {"200": _json_response("the job", _ref("TuningJob")),
-                          **_error_responses(*auth_errors, 403, 404, 503)},
-        }},
-    }
-    if with_metrics:
-        paths["/metrics"] = {"get": {
-            "summary": "Prometheus metrics (text or OpenMetrics by Accept).",
-            "operationId": "metrics", "security": [],
-            "responses": {"200": {"description": "metrics",
-                                  "content": {"text/plain": {"schema": _STRING}}}},
-        }}
-    for version in wire.API_VERSIONS:
-        base = f"/{version}/projects/{{project}}/locations/{{location}}/tuningJobs"
-        paths[base] = {
-            "post": {
-                "summary": "Queue a tuning job (Vertex create; answers the job, not an LRO).",
-                "operationId": f"{version}.tuningJobs.create",
-                "parameters": [
-                    *_PATH_PARAMS,
-                    _param("requestId", "query",
-                           "Idempotency key: 1-64 of [A-Za-z0-9_-] (a UUID fits); a repeat "
-                           "returns the job first created with it.",
-                           {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}),
-                    _param("priority", "query", "int32; higher is submitted first (default 0).",
-                           {"type": "integer", "format": "int32"}),
-                    _ALT_PARAM,
-                ],
-                "requestBody": {"required": True,
-                                "content": {"application/json": {
-                                    "schema": _ref("CreateTuningJobBody")}}},
-                "responses": {"200": _json_response("the queued job", _ref("TuningJob")),
-                              **_error_responses(400, *auth_errors, 403, 409, 413, 503)},
-            },
-            "get": {
-                "summary": "List jobs, newest first.",
-                "operationId": f"{version}.tuningJobs.list",
-                "parameters": [
-                    *_PATH_PARAMS,
-                    _param("filter", "query",
-                           "AIP-160 filter on the TuningJob view: state, display_name, "
-                           "create_time, labels.key, AND/OR/NOT.", _STRING),
-                    _param("pageSize", "query", "default 50, maximum 100",
-                           {"type": "integer", "format": "int32", "minimum": 0}),
-                    _param("pageToken", "query", "nextPageToken of the previous page (same "
-                           "filter)", _STRING),
-                    _ALT_PARAM,
-                ],
-                "responses": {"200": _json_response("one page", _ref("ListTuningJobsResponse")),
-                              **_error_responses(400, *auth_errors, 403, 503)},
-            },
-        }
-        paths[base + "/{id}"] = {"get": {
-            "summary": "Get a job (with tuningd.history).",
-            "operationId": f"{version}.tuningJobs.get",
-            "parameters": [*_PATH_PARAMS, _ID_PARAM, _ALT_PARAM],
-            "responses": {"200": _json_response("the job", _ref("TuningJob")),
-                          **_error_responses(400, *auth_errors, 403, 404, 503)},
-        }}
-        paths[base + "/{id}:cancel"] = {"post": {
-            "summary": "Cancel a job: queued ones at once, submitted ones best effort on Vertex.",
-            "operationId": f"{version}.tuningJobs.cancel",
-            "parameters": [*_PATH_PARAMS, _ID_PARAM],
-            "requestBody": {"required": False,
-                            "content": {"application/json": {"schema": _ref("Empty")}}},
-            "responses": {"200": _json_response("cancel accepted", _ref("Empty")),
-                          **_error_responses(400, *auth_errors, 403, 404, 503)},
-        }}
-    if with_passthrough:
-        paths.update(passthrough_openapi_paths(_PATH_PARAMS,
-                                               (400, *auth_errors, 403, 404, 413, 503, 504)))
-    doc: dict[str, Any] = {
-        "openapi": "3.0.3",
-        "info": {"title": "tuningd control API", "version": __version__,
-                 "description": "Vertex AI tuningJobs wire format (v1 and v1beta1) served by "
-                                "tuningd, plus tuningd extensions. Every error uses Google's "
-                                "envelope. Unknown paths, and methods a known path does not "
-                                "serve, answer 404 NOT_FOUND in the same envelope (Google "
-                                "says \"Method not found.\" for the latter)."},
-        "paths": paths,
-        "components": {"schemas": _schemas()},
-    }
-    if with_token:
-        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-        doc["security"] = [{"bearer": []}]
-    return doc

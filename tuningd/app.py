@@ -19,7 +19,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from tuningd import __version__, policy, recovery
+from tuningd import __version__, policy, recovery, wire
 from tuningd.api import make_api_app
 from tuningd.auth import AnonymousTokenSource, TokenSource, token_source_from_settings
 from tuningd.budget import BudgetSettings
@@ -28,6 +28,7 @@ from tuningd.engine import Engine, EngineSettings
 from tuningd.errors import ConfigError, TuningdError
 from tuningd.log import configure_logging
 from tuningd.metrics import Metrics, build_registry, metrics_handler
+from tuningd.models import ModelCatalog, UnknownModels, catalog_from_sizes
 from tuningd.notify import Notifier, Watchdog
 from tuningd.passthrough import Passthrough
 from tuningd.store import Store
@@ -67,6 +68,13 @@ def engine_settings(settings: Settings) -> EngineSettings:
     )
 
 
+def model_catalog(settings: Settings) -> ModelCatalog:
+    """The base-model catalog of a configuration ([models]), keyed by canonical model ids."""
+    m = settings.models
+    return catalog_from_sizes({wire.base_model_id(name): sizes for name, sizes in m.known.items()},
+                              unknown=UnknownModels(m.unknown))
+
+
 def _read_token(path: str) -> str | None:
     if not path:
         return None
@@ -99,6 +107,7 @@ class Daemon:
         self.emulator: Any = None
         self.store: Store | None = None
         self.engine: Engine | None = None
+        self.catalog = model_catalog(settings)
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self.urls: list[str] = []
@@ -153,7 +162,7 @@ class Daemon:
             allowed_locations=s.vertex.allowed_locations,
             max_body_bytes=s.server.max_body_bytes,
             metrics_handler=metrics_handler(self.registry), readiness=self._readiness,
-            observe_request=self.metrics.observe_api_request,
+            observe_request=self.metrics.observe_api_request, catalog=lambda: self.catalog,
             passthrough=Passthrough(vertex, self.engine))
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
@@ -174,7 +183,7 @@ class Daemon:
         return checks
 
     def reload(self) -> None:
-        """SIGHUP: re-read the config; apply limits, polling and log level."""
+        """SIGHUP: re-read the config; apply limits, polling, models and log level."""
         self.notifier.reloading()
         try:
             fresh = load_settings(self._config_path, self._env)
@@ -187,7 +196,8 @@ class Daemon:
                                             polling=fresh.polling, retry=fresh.retry,
                                             scheduling=fresh.scheduling, logging=fresh.logging,
                                             reconcile=fresh.reconcile, sweep=fresh.sweep,
-                                            breaker=fresh.breaker)
+                                            breaker=fresh.breaker, models=fresh.models)
+        self.catalog = model_catalog(self.settings)
         if self.engine is not None:
             self.engine.reload(engine_settings(self.settings))
         log.info("daemon.reloaded", max_active=fresh.limits.max_active,

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
-import math
 import os
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, get_type_hints
 
+from tuningd.config_values import (
+    FrozenMap,
+    from_toml,
+    immutable,
+    parse_env,
+    plain,
+    rule_problem,
+    type_problem,
+)
+from tuningd.config_values import key as _key
 from tuningd.errors import ConfigError
+from tuningd.models import ADAPTER_SIZES_BY_NUMBER, DEFAULT_MODEL_SIZES, UnknownModels
+
+__all__ = ["SECTIONS", "FrozenMap", "Settings", "find_config_file", "load_settings",
+           "read_toml", "settings_from"]
 
 ENV_PREFIX = "TUNINGD_"
 ENV_CONFIG_PATH = "TUNINGD_CONFIG"
@@ -23,49 +36,6 @@ LOG_FORMATS = ("auto", "json", "console")
 API_VERSIONS = ("v1", "v1beta1")
 
 
-class FrozenMap(Mapping[str, int]):
-    """An immutable, hashable, picklable str -> int mapping (TOML tables like per_location)."""
-
-    __slots__ = ("_items",)
-
-    def __init__(self, items: Mapping[str, int] | Iterable[tuple[str, int]] = ()) -> None:
-        self._items: dict[str, int] = dict(items)
-
-    def __getitem__(self, key: str) -> int:
-        return self._items[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __hash__(self) -> int:
-        return hash(frozenset(self._items.items()))
-
-    def __repr__(self) -> str:
-        return f"FrozenMap({self._items!r})"
-
-    def __getstate__(self) -> dict[str, int]:
-        return self._items
-
-    def __setstate__(self, state: dict[str, int]) -> None:
-        self._items = dict(state)
-
-
-def _key(
-    default: Any,
-    *,
-    min_value: float | None = None,
-    max_value: float | None = None,
-    positive: bool = False,
-    choices: tuple[str, ...] | None = None,
-) -> Any:
-    """A dataclass field carrying its validation rules (checked by `_problem`)."""
-    meta = {"min": min_value, "max": max_value, "positive": positive, "choices": choices}
-    return field(default=default, metadata=meta)
-
-
 class _Section:
     """Base of every settings section: validates its fields on construction, whatever the source."""
 
@@ -74,16 +44,11 @@ class _Section:
     def __post_init__(self) -> None:
         hints = _hints(type(self))
         for f in fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
             # Accept plain lists/dicts from Python callers but store immutable values.
-            if hints[f.name] == tuple[str, ...] and isinstance(value, list):
-                object.__setattr__(self, f.name, tuple(value))
-            elif (hints[f.name] == Mapping[str, int] and isinstance(value, Mapping)
-                  and not isinstance(value, FrozenMap)):
-                object.__setattr__(self, f.name, FrozenMap(value))
-            problem = _type_problem(hints[f.name], getattr(self, f.name))
+            object.__setattr__(self, f.name, immutable(hints[f.name], getattr(self, f.name)))
+            problem = type_problem(hints[f.name], getattr(self, f.name))
             if problem is None:
-                problem = _problem(hints[f.name], getattr(self, f.name), f.metadata)
+                problem = rule_problem(hints[f.name], getattr(self, f.name), f.metadata)
             if problem is not None:
                 raise ConfigError(f"config key {self.section}.{f.name}: {problem}")
         self._cross_check()
@@ -130,6 +95,8 @@ class VertexSettings(_Section):
     section: ClassVar[str] = "vertex"
 
     endpoint: str = _key("")
+    # Jobs go to Vertex at the version their create came in on; this one is only for tuningd's
+    # own calls (the sweep) and for jobs stored before tuningd remembered versions.
     api_version: str = _key("v1", choices=API_VERSIONS)
     credentials_file: str = _key("")
     # Send no Authorization header at all: for emulators and test servers, never for Google.
@@ -153,6 +120,28 @@ class VertexSettings(_Section):
         if self.endpoint:
             return self.endpoint.rstrip("/")
         return f"https://{location}-aiplatform.googleapis.com"
+
+
+@dataclass(frozen=True)
+class ModelsSettings(_Section):
+    """The base models tuningd knows, and what a create naming another one does."""
+
+    section: ClassVar[str] = "models"
+
+    # "forward": Vertex judges a model tuningd does not list (a release newer than tuningd, an
+    # alias, a -latest or preview id, an open model); "refuse": 400 INVALID_ARGUMENT at once.
+    unknown: str = _key(UnknownModels.FORWARD.value, choices=tuple(m.value for m in UnknownModels))
+    # Model id -> the adapter sizes Vertex allows for it (numbers; empty = not checked here).
+    known: Mapping[str, tuple[int, ...]] = _key(FrozenMap(DEFAULT_MODEL_SIZES))
+
+    def _cross_check(self) -> None:
+        sizes = sorted(ADAPTER_SIZES_BY_NUMBER)
+        for name, numbers in self.known.items():
+            bad = [n for n in numbers if n not in ADAPTER_SIZES_BY_NUMBER]
+            if bad:
+                raise ConfigError(
+                    f"config key models.known: adapter sizes must be among "
+                    f"{', '.join(map(str, sizes))}, got {name} = {list(numbers)!r}")
 
 
 @dataclass(frozen=True)
@@ -207,7 +196,7 @@ class ReconcileSettings(_Section):
 
 @dataclass(frozen=True)
 class SweepSettings(_Section):
-    """The periodic look at every managed-by=tuningd job per project and location."""
+    """The periodic look at every job tuningd labelled, per project and location."""
 
     section: ClassVar[str] = "sweep"
 
@@ -286,6 +275,7 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     vertex: VertexSettings = field(default_factory=VertexSettings)
+    models: ModelsSettings = field(default_factory=ModelsSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     polling: PollingSettings = field(default_factory=PollingSettings)
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
@@ -306,12 +296,7 @@ class Settings:
             section = getattr(self, name)
             values: dict[str, Any] = {}
             for f in fields(cls):  # type: ignore[arg-type]
-                value = getattr(section, f.name)
-                if isinstance(value, tuple):
-                    value = list(value)
-                elif isinstance(value, Mapping):
-                    value = dict(value)
-                values[f.name] = value
+                values[f.name] = plain(getattr(section, f.name))
             out[name] = values
         return out
 
@@ -320,6 +305,7 @@ SECTIONS: Mapping[str, type[_Section]] = {
     "server": ServerSettings,
     "store": StoreSettings,
     "vertex": VertexSettings,
+    "models": ModelsSettings,
     "limits": LimitsSettings,
     "polling": PollingSettings,
     "reconcile": ReconcileSettings,
@@ -338,117 +324,6 @@ def _hints(cls: type) -> dict[str, Any]:
     if cls not in _HINTS_CACHE:
         _HINTS_CACHE[cls] = get_type_hints(cls)
     return _HINTS_CACHE[cls]
-
-
-def _kind(hint: Any) -> str:
-    if hint is bool:
-        return "a boolean"
-    if hint is int:
-        return "an integer"
-    if hint is float:
-        return "a number"
-    if hint is str:
-        return "a string"
-    if hint == tuple[str, ...]:
-        return "a list of strings"
-    return "a table of name = integer"
-
-
-def _type_problem(hint: Any, value: Any) -> str | None:
-    """Why `value` does not have the type `hint` (None if it does)."""
-    ok: bool
-    if hint is bool:
-        ok = isinstance(value, bool)
-    elif hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif hint is float:
-        ok = (isinstance(value, int | float) and not isinstance(value, bool)
-              and math.isfinite(value))
-    elif hint is str:
-        ok = isinstance(value, str)
-    elif hint == tuple[str, ...]:
-        ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
-    else:
-        ok = isinstance(value, Mapping) and all(
-            isinstance(k, str) and k and isinstance(v, int) and not isinstance(v, bool)
-            for k, v in value.items()
-        )
-    return None if ok else f"must be {_kind(hint)}, got {value!r}"
-
-
-def _problem(hint: Any, value: Any, meta: Mapping[str, Any]) -> str | None:
-    """Why a well-typed `value` breaks its field's rules (None if it does not)."""
-    choices: tuple[str, ...] | None = meta.get("choices")
-    if choices is not None and value not in choices:
-        return f"must be one of {', '.join(choices)}; got {value!r}"
-    if isinstance(value, Mapping):
-        what, numbers = "integers", [(f"{k} = ", v) for k, v in value.items()]
-    elif hint is int or hint is float:
-        what, numbers = ("an integer" if hint is int else "a number"), [("", value)]
-    else:
-        return None
-    low, high, positive = meta.get("min"), meta.get("max"), meta.get("positive")
-    if positive:
-        rule = "> 0"
-    elif low is not None and high is not None:
-        rule = f"between {low:g} and {high:g}"
-    elif low is not None:
-        rule = f">= {low:g}"
-    else:
-        return None
-    for where, number in numbers:
-        if ((positive and number <= 0) or (low is not None and number < low)
-                or (high is not None and number > high)):
-            return f"must be {what} {rule}, got {where}{number!r}"
-    return None
-
-
-def _parse_env(hint: Any, raw: str) -> Any:
-    """Parse an environment variable's text as the type `hint`; ValueError when it cannot."""
-    text = raw.strip()
-    if hint is bool:
-        lowered = text.lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ValueError("must be a boolean (true/false, 1/0, yes/no, on/off)")
-    if hint is int:
-        try:
-            return int(text)
-        except ValueError:
-            raise ValueError("must be an integer") from None
-    if hint is float:
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError("must be a number") from None
-    if hint is str:
-        return raw
-    if hint == tuple[str, ...]:
-        return tuple(item.strip() for item in text.split(",")) if text else ()
-    table: dict[str, int] = {}
-    for item in text.split(",") if text else []:
-        name, sep, number = item.partition("=")
-        try:
-            if not sep or not name.strip():
-                raise ValueError
-            table[name.strip()] = int(number.strip())
-        except ValueError:
-            raise ValueError(
-                "must be a table written as name=integer pairs separated by commas "
-                "(e.g. us-central1=2,europe-west4=1)"
-            ) from None
-    return table
-
-
-def _from_toml(hint: Any, value: Any) -> Any:
-    """Normalize a TOML value for `hint` (ints may stand for floats; arrays become tuples)."""
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint == tuple[str, ...] and isinstance(value, list):
-        return tuple(value)
-    return value
 
 
 def default_store_path(env: Mapping[str, str]) -> str:
@@ -491,21 +366,21 @@ def settings_from(data: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
             if env_name in env:
                 source = f" (from ${env_name})"
                 try:
-                    value = _parse_env(hint, env[env_name])
+                    value = parse_env(hint, env[env_name])
                 except ValueError as exc:
                     raise ConfigError(
                         f"config key {dotted}{source}: {exc}, got {env[env_name]!r}"
                     ) from None
             elif f.name in section_data:
                 source = ""
-                value = _from_toml(hint, section_data[f.name])
+                value = from_toml(hint, section_data[f.name])
             else:
                 continue
             if section_name == "store" and f.name == "path" and value == "":
                 continue  # "" means "the default location", as for the other path keys
             if f.metadata.get("choices") and isinstance(value, str):
                 value = value.strip().lower()  # LEVEL=DEBUG is as clear as level=debug
-            problem = _type_problem(hint, value) or _problem(hint, value, f.metadata)
+            problem = type_problem(hint, value) or rule_problem(hint, value, f.metadata)
             if problem is not None:
                 raise ConfigError(f"config key {dotted}{source}: {problem}")
             values[f.name] = value

@@ -100,8 +100,12 @@ class Engine:
     # ------------------------------------------------------------------ facade for the API
 
     async def submit(self, project: str, location: str, spec: Mapping[str, Any], *,
-                     priority: int = 0, request_id: str | None = None) -> tuple[Job, bool]:
-        """Store a validated TuningJob spec as a queued job (idempotent per request_id)."""
+                     priority: int = 0, request_id: str | None = None,
+                     api_version: str | None = None) -> tuple[Job, bool]:
+        """Store a validated TuningJob spec as a queued job (idempotent per request_id).
+
+        `api_version` is the version the spec was parsed at; the job's Vertex calls use it
+        (None: the Vertex client's default)."""
         if self.draining:
             raise errors.Unavailable("tuningd is shutting down; retry against the next instance.")
         now = self._clock()
@@ -113,6 +117,7 @@ class Engine:
             base_model=base_model, state=LocalState.QUEUED, created_at=now, updated_at=now,
             priority=priority, request_id=request_id,
             display_name=str(spec.get("tunedModelDisplayName", "")), next_action_at=now,
+            api_version=api_version,
         )
         # The store write runs outside the engine lock so that concurrent creates share one
         # group commit. Nothing else can touch a job before it is in memory, except a cancel
@@ -136,7 +141,8 @@ class Engine:
             self._actions.sweep_at.setdefault((project, location),
                                       now + self.settings.sweep_interval_s)
             log.info("job.accepted", job_id=stored.id, project=project, location=location,
-                     base_model=base_model, priority=priority, request_id=request_id)
+                     base_model=base_model, priority=priority, request_id=request_id,
+                     api_version=api_version)
             if self._metrics is not None:
                 self._metrics.set_job_counts(self._ledger.counts)
             if self._has_room():

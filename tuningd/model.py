@@ -98,10 +98,41 @@ LOCAL_TO_REMOTE: Mapping[LocalState, JobState] = {
     LocalState.CANCELLED: JobState.JOB_STATE_CANCELLED,
 }
 
-# Labels tuningd puts on every job it creates, for reconciliation (design §3).
+# Labels tuningd puts on every job it creates, for reconciliation (design §3). Both keys live in
+# tuningd's own `tuningd-` namespace, which clients cannot set (the API refuses it), so no label
+# of a client's can be taken for ours, and `managed-by` stays the client's (Terraform's...).
 LABEL_JOB_ID = "tuningd-job-id"
-LABEL_MANAGED_BY = "managed-by"
-MANAGED_BY_VALUE = "tuningd"
+LABEL_MANAGED = "tuningd-managed"
+MANAGED_VALUE = "true"
+RESERVED_LABEL_PREFIX = "tuningd-"
+# What tuningd before issue 8 put on its jobs instead of LABEL_MANAGED; jobs created then still
+# run, so they are recognised too (with their LABEL_JOB_ID, which a client's own
+# `managed-by=tuningd` never has).
+LEGACY_LABEL_MANAGED_BY = "managed-by"
+LEGACY_MANAGED_BY_VALUE = "tuningd"
+
+
+def ours_labels(job_id: str) -> dict[str, str]:
+    """The labels tuningd adds to a job's create body."""
+    return {LABEL_JOB_ID: job_id, LABEL_MANAGED: MANAGED_VALUE}
+
+
+def is_ours(labels: Mapping[str, Any]) -> bool:
+    """Whether a remote job's labels say tuningd created it (now, or before issue 8)."""
+    if labels.get(LABEL_MANAGED) == MANAGED_VALUE:
+        return True
+    return (labels.get(LEGACY_LABEL_MANAGED_BY) == LEGACY_MANAGED_BY_VALUE
+            and bool(labels.get(LABEL_JOB_ID)))
+
+
+def client_labels(remote_labels: Mapping[str, Any],
+                  sent: Mapping[str, Any]) -> dict[str, Any]:
+    """A remote job's labels without those tuningd added (`sent`: the client's own labels)."""
+    out = {k: v for k, v in remote_labels.items() if not str(k).startswith(RESERVED_LABEL_PREFIX)}
+    if (out.get(LEGACY_LABEL_MANAGED_BY) == LEGACY_MANAGED_BY_VALUE
+            and sent.get(LEGACY_LABEL_MANAGED_BY) != LEGACY_MANAGED_BY_VALUE):
+        del out[LEGACY_LABEL_MANAGED_BY]  # added by tuningd before issue 8, not by the client
+    return out
 
 
 class Outcome(StrEnum):
@@ -159,6 +190,10 @@ class Job:
     absent_checks: int = 0
     # Consecutive reads that answered 404 for this job's remote job (confirmed before "lost").
     missing_checks: int = 0
+    # The Vertex API version ("v1", "v1beta1") the create came in on: the job is created, polled,
+    # reconciled and cancelled upstream at it. None for jobs stored before tuningd remembered
+    # it; those keep the configured default (vertex.api_version), as they were created with it.
+    api_version: str | None = None
 
     @property
     def spec(self) -> dict[str, Any]:

@@ -137,7 +137,8 @@ class CreateVerdict(StrEnum):
     UNKNOWN = "unknown"  # the job may exist: reconcile before anything else
 
 
-def create_verdict(http_status: int, status: str, kind: str) -> CreateVerdict:
+def create_verdict(http_status: int, status: str, kind: str, *, message: str = "",
+                   model: str = "") -> CreateVerdict:
     """Route a failed create by the Vertex client's kind and Google's status.
 
     401 (after a token refresh) and unusable credentials, 403 (IAM, API disabled, billing), 404 on
@@ -145,9 +146,15 @@ def create_verdict(http_status: int, status: str, kind: str) -> CreateVerdict:
     answer every job of the place alike: failing each queued job in turn would wipe the queue
     for one operator mistake. A 400 INVALID_ARGUMENT is about the job's own body. A 409
     (ABORTED) means the request lost a conflict and made nothing.
+
+    A 403 or 404 whose `message` names the job's source `model` ("Publisher Model ... was not
+    found", no access to a preview model) is about that model, not the place: the job is
+    rejected and the place's other jobs go on (tuningd forwards models it does not know).
     """
     if kind == INVALID_REQUEST:
         return CreateVerdict.INVALID
+    if http_status in (403, 404) and kind != AUTH and model and model in message:
+        return CreateVerdict.REJECTED
     if kind == AUTH or http_status in (401, 403, 404) or (
             http_status == 400 and status in _PLACE_STATUSES):
         return CreateVerdict.PLACE_REFUSED

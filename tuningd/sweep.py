@@ -1,4 +1,4 @@
-"""The sweep: every place's active managed-by=tuningd jobs, adopted, cancelled or reported.
+"""The sweep: every place's active tuningd-labelled jobs, adopted, cancelled or reported.
 
 Polls look only at the remote jobs local jobs track. A remote job that no tracked job owns (a
 create that landed after it was presumed absent, a duplicate, a job of a lost database, another
@@ -19,20 +19,25 @@ from tuningd.machine import RemoteSnapshot
 from tuningd.metrics import Metrics
 from tuningd.model import (
     LABEL_JOB_ID,
-    LABEL_MANAGED_BY,
-    MANAGED_BY_VALUE,
+    LABEL_MANAGED,
+    LEGACY_LABEL_MANAGED_BY,
+    LEGACY_MANAGED_BY_VALUE,
+    MANAGED_VALUE,
     REMOTE_TO_LOCAL,
     Job,
     LocalState,
+    is_ours,
 )
 from tuningd.policy import Place
 
 log = structlog.get_logger("tuningd.sweep")
 
 # Remote states in which a job still costs or may still change; a list asks only for these, so
-# it costs the same whatever the size of the history.
+# it costs the same whatever the size of the history. Jobs labelled the way tuningd labelled them
+# before issue 8 (managed-by=tuningd) are asked for too: they may still run.
 ACTIVE_REMOTE_FILTER = (
-    f'labels.{LABEL_MANAGED_BY}="{MANAGED_BY_VALUE}" AND ('
+    f'(labels.{LABEL_MANAGED}="{MANAGED_VALUE}" OR '
+    f'labels.{LEGACY_LABEL_MANAGED_BY}="{LEGACY_MANAGED_BY_VALUE}") AND ('
     + " OR ".join(f'state="{s}"' for s in (
         "JOB_STATE_QUEUED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_CANCELLING",
         "JOB_STATE_PAUSED", "JOB_STATE_UPDATING"))
@@ -50,7 +55,8 @@ class Lister(Protocol):
 class Sweeper:
     """Runs one sweep of a place at a time; remembers which findings it already reported."""
 
-    def __init__(self, *, list_place: Lister, cancel: Callable[[str], Awaitable[None]],
+    def __init__(self, *, list_place: Lister,
+                 cancel: Callable[[str, Job | None], Awaitable[None]],
                  lookup: Callable[[str], Awaitable[Job | None]],
                  in_flight: Callable[[str], bool],
                  adopt: Callable[[Job, RemoteSnapshot], Awaitable[bool]],
@@ -72,7 +78,7 @@ class Sweeper:
         self._reported.add(remote_id)
 
     async def sweep(self, place: Place) -> None:
-        """List the place's active managed jobs; adopt, cancel or report the ones not tracked."""
+        """List the place's active jobs of tuningd's; adopt, cancel or report the untracked."""
         try:
             remotes = await self._list(*place, ACTIVE_REMOTE_FILTER)
         except RemoteError as exc:
@@ -85,7 +91,7 @@ class Sweeper:
             snapshot = RemoteSnapshot.from_json(remote)
             js = snapshot.job_state
             # Labels and states are re-checked here: the filter is not documented (spec §8).
-            if labels.get(LABEL_MANAGED_BY) != MANAGED_BY_VALUE or (
+            if not is_ours(labels) or (
                     js is not None and REMOTE_TO_LOCAL.get(js, LocalState.RUNNING).is_terminal):
                 continue
             label = str(labels.get(LABEL_JOB_ID, ""))
@@ -120,7 +126,7 @@ class Sweeper:
                 or snapshot.state == "JOB_STATE_CANCELLING"):
             return  # a job no local id knows may be another daemon's: report, never touch
         try:
-            await self._cancel(snapshot.name)
+            await self._cancel(snapshot.name, local)
         except RemoteError as exc:
             if exc.http_status == 400:
                 return  # FAILED_PRECONDITION: it has ended since (the list may lag)

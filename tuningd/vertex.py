@@ -103,7 +103,11 @@ class VertexClient:
     "auth" (401 after one refresh-and-retry, or credentials unusable), "transient" (408/500/502/
     503/504, timeouts, connection errors on get/list/cancel), "unknown_outcome" (create only: the
     job may exist; reconcile by label before resubmitting). The only retry inside is the single one
-    after a 401."""
+    after a 401.
+
+    Every call takes the API version to use (`api_version`, "v1" or "v1beta1"): a job is created
+    and read at the version its client used, so that what the version knows reaches Vertex and
+    comes back. None means the client's default (`api_version` at construction)."""
 
     def __init__(
         self,
@@ -136,29 +140,42 @@ class VertexClient:
 
     @property
     def api_version(self) -> str:
+        """The default version: for calls that name none (tuningd's own, such as the sweep)."""
         return self._api_version
 
-    def base_url(self, location: str) -> str:
+    def version(self, api_version: str | None) -> str:
+        """The version a call uses: the one given, else the default."""
+        version = api_version or self._api_version
+        if version not in wire.API_VERSIONS:
+            raise InvalidArgument(f"unsupported api_version {version!r}")
+        return version
+
+    def base_url(self, location: str, api_version: str | None = None) -> str:
         """Scheme, host and version prefix used for jobs in this location."""
         host = self._endpoint or default_endpoint(location)
-        return f"{host}/{self._api_version}"
+        return f"{host}/{self.version(api_version)}"
 
-    def _collection_url(self, project: str, location: str) -> str:
+    def _collection_url(self, project: str, location: str, api_version: str | None) -> str:
         _check_parent(project, location)
-        return f"{self.base_url(location)}/projects/{project}/locations/{location}/tuningJobs"
+        return (f"{self.base_url(location, api_version)}/projects/{project}/locations/"
+                f"{location}/tuningJobs")
 
-    def _job_url(self, name: str) -> str:
+    def _job_url(self, name: str, api_version: str | None) -> str:
         _, location, _ = split_job_name(name)
-        return f"{self.base_url(location)}/{name}"
+        return f"{self.base_url(location, api_version)}/{name}"
 
-    async def create(self, project: str, location: str, job: Mapping[str, Any]) -> dict[str, Any]:
-        """POST a canonical TuningJob; the created job in canonical form.
+    async def create(self, project: str, location: str, job: Mapping[str, Any], *,
+                     api_version: str | None = None) -> dict[str, Any]:
+        """POST a canonical TuningJob, rendered at `api_version` (a body parsed at that version
+        loses nothing); the created job in canonical form.
 
         Never retried here: a timeout, a dropped connection, a 5xx or an unreadable 2xx body
         raise kind "unknown_outcome" because the job may have been created."""
-        body = wire.render_tuning_job(job, api_version=self._api_version)
+        version = self.version(api_version)
+        body = wire.render_tuning_job(job, api_version=version)
         raw = await self._call(
-            "create", "POST", self._collection_url(project, location), body=body, create=True
+            "create", "POST", self._collection_url(project, location, version), body=body,
+            create=True,
         )
         try:
             return wire.parse_tuning_job(json.loads(raw), ignore_unknown=True)
@@ -168,9 +185,9 @@ class VertexClient:
                 http_status=502, status="UNKNOWN", kind=UNKNOWN_OUTCOME,
             ) from exc
 
-    async def get(self, name: str) -> dict[str, Any]:
+    async def get(self, name: str, *, api_version: str | None = None) -> dict[str, Any]:
         """GET one job by its full resource name; 404 is kind "permanent", http_status 404."""
-        raw = await self._call("get", "GET", self._job_url(name))
+        raw = await self._call("get", "GET", self._job_url(name, api_version))
         return _parse_job_or_transient("get", raw)
 
     async def list(
@@ -181,6 +198,7 @@ class VertexClient:
         filter: str = "",
         page_size: int = 100,
         page_token: str = "",
+        api_version: str | None = None,
     ) -> tuple[JobList, str]:
         """One page of jobs (canonical form) and the next page token ("" on the last page)."""
         params: dict[str, str] = {}
@@ -191,7 +209,7 @@ class VertexClient:
         if page_token:
             params["pageToken"] = page_token
         raw = await self._call(
-            "list", "GET", self._collection_url(project, location), params=params
+            "list", "GET", self._collection_url(project, location, api_version), params=params
         )
         try:
             body = json.loads(raw) if raw.strip() else {}
@@ -210,7 +228,7 @@ class VertexClient:
 
     async def list_all(
         self, project: str, location: str, *, filter: str = "",
-        page_size: int = 100, max_pages: int = 10_000,
+        page_size: int = 100, max_pages: int = 10_000, api_version: str | None = None,
     ) -> JobList:
         """Every job matching the filter, following all pages; a repeating page token or more
         than max_pages pages is a (transient) RemoteError rather than an endless loop."""
@@ -219,7 +237,8 @@ class VertexClient:
         token = ""
         for _ in range(max_pages):
             page, token = await self.list(
-                project, location, filter=filter, page_size=page_size, page_token=token
+                project, location, filter=filter, page_size=page_size, page_token=token,
+                api_version=api_version,
             )
             jobs.extend(page)
             if not token:
@@ -231,9 +250,9 @@ class VertexClient:
         raise RemoteError(f"list: more than {max_pages} pages", http_status=502,
                           status="UNAVAILABLE", kind=TRANSIENT)
 
-    async def cancel(self, name: str) -> None:
+    async def cancel(self, name: str, *, api_version: str | None = None) -> None:
         """POST :cancel. Cancelling an ended job is kind "permanent", status FAILED_PRECONDITION."""
-        await self._call("cancel", "POST", self._job_url(name) + ":cancel", body={})
+        await self._call("cancel", "POST", self._job_url(name, api_version) + ":cancel", body={})
 
     async def forward(self, http_method: str, path: str, *, location: str, api_version: str,
                       query: Sequence[tuple[str, str]] = (),

@@ -16,7 +16,6 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from tuningd.codec import parse_int, parse_tuning_job, render_tuning_job, strip_output_only
@@ -28,6 +27,9 @@ from tuningd.listfilter import (
     compile_filter,
     filter_pushdown,
 )
+
+# The base-model catalog lives in tuningd.models (configurable); re-exported for wire's users.
+from tuningd.models import DEFAULT_CATALOG, ModelCatalog, ModelInfo
 from tuningd.validation import (
     KINDS,
     MAX_DISPLAY_NAME_LENGTH,
@@ -107,51 +109,6 @@ def _top_level(pred: Any) -> tuple[str, ...]:
 V1BETA1_ONLY_FIELDS: tuple[str, ...] = _top_level(
     lambda f: f.json not in schema("v1").root.lookup)
 OUTPUT_ONLY_FIELDS: tuple[str, ...] = _top_level(lambda f: f.output)
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What Vertex allows for one tunable base model."""
-
-    name: str
-    adapter_sizes: frozenset[str]
-    dataset_format: str = "contents"  # "contents" (Gemini) or "messages" (gemini-1.0-pro-002)
-
-
-@dataclass(frozen=True)
-class ModelCatalog:
-    """The base-model allow-list used for validation (configurable in the emulator)."""
-
-    models: Mapping[str, ModelInfo]
-
-    def get(self, name: str) -> ModelInfo | None:
-        return self.models.get(name)
-
-
-def _sizes(*names: str) -> frozenset[str]:
-    return frozenset(f"ADAPTER_SIZE_{n}" for n in names)
-
-
-_SIZES_1248 = _sizes("ONE", "TWO", "FOUR", "EIGHT")
-_SIZES_1_16 = _sizes("ONE", "TWO", "FOUR", "EIGHT", "SIXTEEN")
-# Spec §3 lists sizes for 2.x and 3.1; the 1.x, 3.5 and translation entries are assumptions
-# (1.x per the 1.x-era docs, 3.5 like 3.1, translation like 1.0).
-DEFAULT_CATALOG: ModelCatalog = ModelCatalog(models={
-    m.name: m for m in (
-        ModelInfo("gemini-1.0-pro-002", _sizes("ONE", "FOUR", "EIGHT", "SIXTEEN"), "messages"),
-        ModelInfo("gemini-1.5-pro-002", _sizes("ONE", "FOUR")),
-        ModelInfo("gemini-1.5-flash-002", _sizes("ONE", "FOUR", "EIGHT", "SIXTEEN")),
-        ModelInfo("gemini-2.0-flash-001", _SIZES_1248),
-        ModelInfo("gemini-2.0-flash-lite-001", _SIZES_1248),
-        ModelInfo("gemini-2.5-pro", _SIZES_1248),
-        ModelInfo("gemini-2.5-flash", _SIZES_1_16),
-        ModelInfo("gemini-2.5-flash-lite", _SIZES_1_16),
-        ModelInfo("gemini-3.1-flash-lite", _SIZES_1_16),
-        ModelInfo("gemini-3.5-flash", _SIZES_1_16),
-        ModelInfo("gemini-3.5-flash-lite", _SIZES_1_16),
-        ModelInfo("translation-llm-002", _sizes("ONE", "FOUR", "EIGHT", "SIXTEEN")),
-    )
-})
 
 
 # --------------------------------------------------------------------------------------------

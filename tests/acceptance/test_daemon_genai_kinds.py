@@ -24,9 +24,9 @@ from helpers import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.acceptance, pytest.mark.contract]
+pytestmark = [pytest.mark.acceptance, pytest.mark.contract,
+              pytest.mark.filterwarnings("ignore:The SDK's tuning implementation is experimental")]
 
-NEEDS_OTHER_PARTS = pytest.mark.xfail(strict=True, reason="needs the kinds/fwd parts of issue 8")
 TRAIN = "gs://bkt/kinds/train.jsonl"
 VALIDATION = "gs://bkt/kinds/validation.jsonl"
 TEACHER = "gemini-2.5-pro"
@@ -94,7 +94,6 @@ def _check_end(world: World, job: types.TuningJob, spec_key: str) -> dict[str, A
     return request
 
 
-@NEEDS_OTHER_PARTS
 def test_preference_tuning_through_tuningd(world: World) -> None:
     """tune(method=PREFERENCE_TUNING) reaches the emulator with its preferenceOptimizationSpec
     intact (dataset, validation set, beta, epochs) and ends SUCCEEDED as the emulator ends it."""
@@ -114,7 +113,6 @@ def test_preference_tuning_through_tuningd(world: World) -> None:
     assert "supervisedTuningSpec" not in request
 
 
-@NEEDS_OTHER_PARTS
 def test_distillation_through_tuningd(world: World) -> None:
     """tune(method=DISTILLATION) with a teacher model reaches the emulator with its
     distillationSpec intact (prompt dataset, teacher, loss weight) and ends SUCCEEDED."""

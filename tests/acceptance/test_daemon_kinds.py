@@ -1,4 +1,5 @@
-"""Acceptance: google-genai preference tuning and distillation through `tuningd serve`."""
+"""Acceptance: google-genai preference tuning at v1 through `tuningd serve` (v1beta1 and
+distillation: test_daemon_genai_kinds.py)."""
 
 from __future__ import annotations
 
@@ -44,18 +45,12 @@ def _tune_to_end(client: genai.Client, **config: Any) -> types.TuningJob:
     return wait_until(ended, 60, interval_s=0.2, message="the tuning job to end")
 
 
-# The daemon talks v1beta1 upstream here: distillation is a v1beta1-only field, and until jobs
-# are forwarded at their client's version a v1 upstream cannot carry it.
-UPSTREAM = {"vertex": {"api_version": "v1beta1"}}
-
-
-@pytest.mark.parametrize("api_version", ["v1", "v1beta1"])
-def test_preference_tuning_runs_through_the_daemon(procs: Processes, api_version: str) -> None:
+def test_preference_tuning_at_v1_runs_through_the_daemon(procs: Processes) -> None:
     """tunings.tune(method=PREFERENCE_TUNING) is accepted (it was `Unknown name
     "preferenceOptimizationSpec"`), reaches the emulator with its spec, and succeeds."""
     emu = procs.emulator(job_seconds=1.0, pending_seconds=0.2)
-    daemon = procs.daemon(emu.url)  # preference tuning is a v1 field: the default upstream
-    done = _tune_to_end(_client(daemon, api_version), method="PREFERENCE_TUNING", beta=0.5,
+    daemon = procs.daemon(emu.url)
+    done = _tune_to_end(_client(daemon, "v1"), method="PREFERENCE_TUNING", beta=0.5,
                         epoch_count=2)
     assert done.state == types.JobState.JOB_STATE_SUCCEEDED, daemon.tail()
     assert done.tuned_model is not None and done.tuned_model.model
@@ -63,19 +58,4 @@ def test_preference_tuning_runs_through_the_daemon(procs: Processes, api_version
     spec = remote["request"]["preferenceOptimizationSpec"]
     assert spec["trainingDatasetUri"] == TRAIN
     assert spec["hyperParameters"]["beta"] == 0.5
-    assert "supervisedTuningSpec" not in remote["request"]
-
-
-def test_distillation_runs_through_the_daemon(procs: Processes) -> None:
-    """tunings.tune(method=DISTILLATION) is accepted (it was `Unknown name "distillationSpec"`),
-    reaches the emulator with its teacher and prompt dataset, and succeeds."""
-    emu = procs.emulator(job_seconds=1.0, pending_seconds=0.2)
-    daemon = procs.daemon(emu.url, UPSTREAM)
-    done = _tune_to_end(_client(daemon, "v1beta1"), method="DISTILLATION",
-                        base_teacher_model="gemini-2.5-pro", epoch_count=1)
-    assert done.state == types.JobState.JOB_STATE_SUCCEEDED, daemon.tail()
-    [remote] = remote_jobs_by_label(emu.state())[job_id_of(done.model_dump())]
-    spec = remote["request"]["distillationSpec"]
-    assert spec["baseTeacherModel"] == "gemini-2.5-pro"
-    assert TRAIN in (spec.get("promptDatasetUri"), spec.get("trainingDatasetUri"))
     assert "supervisedTuningSpec" not in remote["request"]

@@ -82,7 +82,7 @@ def test_fifty_jobs_all_succeed_within_the_concurrency_limit(procs: Processes,
     assert len(state["jobs"]) == N_JOBS
     assert all(j["state"] == "JOB_STATE_SUCCEEDED" for j in state["jobs"])
     for remote in state["jobs"]:
-        assert remote["request"]["labels"]["managed-by"] == "tuningd"
+        assert remote["request"]["labels"]["tuningd-managed"] == "true"
 
     for job_id in (ids[0], ids[-1]):  # one plain-HTTP job, one SDK job
         seen = client.tunings.get(name=f"projects/{PROJECT}/locations/{LOCATION}/tuningJobs/"

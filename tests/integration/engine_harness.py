@@ -23,7 +23,7 @@ from tuningd.emulator import Emulator, EmulatorConfig, Faults, ManualClock
 from tuningd.emulator.state import EmulatedJob
 from tuningd.engine import Engine, EngineSettings
 from tuningd.metrics import Metrics, build_registry
-from tuningd.model import ACTIVE_STATES, LABEL_JOB_ID, Job, LocalState
+from tuningd.model import ACTIVE_STATES, LABEL_JOB_ID, LABEL_MANAGED, MANAGED_VALUE, Job, LocalState
 from tuningd.store import Store
 from tuningd.vertex import VertexClient
 
@@ -218,10 +218,12 @@ class Harness:
         """The logged events called `name`, in order."""
         return [e for e in self.logs if e.get("event") == name]
 
-    def plant_remote(self, label_job_id: str | None, *, location: str = LOCATION) -> EmulatedJob:
+    def plant_remote(self, label_job_id: str | None, *, location: str = LOCATION,
+                     labels: Mapping[str, str] | None = None) -> EmulatedJob:
         """A remote job tuningd did not create in this run (a late landing, a duplicate, a job of
-        a lost database), labelled managed-by=tuningd and, if given, with a tuningd-job-id."""
-        labels = {"managed-by": "tuningd"}
+        a lost database), labelled as tuningd labels its jobs (or with `labels`: e.g. the
+        managed-by=tuningd of tuningd before issue 8) and, if given, with a tuningd-job-id."""
+        labels = dict(labels if labels is not None else {LABEL_MANAGED: MANAGED_VALUE})
         if label_job_id is not None:
             labels[LABEL_JOB_ID] = label_job_id
         return self.emulator.state.create({**spec(), "labels": labels}, api_version="v1",

@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from tuningd import recovery, wire
+from tuningd import models, recovery, wire
 from tuningd.api import job_view, make_api_app
 from tuningd.engine import Engine, JobPredicate, Page
 from tuningd.errors import ConfigError, FailedPrecondition, NotFound, Unavailable
@@ -81,18 +81,21 @@ class FakeEngine(Engine):
         return job
 
     async def submit(self, project: str, location: str, spec: Mapping[str, Any], *,
-                     priority: int = 0, request_id: str | None = None) -> tuple[Job, bool]:
+                     priority: int = 0, request_id: str | None = None,
+                     api_version: str | None = None) -> tuple[Job, bool]:
         if self.fail_with is not None:
             raise self.fail_with
         if self.draining:
             raise Unavailable("draining")
         self.submits.append({"project": project, "location": location, "spec": dict(spec),
-                             "priority": priority, "request_id": request_id})
+                             "priority": priority, "request_id": request_id,
+                             "api_version": api_version})
         for job in self.jobs.values():
             if request_id is not None and (job.project, job.location, job.request_id) == (
                     project, location, request_id):
                 return job, False
-        job = self.add(project, location, spec, priority=priority, request_id=request_id)
+        job = self.add(project, location, spec, priority=priority, request_id=request_id,
+                       api_version=api_version)
         return job, True
 
     async def get(self, job_id: str) -> Job | None:
@@ -200,7 +203,9 @@ async def test_create_camel_case_v1_returns_queued_job(api: Factory) -> None:
     assert body["labels"] == {"team": "nlp"}
     assert body["createTime"].endswith("Z") and body["updateTime"].endswith("Z")
     assert body["tuningd"] == {"state": "queued", "priority": 0, "attempts": 0,
-                               "cancelRequested": False, "queuePosition": 1}
+                               "cancelRequested": False, "queuePosition": 1,
+                               "apiVersion": "v1"}
+    assert engine.submits[0]["api_version"] == "v1"
     assert engine.submits[0]["spec"]["supervisedTuningSpec"]["hyperParameters"] == {
         "epochCount": 3, "adapterSize": "ADAPTER_SIZE_FOUR"}
     assert engine.submits[0]["project"] == "proj-a"
@@ -302,12 +307,10 @@ BAD_BODIES: list[tuple[str, bytes]] = [
     ("bad int enum", _raw(f"{HYPER}.adapterSize", 99)),
     ("unknown field", _raw("supervisedTuningSpec.colour", "red")),
     ("129-char display name", _raw("tunedModelDisplayName", "x" * 129)),
-    ("unknown base model", _raw("baseModel", "gpt-4")),
     ("negative epoch count", _raw(f"{HYPER}.epochCount", "-1")),
     ("bad label key", _raw("labels", {"Team": "nlp"})),
     ("reserved label tuningd-job-id", _raw("labels", {"tuningd-job-id": "x"})),
     ("reserved label tuningd- prefix", _raw("labels", {"tuningd-foo": "x"})),
-    ("reserved label managed-by", _raw("labels", {"managed-by": "me"})),
 ]
 
 
@@ -328,6 +331,30 @@ async def test_v1beta1_only_field_is_unknown_on_v1(api: Factory) -> None:
     await assert_error(await client.post(BASE, json=body), 400, "INVALID_ARGUMENT")
     assert engine.submits == []
     assert (await client.post(BETA, json=body)).status == 200
+
+
+async def test_unknown_model_is_forwarded_by_default_and_refused_when_configured(
+        api: Factory) -> None:
+    """A base model missing from the catalog is queued for Vertex to judge by default, and
+    answered 400 at once with models.unknown = "refuse"."""
+    body = _with("baseModel", "gemini-flash-latest")
+    client, engine = await api()
+    assert (await client.post(BASE, json=body)).status == 200
+    assert engine.submits[0]["spec"]["baseModel"] == "gemini-flash-latest"
+    refusing = models.ModelCatalog(models.DEFAULT_CATALOG.models,
+                                   unknown=models.UnknownModels.REFUSE)
+    client, engine = await api(catalog=lambda: refusing)
+    await assert_error(await client.post(BASE, json=body), 400, "INVALID_ARGUMENT")
+    assert engine.submits == []
+
+
+async def test_managed_by_label_is_the_clients(api: Factory) -> None:
+    """`managed-by` is an ordinary label: accepted, queued as sent and shown back."""
+    client, engine = await api()
+    resp = await client.post(BASE, json=_with("labels", {"managed-by": "terraform"}))
+    assert resp.status == 200
+    assert (await resp.json())["labels"] == {"managed-by": "terraform"}
+    assert engine.submits[0]["spec"]["labels"] == {"managed-by": "terraform"}
 
 
 BAD_QUERIES: list[dict[str, str]] = [
@@ -490,7 +517,7 @@ def _succeeded_job() -> Job:
 
 
 def test_job_view_mirrors_remote_outputs() -> None:
-    """A succeeded job mirrors Vertex's outputs but keeps tuningd's name, labels and times."""
+    """A succeeded job shows Vertex's copy with tuningd's name, times and the client's labels."""
     view = job_view(_succeeded_job(), queue_position=None, history=None)
     assert view["name"] == "projects/proj-a/locations/us-central1/tuningJobs/job-0042"
     assert view["state"] == "JOB_STATE_SUCCEEDED"
@@ -499,13 +526,26 @@ def test_job_view_mirrors_remote_outputs() -> None:
     for key in ("tunedModel", "experiment", "tuningDataStats", "startTime", "endTime",
                 "tuningJobState", "tuningJobMetadata"):
         assert view[key] == REMOTE_SUCCEEDED[key]
-    # The client's epochCount stays; what Vertex resolved fills the gaps.
-    assert view["supervisedTuningSpec"]["hyperParameters"] == {
-        "epochCount": 3, "adapterSize": "ADAPTER_SIZE_FOUR", "learningRateMultiplier": 1.0}
+    assert view["supervisedTuningSpec"] == REMOTE_SUCCEEDED["supervisedTuningSpec"]
     assert "error" not in view
     assert view["tuningd"] == {"state": "succeeded", "priority": 0, "attempts": 1,
                                "cancelRequested": False, "remoteName": REMOTE_SUCCEEDED["name"],
                                "remoteState": "JOB_STATE_SUCCEEDED", "outcome": "normal"}
+
+
+def test_job_view_never_merges_the_clients_values_into_vertexs() -> None:
+    """A v1beta1 job sent with learningRate shows only what Vertex returned (here its
+    learningRateMultiplier), never both; before Vertex has it, the request as accepted."""
+    sent = _with("supervisedTuningSpec.hyperParameters", {"learningRate": 0.0002})
+    job = _succeeded_job().evolve(spec_json=json.dumps(
+        wire.parse_tuning_job(sent, api_version="v1beta1")), api_version="v1beta1")
+    hyper = job_view(job)["supervisedTuningSpec"]["hyperParameters"]
+    assert hyper == REMOTE_SUCCEEDED["supervisedTuningSpec"]["hyperParameters"]
+    queued = job.evolve(state=LocalState.QUEUED, remote_json=None, remote_name=None,
+                        remote_state=None, ended_at=None, outcome=None)
+    view = job_view(queued)
+    assert view["supervisedTuningSpec"]["hyperParameters"] == {"learningRate": 0.0002}
+    assert not {"tunedModel", "experiment", "startTime", "endTime", "tuningJobState"} & set(view)
 
 
 def test_job_view_of_failed_job_without_remote_uses_local_error() -> None:

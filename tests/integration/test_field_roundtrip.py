@@ -140,8 +140,8 @@ async def test_every_settable_proto_field_arrives_unchanged(tmp_path: Path, vers
     """Bodies that together set every settable TuningJob field of the installed protos at this
     version, created through tuningd's API, reach the emulator byte-for-byte as sent (only
     tuningd's own labels added); no field is dropped."""
-    async with open_harness(tmp_path, engine=settings(max_active=500),
-                            api_version=version) as h:
+    # The engine's default upstream version stays v1: each job must go up at its own version.
+    async with open_harness(tmp_path, engine=settings(max_active=500)) as h:
         source = h.emulator.state.create(
             {"baseModel": BASE, "supervisedTuningSpec": {"trainingDatasetUri": "gs://b/t"}},
             api_version="v1", project=PROJECT, location=LOCATION)

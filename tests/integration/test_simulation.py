@@ -17,7 +17,7 @@ from tests.sim.driver import Driver, Outcome, engine_log_capture, run_seed
 from tests.sim.invariants import SimJob
 from tests.sim.options import CI_BASELINE, SimOptions
 from tests.sim.world import GOOD_DATASET, spec
-from tuningd.model import LABEL_JOB_ID, LABEL_MANAGED_BY, MANAGED_BY_VALUE, LocalState
+from tuningd.model import LocalState, ours_labels
 
 ROOT = Path(__file__).resolve().parents[2]
 CI_OPTIONS = SimOptions().with_features(CI_BASELINE)
@@ -114,7 +114,7 @@ async def _submit(d: Driver) -> str:
 
 def _remote_for(d: Driver, job_id: str) -> None:
     body = {**spec("gemini-2.5-flash", GOOD_DATASET, "t"),
-            "labels": {LABEL_JOB_ID: job_id, LABEL_MANAGED_BY: MANAGED_BY_VALUE}}
+            "labels": ours_labels(job_id)}
     d.world.emulator.state.create(body, api_version="v1", project="proj-a",
                                   location="us-central1")
 

@@ -21,6 +21,7 @@ from tuningd import errors
 from tuningd.model import Job, LocalState, Outcome
 from tuningd.store import (
     JOB_COLUMNS,
+    MIGRATIONS,
     SCHEMA_VERSION,
     StaleWrite,
     Store,
@@ -80,6 +81,7 @@ def full_job() -> Job:
         attempt_ended_at=1_700_000_001.75,
         absent_checks=2,
         missing_checks=1,
+        api_version="v1beta1",
     )
 
 
@@ -461,6 +463,31 @@ async def test_migrations_from_empty_db_and_reopen(tmp_path: Path) -> None:
             assert len(await s.history(make_job().id)) == 1
     with sqlite3.connect(db) as raw:
         assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    raw.close()
+
+
+async def test_migration_4_keeps_older_jobs_at_the_configured_version(tmp_path: Path) -> None:
+    """A database of schema 3 gains api_version; its jobs read back with None (the configured
+    default applies to them) and everything else unchanged."""
+    db = tmp_path / "tuningd.db"
+    old = make_job()
+    with sqlite3.connect(db) as raw:
+        for script in MIGRATIONS[:3]:
+            raw.executescript(script)
+        raw.execute("PRAGMA user_version = 3")
+        columns = [c for c in JOB_COLUMNS if c != "api_version"]
+        values = {f.name: getattr(old, f.name) for f in fields(Job)}
+        values["state"] = old.state.value
+        values["cancel_requested"] = int(old.cancel_requested)
+        raw.execute(f"INSERT INTO jobs ({', '.join(columns)}) "
+                    f"VALUES ({', '.join('?' * len(columns))})", [values[c] for c in columns])
+    raw.close()
+    async with await Store.open(db) as s:
+        assert await s.get(old.id) == old and old.api_version is None
+        await s.insert_job(make_job(2, api_version="v1beta1"), "accepted")
+        assert (await s.get(make_job(2).id)).api_version == "v1beta1"  # type: ignore[union-attr]
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     raw.close()
 
 

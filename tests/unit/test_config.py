@@ -22,6 +22,7 @@ from tuningd.config import (
     settings_from,
 )
 from tuningd.errors import ConfigError
+from tuningd.models import DEFAULT_MODEL_SIZES
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CONFIG = REPO / "config" / "tuningd.toml"
@@ -107,6 +108,29 @@ enabled = true
     assert s.emulator.enabled is True
 
 
+def test_models_section_from_toml_env_and_defaults(tmp_path: Path) -> None:
+    """[models]: forward by default with the shipped catalog; a [models.known] table or
+    TUNINGD_MODELS_KNOWN replaces the list; sizes become immutable tuples."""
+    assert Settings().models.unknown == "forward"
+    assert dict(Settings().models.known) == dict(DEFAULT_MODEL_SIZES)
+    cfg = write(tmp_path / "m.toml", """
+[models]
+unknown = "REFUSE"
+[models.known]
+"gemini-flash-latest" = []
+"gemini-2.5-flash" = [1, 4]
+""")
+    s = load_settings(cfg, env={})
+    assert s.models.unknown == "refuse"
+    assert dict(s.models.known) == {"gemini-flash-latest": (), "gemini-2.5-flash": (1, 4)}
+    env = {"TUNINGD_MODELS_KNOWN": "gemini-9-flash=1 2 16, meta/llama3_1@llama-3.1-8b="}
+    s = load_settings(cfg, env=env)
+    assert dict(s.models.known) == {"gemini-9-flash": (1, 2, 16),
+                                    "meta/llama3_1@llama-3.1-8b": ()}
+    assert settings_from(s.as_dict(), {}) == s
+    assert hash(s) == hash(pickle.loads(pickle.dumps(s)))
+
+
 def test_default_endpoint_is_per_location() -> None:
     """An empty endpoint means Google's regional Vertex host."""
     assert Settings().vertex.base_url("europe-west4") == (
@@ -159,6 +183,12 @@ BAD: list[tuple[dict[str, Any], dict[str, str], str]] = [
     ({"vertex": {"allowed_projects": "p1"}}, {}, "vertex.allowed_projects"),
     ({"vertex": {"allowed_locations": [""]}}, {}, "vertex.allowed_locations"),
     ({"vertex": {"request_timeout_s": 0}}, {}, "vertex.request_timeout_s"),
+    ({"models": {"unknown": "ask"}}, {}, "models.unknown"),
+    ({"models": {"known": {"m": [3]}}}, {}, "models.known"),
+    ({"models": {"known": {"m": 4}}}, {}, "models.known"),
+    ({"models": {"known": {"m": ["4"]}}}, {}, "models.known"),
+    ({}, {"TUNINGD_MODELS_KNOWN": "m=1 x"}, "models.known"),
+    ({}, {"TUNINGD_MODELS_UNKNOWN": "maybe"}, "models.unknown"),
     ({"limits": {"max_active": 0}}, {}, "limits.max_active"),
     ({"limits": {"max_active": True}}, {}, "limits.max_active"),
     ({"limits": {"per_location": {"us-central1": 0}}}, {}, "limits.per_location"),
@@ -311,16 +341,18 @@ def test_shipped_config_loads_and_equals_defaults() -> None:
 
 
 def test_shipped_config_documents_every_key_with_its_default() -> None:
-    """Uncommenting every `# key = value` line of config/tuningd.toml gives exactly the defaults."""
+    """Uncommenting every `# key = value` line of config/tuningd.toml (and the `# [section.key]`
+    tables with their `# "name" = value` lines) gives exactly the defaults."""
     text = SHIPPED_CONFIG.read_text(encoding="utf-8")
     lines = text.splitlines()
-    uncommented = [re.sub(r"^# (?=[a-z_]+ = )", "", line) for line in lines]
+    uncommented = [re.sub(r'^# (?=[a-z_]+ = |"[^"]+" = |\[[a-z_]+\.[a-z_]+\]$)', "", line)
+                   for line in lines]
     data = tomllib.loads("\n".join(uncommented))
     every = {name: {f.name for f in fields(cls)} for name, cls in SECTIONS.items()}  # type: ignore[arg-type]
     assert {name: set(section) for name, section in data.items()} == every
     assert settings_from(data, {}) == Settings()
-    # Each key has a one-line comment directly above it.
+    # Each key (or table) has a one-line comment directly above it.
     for i, line in enumerate(lines):
-        if re.match(r"^# [a-z_]+ = ", line):
+        if re.match(r"^# ([a-z_]+ = |\[[a-z_]+\.[a-z_]+\]$)", line):
             above = lines[i - 1]
             assert above.startswith("# ") and not re.match(r"^# [a-z_]+ = ", above), line
