@@ -23,7 +23,15 @@ from tuningd import __version__, policy, recovery, wire
 from tuningd.api import make_api_app
 from tuningd.auth import AnonymousTokenSource, TokenSource, token_source_from_settings
 from tuningd.budget import BudgetSettings
-from tuningd.config import Settings, load_settings
+from tuningd.config import ServerSettings, Settings, load_settings
+from tuningd.connections import (
+    ConnectionGuard,
+    ConnectionLimits,
+    raise_descriptor_limit,
+    tcp_listeners,
+    throttle_asyncio_accept_errors,
+    unix_listener,
+)
 from tuningd.engine import Engine, EngineSettings
 from tuningd.errors import ConfigError, TuningdError
 from tuningd.log import configure_logging
@@ -75,6 +83,13 @@ def model_catalog(settings: Settings) -> ModelCatalog:
                               unknown=UnknownModels(m.unknown))
 
 
+def connection_limits(server: ServerSettings) -> ConnectionLimits:
+    """The control API's connection cap and timeouts for a configuration."""
+    return ConnectionLimits(max_connections=server.max_connections,
+                            header_timeout_s=server.header_timeout_s,
+                            keepalive_timeout_s=server.keepalive_timeout_s)
+
+
 def _read_token(path: str) -> str | None:
     if not path:
         return None
@@ -110,6 +125,7 @@ class Daemon:
         self.catalog = model_catalog(settings)
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
+        self._guard: ConnectionGuard | None = None
         self.urls: list[str] = []
 
     async def _start_emulator(self) -> None:
@@ -164,17 +180,33 @@ class Daemon:
             metrics_handler=metrics_handler(self.registry), readiness=self._readiness,
             observe_request=self.metrics.observe_api_request, catalog=lambda: self.catalog,
             passthrough=Passthrough(vertex, self.engine))
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
-        await self._runner.setup()
-        site: web.BaseSite = web.TCPSite(self._runner, s.server.host, s.server.port)
-        await site.start()
-        if s.server.socket:
-            _remove_stale_socket(s.server.socket)
-            await web.UnixSite(self._runner, s.server.socket).start()
-        self.urls = [_url(addr) for addr in self._runner.addresses]
+        await self._serve(app, s.server)
         log.info("daemon.ready", version=__version__, listen=self.urls,
                  store=s.store.path, vertex=s.vertex.endpoint or "googleapis",
                  max_active=s.limits.max_active)
+
+    async def _serve(self, app: web.Application, server: ServerSettings) -> None:
+        limits = connection_limits(server)
+        fd_limit = raise_descriptor_limit(limits)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0,
+                                     keepalive_timeout=limits.keepalive_timeout_s)
+        await self._runner.setup()
+        assert self._runner.server is not None
+        self._guard = ConnectionGuard(self._runner.server, limits)
+        throttle_asyncio_accept_errors(asyncio.get_running_loop(), self._guard.accept_report)
+        for sock in tcp_listeners(server.host, server.port):
+            await self._guard.start_site(self._runner, sock, f"http://{server.host}")
+        if server.socket:
+            _remove_stale_socket(server.socket)
+            await self._guard.start_site(self._runner, unix_listener(server.socket),
+                                         f"unix:{server.socket}")
+        self.urls = [_url(addr) for addr in self._runner.addresses]
+        capacity = self._guard.capacity()
+        if capacity < limits.max_connections:
+            log.warning("server.connections_capped", max_connections=limits.max_connections,
+                        capacity=capacity, fd_limit=fd_limit,
+                        hint=f"raise the descriptor limit (LimitNOFILE, ulimit -n) to "
+                             f"{limits.max_connections + limits.reserved_fds}")
 
     async def _readiness(self) -> dict[str, bool | str]:
         checks: dict[str, bool | str] = {}
@@ -239,6 +271,8 @@ class Daemon:
         log.info("daemon.stopping")
         if self.engine is not None:
             await self.engine.drain(self.settings.server.drain_timeout_s)
+        if self._guard is not None:
+            self._guard.close()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:

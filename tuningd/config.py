@@ -69,6 +69,14 @@ class ServerSettings(_Section):
     socket: str = _key("")
     max_body_bytes: int = _key(1_048_576, min_value=1)
     drain_timeout_s: float = _key(10.0, min_value=0)
+    # Client connections held at once; past it the oldest idle one is closed, and when all are
+    # busy a newcomer gets 503. Also bounded by the descriptor limit (see systemd LimitNOFILE).
+    max_connections: int = _key(256, min_value=1)
+    # A request's head (line and headers) must arrive within this many seconds of the
+    # connection opening or of its first byte, so silent and slowloris clients are dropped.
+    header_timeout_s: float = _key(10.0, positive=True)
+    # A keep-alive connection with no request is closed after this many seconds.
+    keepalive_timeout_s: float = _key(75.0, positive=True)
 
     def _cross_check(self) -> None:
         if not self.host:
