@@ -154,14 +154,18 @@ class _GuardedConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._parsed_at_arm = 0
-        self.last_activity = 0.0
+        self.last_activity = asyncio.get_running_loop().time()
         self.spoke = False
+        self._shed = False
+        self._started = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.last_activity = asyncio.get_running_loop().time()
-        self._guard.admitted(self)
+        if self._shed:  # displaced between accept() and now
+            transport.close()
+            return
+        self._started = True
         self.handler.connection_made(transport)
         self._arm()
 
@@ -183,7 +187,8 @@ class _GuardedConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         self._guard.lost(self)
-        self.handler.connection_lost(exc)
+        if self._started:
+            self.handler.connection_lost(exc)
 
     def pause_writing(self) -> None:
         self.handler.pause_writing()
@@ -192,14 +197,15 @@ class _GuardedConnection(asyncio.Protocol):
         self.handler.resume_writing()
 
     def idle(self) -> bool:
+        """Not handling a request and none waiting to be read: silent so far (not even unread
+        bytes in the kernel), or waiting for the next request's head."""
+        if not self.spoke:
+            return not _has_data(self._sock)
         return _handler_idle(self.handler)
-
-    def silent(self) -> bool:
-        """Nothing received yet, not even unread bytes waiting in the kernel."""
-        return not self.spoke and not _has_data(self._sock)
 
     def close(self) -> None:
         self._disarm()
+        self._shed = True
         if self.transport is not None:
             self.transport.close()
 
@@ -267,7 +273,7 @@ class ConnectionGuard:
 
     @property
     def open_count(self) -> int:
-        return len(self._conns) + len(self._connecting)
+        return len(self._conns)
 
     def capacity(self) -> int:
         return connection_capacity(self.limits, descriptor_limit())
@@ -287,6 +293,7 @@ class ConnectionGuard:
 
     def serve(self, sock: socket.socket) -> None:
         sock.setblocking(False)
+        sock.listen(LISTEN_BACKLOG)  # in case the caller bound it without listening
         self._listeners.append(sock)
         self._loop.add_reader(sock.fileno(), self._accept, sock)
 
@@ -323,7 +330,10 @@ class ConnectionGuard:
                     and not self._evict_one(newcomer_active=_has_data(conn))):
                 self._refuse(conn)
                 continue
-            task = self._loop.create_task(self._connect(conn))
+            # Counted (and displaceable) from now on, before its transport exists.
+            proto = _GuardedConnection(self, self._server(), conn)
+            self._conns[proto] = None
+            task = self._loop.create_task(self._connect(proto, conn))
             self._connecting.add(task)
             task.add_done_callback(self._connecting.discard)
 
@@ -335,11 +345,11 @@ class ConnectionGuard:
         if not self._closed and sock.fileno() != -1:
             self._loop.add_reader(sock.fileno(), self._accept, sock)
 
-    async def _connect(self, conn: socket.socket) -> None:
+    async def _connect(self, proto: _GuardedConnection, conn: socket.socket) -> None:
         try:
-            await self._loop.connect_accepted_socket(
-                lambda: _GuardedConnection(self, self._server(), conn), conn)
+            await self._loop.connect_accepted_socket(lambda: proto, conn)
         except OSError:
+            self.lost(proto)
             conn.close()
 
     def _refuse(self, conn: socket.socket) -> None:
@@ -355,9 +365,6 @@ class ConnectionGuard:
 
     # -- bookkeeping ---------------------------------------------------------------------
 
-    def admitted(self, conn: _GuardedConnection) -> None:
-        self._conns[conn] = None
-
     def lost(self, conn: _GuardedConnection) -> None:
         self._conns.pop(conn, None)
 
@@ -370,8 +377,8 @@ class ConnectionGuard:
     def _evict_one(self, *, newcomer_active: bool) -> bool:
         quiet_since = self._loop.time() - EVICT_GRACE_S
         for conn in self._conns:
-            if conn.idle() and (newcomer_active or conn.last_activity <= quiet_since
-                                or conn.silent()):
+            if conn.idle() and (newcomer_active or not conn.spoke
+                                or conn.last_activity <= quiet_since):
                 self.shed(conn, "evicted_idle")
                 return True
         return False
