@@ -342,7 +342,7 @@ class VertexClient:
             self._observer(method, code, time.monotonic() - started_s)
         except Exception:
             # A metrics bug must not turn a finished create into an "error" the engine misreads.
-            _log.exception("vertex observer failed")
+            _log.exception("observer.failed")
 
     def _transport_error(self, method: str, exc: BaseException, *, create: bool) -> RemoteError:
         timed_out = isinstance(exc, TimeoutError)
