@@ -31,7 +31,7 @@ from tuningd.metrics import Metrics, build_registry, metrics_handler
 from tuningd.models import ModelCatalog, UnknownModels, catalog_from_sizes
 from tuningd.notify import Notifier, Watchdog
 from tuningd.passthrough import Passthrough
-from tuningd.store import Store
+from tuningd.store import EXIT_STORE_UNUSABLE, Store, StoreUnusable
 from tuningd.vertex import VertexClient
 
 log = structlog.get_logger("tuningd.app")
@@ -271,7 +271,8 @@ def _log_format(fmt: str) -> Any:
 
 
 def run_daemon(args: argparse.Namespace) -> int:
-    """`tuningd serve`: exit 0 after a clean stop, 2 on a configuration error, 1 otherwise."""
+    """`tuningd serve`: exit 0 after a clean stop, 2 on a configuration error, 65 when the
+    database file is unusable (empty, not SQLite, damaged: see store_open), 1 otherwise."""
     try:
         settings = load_settings(args.config, os.environ)
     except ConfigError as exc:
@@ -287,6 +288,8 @@ def run_daemon(args: argparse.Namespace) -> int:
             raise
         log.error("daemon.failed", status=err.status, error=err.message)
         print(f"tuningd: {err.message}", file=sys.stderr)
+        if isinstance(err, StoreUnusable):
+            return EXIT_STORE_UNUSABLE
         return 2 if isinstance(err, ConfigError) else 1
     return 0
 
