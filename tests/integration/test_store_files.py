@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Client
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 from engine_harness import Harness, spec
 from structlog.testing import capture_logs
 
@@ -22,6 +23,8 @@ from tuningd import errors
 from tuningd.model import Job, LocalState, Outcome
 from tuningd.store import EXIT_STORE_UNUSABLE, RowDamaged, Store, StoreUnusable
 from tuningd.store_tools import StoreToolUnusable, ToolError, backup, check
+
+Client = TestClient[web.Request, web.Application]
 
 REMOTE_MARK = "REMOTEMARKREMOTEMARK"
 SPEC_MARK = "SPECMARKSPECMARK"
