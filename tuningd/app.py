@@ -76,11 +76,11 @@ def model_catalog(settings: Settings) -> ModelCatalog:
                               unknown=UnknownModels(m.unknown))
 
 
-def _read_token(path: str) -> str | None:
+def _read_token(path: str, env: Mapping[str, str]) -> str | None:
     if not path:
         return None
     try:
-        return read_token_file(path)
+        return read_token_file(path, credentials_dir=env.get("CREDENTIALS_DIRECTORY", ""))
     except TokenFileError as exc:
         raise ConfigError(f"config key server.token_file: {exc.message}") from None
 
@@ -142,7 +142,7 @@ class Daemon:
     async def start(self) -> None:
         s = self.settings
         # First: a refused token file must stop the start before the store or Vertex is touched.
-        token = _read_token(s.server.token_file)
+        token = _read_token(s.server.token_file, self._env)
         if self._emulator_args is not None and self._emulator_args.emulator:
             await self._start_emulator()
             s = self.settings

@@ -20,12 +20,15 @@ class TokenFileError(TuningdError):
     prefix it with where the path came from (a config key, a command-line option)."""
 
 
-def read_token_file(path: str) -> str:
+def read_token_file(path: str, *, credentials_dir: str = "") -> str:
     """The token in `path` (surrounding whitespace dropped), checked on the descriptor it reads.
 
     The mode is taken with fstat on the open file, so a file swapped after the check is never
     the one read. Any permission bit for group or others is refused, not only read: a
-    group-writable file lets the group choose the token, which is as good as knowing it."""
+    group-writable file lets the group choose the token, which is as good as knowing it.
+    A file inside `credentials_dir` (systemd's $CREDENTIALS_DIRECTORY) is exempt from the mode
+    check: systemd restricts it to the service itself, sometimes with an ACL whose mask shows
+    as group bits."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError as exc:
@@ -35,7 +38,7 @@ def read_token_file(path: str) -> str:
         if not stat.S_ISREG(info.st_mode):
             raise TokenFileError(f"{path} is not a regular file")
         mode = stat.S_IMODE(info.st_mode)
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        if mode & (stat.S_IRWXG | stat.S_IRWXO) and not _inside(path, credentials_dir):
             raise TokenFileError(
                 f"{path} is accessible by group or others (mode {mode:04o}); a token must be "
                 f"readable by its owner only: run `chmod 600 {path}`")
@@ -55,6 +58,13 @@ def read_token_file(path: str) -> str:
         raise TokenFileError(f"{path} must hold one token of visible ASCII characters "
                              "(no spaces, line breaks or other characters inside it)")
     return token.decode("ascii")
+
+
+def _inside(path: str, directory: str) -> bool:
+    if not directory:
+        return False
+    # Both resolved, so neither a symlink into the directory nor ".." out of it counts wrongly.
+    return os.path.realpath(path).startswith(os.path.realpath(directory) + os.sep)
 
 
 def bind_private_unix_socket(path: str) -> socket.socket:

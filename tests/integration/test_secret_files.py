@@ -56,6 +56,29 @@ def test_symlink_is_judged_by_its_target(tmp_path: Path) -> None:
         read_token_file(str(link))
 
 
+def test_systemd_credentials_are_trusted_only_inside_the_directory(tmp_path: Path) -> None:
+    """A file in $CREDENTIALS_DIRECTORY passes whatever its mode bits (systemd may grant the
+    service through an ACL, shown as group bits); a look-alike sibling directory and a link in
+    the directory to an exposed file elsewhere do not."""
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    inside = creds / "api-token"
+    inside.write_text(TOKEN)
+    inside.chmod(0o440)
+    assert read_token_file(str(inside), credentials_dir=str(creds)) == TOKEN
+    sibling = tmp_path / "credentials-evil"
+    sibling.mkdir()
+    lookalike = token_file(sibling, TOKEN.encode(), 0o644)
+    outside = token_file(tmp_path, TOKEN.encode(), 0o644)
+    link = creds / "link"
+    link.symlink_to(outside)
+    for path in (lookalike, link):
+        with pytest.raises(TokenFileError, match="chmod 600"):
+            read_token_file(str(path), credentials_dir=str(creds))
+    with pytest.raises(TokenFileError, match="chmod 600"):
+        read_token_file(str(inside))
+
+
 @pytest.mark.parametrize(("content", "problem"), [
     (b"", "is empty"),
     (b" \n\t\n", "is empty"),
