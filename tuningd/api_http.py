@@ -82,10 +82,10 @@ def error_middleware(max_body_bytes: int,
             response = _error_response(_http_error(request, exc, max_body_bytes))
         except Exception:
             # Internals (paths, SQL, tracebacks) go to the log only, never to the client.
-            log.exception("api_unhandled_error", method=request.method, path=request.path)
+            log.exception("request.failed", method=request.method, path=request.path)
             response = _error_response(error_for(Code.INTERNAL, INTERNAL_MESSAGE))
         duration_ms = (time.perf_counter() - started) * 1000.0
-        log.info("api_request", method=request.method, path=request.path,
+        log.info("request.answered", method=request.method, path=request.path,
                  status=response.status, duration_ms=round(duration_ms, 3))
         if observe is not None:
             observe(request.method, route_template(request), response.status)

@@ -236,7 +236,7 @@ class GoogleCredentialsSource:
                 # call while the current token is still good; the next call tries again.
                 if self._token is None or self._clock() >= self._expires_at_s:
                     raise
-                _log.warning("early token refresh failed; using the current token",
+                _log.warning("token.early_refresh_failed",
                              extra={"reason": exc.message})
         return self._token
 
@@ -303,7 +303,7 @@ class GoogleCredentialsSource:
             self._expires_at_s = started_s + lifetime_s
             self._refresh_at_s = started_s + lifetime_s - refresh_margin_s(lifetime_s)
             self.refresh_count += 1
-        _log.debug("access token refreshed", extra={"lifetime_s": round(lifetime_s, 1)})
+        _log.debug("token.refreshed", extra={"lifetime_s": round(lifetime_s, 1)})
 
     def _load_blocking(self, request: google.auth.transport.Request) -> None:
         if self._credentials_file:

@@ -155,7 +155,7 @@ def test_bearer_token_is_required_and_never_logged(procs: Processes, tmp_path: P
     assert daemon.stop() == 0
 
     logs = daemon.logs()
-    assert "api_request" in logs  # the requests were logged ...
+    assert "request.answered" in logs  # the requests were logged ...
     assert token not in logs  # ... but never the token,
     assert wrong not in logs  # nor a wrong one a client sent
     assert token[4:] not in logs
