@@ -31,6 +31,7 @@ from tuningd.metrics import Metrics, build_registry, metrics_handler
 from tuningd.models import ModelCatalog, UnknownModels, catalog_from_sizes
 from tuningd.notify import Notifier, Watchdog
 from tuningd.passthrough import Passthrough
+from tuningd.secret_files import TokenFileError, bind_private_unix_socket, read_token_file
 from tuningd.store import EXIT_STORE_UNUSABLE, Store, StoreUnusable
 from tuningd.vertex import VertexClient
 
@@ -75,17 +76,13 @@ def model_catalog(settings: Settings) -> ModelCatalog:
                               unknown=UnknownModels(m.unknown))
 
 
-def _read_token(path: str) -> str | None:
+def _read_token(path: str, env: Mapping[str, str]) -> str | None:
     if not path:
         return None
     try:
-        token = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"config key server.token_file: cannot read {path}: "
-                          f"{exc.strerror}") from exc
-    if not token:
-        raise ConfigError(f"config key server.token_file: {path} is empty")
-    return token
+        return read_token_file(path, credentials_dir=env.get("CREDENTIALS_DIRECTORY", ""))
+    except TokenFileError as exc:
+        raise ConfigError(f"config key server.token_file: {exc.message}") from None
 
 
 class Daemon:
@@ -144,6 +141,8 @@ class Daemon:
 
     async def start(self) -> None:
         s = self.settings
+        # First: a refused token file must stop the start before the store or Vertex is touched.
+        token = _read_token(s.server.token_file, self._env)
         if self._emulator_args is not None and self._emulator_args.emulator:
             await self._start_emulator()
             s = self.settings
@@ -157,7 +156,7 @@ class Daemon:
                              on_progress=self.watchdog.progress)
         await self.engine.start()
         app = make_api_app(
-            self.engine, token=_read_token(s.server.token_file),
+            self.engine, token=token,
             allowed_projects=s.vertex.allowed_projects,
             allowed_locations=s.vertex.allowed_locations,
             max_body_bytes=s.server.max_body_bytes,
@@ -170,7 +169,12 @@ class Daemon:
         await site.start()
         if s.server.socket:
             _remove_stale_socket(s.server.socket)
-            await web.UnixSite(self._runner, s.server.socket).start()
+            try:
+                sock = bind_private_unix_socket(s.server.socket)
+            except OSError as exc:
+                raise ConfigError(f"config key server.socket: cannot bind {s.server.socket}: "
+                                  f"{exc.strerror}") from None
+            await web.SockSite(self._runner, sock).start()
         self.urls = [_url(addr) for addr in self._runner.addresses]
         log.info("daemon.ready", version=__version__, listen=self.urls,
                  store=s.store.path, vertex=s.vertex.endpoint or "googleapis",

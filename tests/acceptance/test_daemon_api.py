@@ -110,6 +110,7 @@ def _token_daemon(procs: Processes, tmp_path: Path) -> tuple[DaemonProc, str]:
     token = "tok-" + secrets.token_urlsafe(24)
     token_file = tmp_path / "api-token"
     token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
     emu = procs.emulator(job_seconds=0.5, pending_seconds=0.1)
     daemon = procs.daemon(emu.url, {"server": {"token_file": str(token_file)},
                                     "logging": {"level": "debug"}})
