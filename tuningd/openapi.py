@@ -8,6 +8,7 @@ from typing import Any
 from tuningd import __version__, wire
 from tuningd.model import LocalState
 from tuningd.passthrough import openapi_paths as passthrough_openapi_paths
+from tuningd.vertex_schema import schema
 
 # --------------------------------------------------------------------------------------------
 # OpenAPI description
@@ -79,6 +80,58 @@ _ALT_PARAM = _param("$alt", "query",
                     _STRING)
 
 
+# Create-time rules a schema can say (an empty preTunedModel or a spec without its dataset is
+# "unset" to Vertex), so that generated bodies reach the deeper checks.
+_DATASET_URI = {"type": "string",
+                "pattern": r"^(gs://[a-z0-9]([a-z0-9._-]{0,220}[a-z0-9])?/[^\r\n]+"
+                           r"|projects/[^/\s]+/locations/[^/\s]+/datasets/[^/\s]+)$"}
+_DATASET_SPEC: dict[str, Any] = {"type": "object", "required": ["trainingDatasetUri"],
+                 "properties": {"trainingDatasetUri": _DATASET_URI,
+                                "validationDatasetUri": _DATASET_URI}}
+_CREATE_FIELDS: dict[str, Any] = {
+    "baseModel": {"type": "string", "minLength": 1},
+    "preTunedModel": {"type": "object", "required": ["tunedModelName"],
+                      "properties": {"tunedModelName": {"type": "string", "minLength": 1},
+                                     "checkpointId": {"type": "string"}}},
+    "preferenceOptimizationSpec": _DATASET_SPEC,
+}
+_REQUIRED_DATASET = ("supervisedTuningSpec",)
+
+
+def _with_dataset(name: str, known: Mapping[str, Any]) -> dict[str, Any]:
+    field = dict(known.get(name, {"type": "object"}))
+    if name in _REQUIRED_DATASET:
+        field["required"] = ["trainingDatasetUri"]
+        field["properties"] = {**field["properties"], **_DATASET_SPEC["properties"]}
+    return field
+
+
+def _create_body(version: str, tuning_job: Mapping[str, Any]) -> dict[str, Any]:
+    """A create body at one API version: only the fields that version knows (others are 400)."""
+    fields = [f.json for f in schema(version).root.fields if not f.output]
+    known = tuning_job["properties"]
+    return {
+        "type": "object",
+        "description": "A TuningJob to queue: exactly one of baseModel (a tunable model, "
+                       "e.g. gemini-2.5-flash) or preTunedModel, and exactly one tuning spec "
+                       f"that {version} defines, with its dataset (gs://bucket/object or a "
+                       "Vertex dataset resource name). Other field names answer 400 as on "
+                       "Vertex, except snake_case spellings of these (read alike) and the "
+                       "output-only fields of a fetched job (ignored). Vertex's other checks "
+                       "(label syntax, epochCount 1-100, adapter size of a known model, ...) "
+                       "answer 400 INVALID_ARGUMENT; a base model missing from [models] is "
+                       "sent to Vertex (models.unknown = \"forward\") or refused "
+                       "(\"refuse\"). The body reaches Vertex at this path's version.",
+        "properties": {name: _CREATE_FIELDS.get(name) or _with_dataset(name, known)
+                       for name in fields},
+        "additionalProperties": False,
+        "allOf": [
+            {"oneOf": [{"required": ["baseModel"]}, {"required": ["preTunedModel"]}]},
+            {"oneOf": [{"required": [kind]} for kind in wire.KINDS if kind in fields]},
+        ],
+    }
+
+
 def _schemas() -> dict[str, Any]:
     timestamp = {"type": "string", "format": "date-time"}
     int64 = {"type": "string", "pattern": "^-?[0-9]+$",
@@ -90,8 +143,7 @@ def _schemas() -> dict[str, Any]:
         "properties": {"code": {"type": "integer"}, "message": {"type": "string"},
                        "details": {"type": "array", "items": {"type": "object"}}},
     }
-    return {
-        "TuningJob": {
+    tuning_job: dict[str, Any] = {
             "type": "object",
             "description": "Vertex AI TuningJob (proto3 JSON; snake_case names, enum numbers and "
                            "int64 numbers are accepted on input). Output-only fields sent on "
@@ -147,7 +199,9 @@ def _schemas() -> dict[str, Any]:
                                       "description": "v1beta1 only"},
                 "tuningd": {**_ref("TuningdExtension"), "readOnly": True},
             },
-        },
+        }
+    return {
+        "TuningJob": tuning_job,
         "TuningdExtension": {
             "type": "object",
             "description": "tuningd-only details (clients of Vertex ignore unknown fields).",
@@ -188,25 +242,8 @@ def _schemas() -> dict[str, Any]:
                            "to": {"type": "string"}, "reason": {"type": "string"},
                            "detail": {"type": "object"}},
         },
-        "CreateTuningJobBody": {
-            "description": "A TuningJob to queue: exactly one of baseModel (a tunable model, "
-                           "e.g. gemini-2.5-flash) or preTunedModel, and exactly one tuning "
-                           "spec (supervisedTuningSpec, preferenceOptimizationSpec, "
-                           "distillationSpec, ... as the path's version defines them) with its "
-                           "dataset (gs://bucket/object or a Vertex dataset resource name). "
-                           "Fields the version does not know answer 400 as on Vertex. "
-                           "Vertex's other create checks (label "
-                           "syntax, epochCount 1-100, adapter size of a known model, ...) "
-                           "answer 400 INVALID_ARGUMENT; a base model missing from [models] "
-                           "is sent to Vertex (models.unknown = \"forward\") or refused "
-                           "(\"refuse\"). The body reaches Vertex at this path's version.",
-            "allOf": [
-                _ref("TuningJob"),
-                {"type": "object",
-                 "oneOf": [{"required": ["baseModel"]}, {"required": ["preTunedModel"]}]},
-                {"type": "object", "oneOf": [{"required": [kind]} for kind in wire.KINDS]},
-            ],
-        },
+        **{f"CreateTuningJobBody.{version}": _create_body(version, tuning_job)
+           for version in wire.API_VERSIONS},
         "ListTuningJobsResponse": {
             "type": "object",
             "description": "Empty object when nothing matches.",
@@ -326,7 +363,7 @@ def openapi_document(*, with_metrics: bool, with_token: bool,
                 ],
                 "requestBody": {"required": True,
                                 "content": {"application/json": {
-                                    "schema": _ref("CreateTuningJobBody"),
+                                    "schema": _ref(f"CreateTuningJobBody.{version}"),
                                     "example": _CREATE_EXAMPLE}}},
                 "responses": {"200": {**_json_response("the queued job", _ref("TuningJob")),
                                       "links": _job_links(version, from_body=True)},
