@@ -21,6 +21,7 @@ from aiohttp import web
 
 from tuningd import __version__, policy, recovery, wire
 from tuningd.api import make_api_app
+from tuningd.api_protocol import EnvelopeAppRunner
 from tuningd.auth import AnonymousTokenSource, TokenSource, token_source_from_settings
 from tuningd.budget import BudgetSettings
 from tuningd.config import Settings, load_settings
@@ -163,7 +164,7 @@ class Daemon:
             metrics_handler=metrics_handler(self.registry), readiness=self._readiness,
             observe_request=self.metrics.observe_api_request, catalog=lambda: self.catalog,
             passthrough=Passthrough(vertex, self.engine))
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        self._runner = EnvelopeAppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site: web.BaseSite = web.TCPSite(self._runner, s.server.host, s.server.port)
         await site.start()
