@@ -331,7 +331,7 @@ class _Api:
             try:
                 results = await self._readiness()
             except Exception as exc:  # a broken check means "not ready", never a 500
-                log.warning("readiness_check_failed", error=type(exc).__name__)
+                log.warning("readiness.failed", error=type(exc).__name__)
                 results = {"readiness": f"check failed: {type(exc).__name__}"}
             for name, result in results.items():
                 if result is True:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError, LineTooLong
 
 from tuningd import wire
 from tuningd.errors import (
     Code,
+    InvalidArgument,
     NotFound,
     PayloadTooLarge,
     TuningdError,
@@ -51,6 +54,16 @@ JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
 # Request line / header field limits: a 20 000-character filter, percent-encoded, must fit (the
 # aiohttp default of 8190 bytes answers longer lines in plain text, outside Google's envelope).
 MAX_REQUEST_LINE_BYTES = 65_536
+# Content codings a request body may carry: aiohttp decodes gzip and deflate itself (br and zstd
+# only with optional packages this daemon does not ask for); a body in any other coding would
+# reach the JSON parser still encoded, so it is refused as a whole rather than misread.
+ACCEPTED_CONTENT_ENCODINGS: frozenset[str] = frozenset({"identity", "gzip", "deflate"})
+
+# aiohttp's parse errors quote the offending bytes (a header line may hold a bearer token):
+# nothing from the first quoted value on reaches the client or the log.
+_QUOTED = re.compile(r"""[:\s]*(?:b?['"]|bytearray\().*""", re.DOTALL)
+_INSTALL_HINT = re.compile(r"\.?\s*Please install.*", re.DOTALL)
+_MAX_REASON_CHARS = 200
 
 
 def json_response(body: Any, *, status: int = 200,
@@ -73,25 +86,66 @@ def error_middleware(max_body_bytes: int,
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
         try:
+            check_content_encoding(request)
             response = await handler(request)
         except TuningdError as err:
             response = _error_response(err)
+        except (HttpProcessingError, web.RequestPayloadError) as exc:
+            # A body aiohttp could not decode (not gzip under Content-Encoding: gzip, a broken
+            # chunk), raised where a handler reads it: the client's fault, not ours.
+            cause = exc.__cause__ if isinstance(exc, web.RequestPayloadError) else exc
+            response = _error_response(malformed_request(cause, 400))
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
             response = _error_response(_http_error(request, exc, max_body_bytes))
         except Exception:
             # Internals (paths, SQL, tracebacks) go to the log only, never to the client.
-            log.exception("api_unhandled_error", method=request.method, path=request.path)
+            log.exception("request.failed", method=request.method, path=request.path)
             response = _error_response(error_for(Code.INTERNAL, INTERNAL_MESSAGE))
         duration_ms = (time.perf_counter() - started) * 1000.0
-        log.info("api_request", method=request.method, path=request.path,
+        log.info("request.answered", method=request.method, path=request.path,
                  status=response.status, duration_ms=round(duration_ms, 3))
         if observe is not None:
             observe(request.method, route_template(request), response.status)
         return response
 
     return middleware
+
+
+def malformed_request(exc: BaseException | None, status: int) -> TuningdError:
+    """The envelope error for a request aiohttp could not parse or decode (never echoing it)."""
+    if isinstance(exc, LineTooLong):
+        limit = exc.args[1] if len(exc.args) > 1 else MAX_REQUEST_LINE_BYTES
+        return InvalidArgument(
+            f"Malformed HTTP request: the request line or a header field is longer than "
+            f"{limit} bytes.")
+    if isinstance(exc, ContentEncodingError):
+        return InvalidArgument(
+            f"The request body could not be decoded ({_reason(exc.message)}): send it with "
+            "a Content-Encoding that matches it (gzip or deflate), or uncompressed.")
+    if isinstance(exc, HttpProcessingError):
+        return InvalidArgument(f"Malformed HTTP request: {_reason(exc.message)}.")
+    err = error_for(code_for_http(status), "Malformed HTTP request.")
+    err.http_status = status
+    return err
+
+
+def _reason(message: str) -> str:
+    lines = (message or "").strip().splitlines()
+    reason = _INSTALL_HINT.sub("", _QUOTED.sub("", lines[0] if lines else "")).rstrip(" .:")
+    return reason[:_MAX_REASON_CHARS] or "bad request"
+
+
+def check_content_encoding(request: web.Request) -> None:
+    """Refuse a Content-Encoding aiohttp would pass through undecoded (400 INVALID_ARGUMENT)."""
+    value = request.headers.get("Content-Encoding")
+    if value is None or value.strip().lower() in ACCEPTED_CONTENT_ENCODINGS:
+        return
+    shown = f"'{value}'" if value.isascii() and value.isprintable() and len(value) <= 40 else ""
+    raise InvalidArgument(
+        f"Content-Encoding {shown or '(unprintable)'} is not supported: send the body with "
+        "Content-Encoding gzip or deflate, or uncompressed.")
 
 
 def route_template(request: web.Request) -> str:
@@ -135,9 +189,13 @@ def auth_middleware(token: str | None) -> Any:
         if expected is not None and request.path not in OPEN_PATHS:
             header = request.headers.get("Authorization", "")
             scheme, _, presented = header.partition(" ")
-            ok = scheme.lower() == "bearer" and hmac.compare_digest(
-                presented.strip().encode("utf-8"), expected
-            )
+            try:
+                # aiohttp keeps undecodable header bytes as lone surrogates, which no token holds.
+                presented_bytes = presented.strip().encode("utf-8")
+            except UnicodeEncodeError:
+                presented_bytes = b""
+            ok = (scheme.lower() == "bearer" and bool(presented_bytes)
+                  and hmac.compare_digest(presented_bytes, expected))
             if not ok:
                 raise Unauthenticated(UNAUTHENTICATED_MESSAGE)
         return await handler(request)

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from tuningd import __version__, policy, recovery, wire
 from tuningd.api import make_api_app
+from tuningd.api_protocol import EnvelopeAppRunner
 from tuningd.auth import AnonymousTokenSource, TokenSource, token_source_from_settings
 from tuningd.budget import BudgetSettings
 from tuningd.config import ServerSettings, Settings, load_settings
@@ -30,7 +31,6 @@ from tuningd.connections import (
     raise_descriptor_limit,
     tcp_listeners,
     throttle_asyncio_accept_errors,
-    unix_listener,
 )
 from tuningd.engine import Engine, EngineSettings
 from tuningd.errors import ConfigError, TuningdError
@@ -39,7 +39,8 @@ from tuningd.metrics import Metrics, build_registry, metrics_handler
 from tuningd.models import ModelCatalog, UnknownModels, catalog_from_sizes
 from tuningd.notify import Notifier, Watchdog
 from tuningd.passthrough import Passthrough
-from tuningd.store import Store
+from tuningd.secret_files import TokenFileError, bind_private_unix_socket, read_token_file
+from tuningd.store import EXIT_STORE_UNUSABLE, Store, StoreUnusable
 from tuningd.vertex import VertexClient
 
 log = structlog.get_logger("tuningd.app")
@@ -90,17 +91,13 @@ def connection_limits(server: ServerSettings) -> ConnectionLimits:
                             keepalive_timeout_s=server.keepalive_timeout_s)
 
 
-def _read_token(path: str) -> str | None:
+def _read_token(path: str, env: Mapping[str, str]) -> str | None:
     if not path:
         return None
     try:
-        token = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"config key server.token_file: cannot read {path}: "
-                          f"{exc.strerror}") from exc
-    if not token:
-        raise ConfigError(f"config key server.token_file: {path} is empty")
-    return token
+        return read_token_file(path, credentials_dir=env.get("CREDENTIALS_DIRECTORY", ""))
+    except TokenFileError as exc:
+        raise ConfigError(f"config key server.token_file: {exc.message}") from None
 
 
 class Daemon:
@@ -160,6 +157,8 @@ class Daemon:
 
     async def start(self) -> None:
         s = self.settings
+        # First: a refused token file must stop the start before the store or Vertex is touched.
+        token = _read_token(s.server.token_file, self._env)
         if self._emulator_args is not None and self._emulator_args.emulator:
             await self._start_emulator()
             s = self.settings
@@ -173,7 +172,7 @@ class Daemon:
                              on_progress=self.watchdog.progress)
         await self.engine.start()
         app = make_api_app(
-            self.engine, token=_read_token(s.server.token_file),
+            self.engine, token=token,
             allowed_projects=s.vertex.allowed_projects,
             allowed_locations=s.vertex.allowed_locations,
             max_body_bytes=s.server.max_body_bytes,
@@ -188,8 +187,8 @@ class Daemon:
     async def _serve(self, app: web.Application, server: ServerSettings) -> None:
         limits = connection_limits(server)
         fd_limit = raise_descriptor_limit(limits)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0,
-                                     keepalive_timeout=limits.keepalive_timeout_s)
+        self._runner = EnvelopeAppRunner(app, access_log=None, shutdown_timeout=2.0,
+                                         keepalive_timeout=limits.keepalive_timeout_s)
         await self._runner.setup()
         assert self._runner.server is not None
         self._guard = ConnectionGuard(self._runner.server, limits)
@@ -198,8 +197,12 @@ class Daemon:
             await self._guard.start_site(self._runner, sock, f"http://{server.host}")
         if server.socket:
             _remove_stale_socket(server.socket)
-            await self._guard.start_site(self._runner, unix_listener(server.socket),
-                                         f"unix:{server.socket}")
+            try:
+                sock = bind_private_unix_socket(server.socket)
+            except OSError as exc:
+                raise ConfigError(f"config key server.socket: cannot bind {server.socket}: "
+                                  f"{exc.strerror}") from None
+            await self._guard.start_site(self._runner, sock, f"unix:{server.socket}")
         self.urls = [_url(addr) for addr in self._runner.addresses]
         capacity = self._guard.capacity()
         if capacity < limits.max_connections:
@@ -305,7 +308,8 @@ def _log_format(fmt: str) -> Any:
 
 
 def run_daemon(args: argparse.Namespace) -> int:
-    """`tuningd serve`: exit 0 after a clean stop, 2 on a configuration error, 1 otherwise."""
+    """`tuningd serve`: exit 0 after a clean stop, 2 on a configuration error, 65 when the
+    database file is unusable (empty, not SQLite, damaged: see store_open), 1 otherwise."""
     try:
         settings = load_settings(args.config, os.environ)
     except ConfigError as exc:
@@ -321,6 +325,8 @@ def run_daemon(args: argparse.Namespace) -> int:
             raise
         log.error("daemon.failed", status=err.status, error=err.message)
         print(f"tuningd: {err.message}", file=sys.stderr)
+        if isinstance(err, StoreUnusable):
+            return EXIT_STORE_UNUSABLE
         return 2 if isinstance(err, ConfigError) else 1
     return 0
 

@@ -7,6 +7,7 @@ import datetime
 import http.client
 import logging
 import math
+import re
 import threading
 import time
 import urllib.error
@@ -28,6 +29,7 @@ CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 MAX_REFRESH_MARGIN_S = 225.0
 REFRESH_MARGIN_FRACTION = 0.25
 DEFAULT_TOKEN_HTTP_TIMEOUT_S = 30.0
+_OAUTH_ERROR_CODE = re.compile(r"[a-z]{1,20}(?:_[a-z]{1,20}){0,3}")
 
 _log = logging.getLogger(__name__)
 
@@ -139,6 +141,33 @@ class UrllibRequest(google.auth.transport.Request):
             ) from exc
 
 
+class _AnswerRecorder(google.auth.transport.Request):
+    """Passes requests on and remembers the last answer's status and host, never its body.
+
+    google-auth puts a token endpoint's body into its RefreshError messages, and an endpoint
+    may echo the signed assertion it was sent; what the recorder saw is reported instead."""
+
+    def __init__(self, inner: google.auth.transport.Request) -> None:
+        self._inner = inner
+        self.status: int | None = None
+        self.host = ""
+
+    def __call__(
+        self,
+        url: str,
+        method: str = "GET",
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> google.auth.transport.Response:
+        response: google.auth.transport.Response = self._inner(
+            url, method=method, body=body, headers=headers, timeout=timeout, **kwargs)
+        self.status = int(response.status)
+        self.host = _host_of(url)
+        return response
+
+
 def _host_of(url: str) -> str:
     """Only the host of a URL, for messages (paths and queries may carry secrets)."""
     return urllib.parse.urlsplit(url).netloc or "?"
@@ -207,7 +236,7 @@ class GoogleCredentialsSource:
                 # call while the current token is still good; the next call tries again.
                 if self._token is None or self._clock() >= self._expires_at_s:
                     raise
-                _log.warning("early token refresh failed; using the current token",
+                _log.warning("token.early_refresh_failed",
                              extra={"reason": exc.message})
         return self._token
 
@@ -233,27 +262,29 @@ class GoogleCredentialsSource:
             future.exception()
 
     def _refresh_blocking(self) -> None:
+        recorder = _AnswerRecorder(self._request)
         with self._thread_lock:
             try:
                 if self._credentials is None:
-                    self._load_blocking()
+                    self._load_blocking(recorder)
                 started_s = self._clock()
-                self._credentials.refresh(self._request)
+                self._credentials.refresh(recorder)
             except google.auth.exceptions.RefreshError as exc:
                 retryable = bool(getattr(exc, "retryable", False))
                 raise RemoteError(
-                    f"token refresh rejected: {_safe_reason(exc)}",
+                    f"token refresh rejected: {_refresh_reason(exc, recorder)}",
                     http_status=503 if retryable else 401,
                     status="UNAVAILABLE" if retryable else "UNAUTHENTICATED",
                     kind="transient" if retryable else "auth",
                 ) from None
             except google.auth.exceptions.TransportError as exc:
                 raise RemoteError(
-                    f"token endpoint unreachable: {_safe_reason(exc)}",
+                    f"token endpoint unreachable: {_refresh_reason(exc, recorder)}",
                     http_status=503, status="UNAVAILABLE", kind="transient",
                 ) from None
             except google.auth.exceptions.DefaultCredentialsError as exc:
                 raise RemoteError(
+                    # google-auth's words about files and the environment, not an answer body.
                     f"no usable Google credentials: {_safe_reason(exc)}",
                     http_status=401, status="UNAUTHENTICATED", kind="auth",
                 ) from None
@@ -272,15 +303,13 @@ class GoogleCredentialsSource:
             self._expires_at_s = started_s + lifetime_s
             self._refresh_at_s = started_s + lifetime_s - refresh_margin_s(lifetime_s)
             self.refresh_count += 1
-        _log.debug("access token refreshed", extra={"lifetime_s": round(lifetime_s, 1)})
+        _log.debug("token.refreshed", extra={"lifetime_s": round(lifetime_s, 1)})
 
-    def _load_blocking(self) -> None:
+    def _load_blocking(self, request: google.auth.transport.Request) -> None:
         if self._credentials_file:
             self._credentials, self.project_id = _load_file(self._credentials_file, self._scopes)
             return
-        credentials, project_id = google.auth.default(
-            scopes=list(self._scopes), request=self._request
-        )
+        credentials, project_id = google.auth.default(scopes=list(self._scopes), request=request)
         self._credentials = credentials
         self.project_id = project_id
 
@@ -298,10 +327,39 @@ def _load_file(path: str, scopes: tuple[str, ...]) -> tuple[Any, str | None]:
 
 
 def _safe_reason(exc: BaseException) -> str:
-    """A short error description without response bodies (they may echo secrets)."""
+    """google-auth's own short description of a failure that involved no HTTP answer."""
     if exc.args and isinstance(exc.args[0], str):
         return exc.args[0][:300]
     return type(exc).__name__
+
+
+def _refresh_reason(exc: BaseException, recorder: _AnswerRecorder) -> str:
+    """Why a refresh failed: the answer's status and OAuth error code, never its body.
+
+    Once an HTTP answer came back, google-auth's message is built from the body, which a token
+    endpoint may fill with anything it was sent (the signed assertion, a refresh token)."""
+    if recorder.status is None:
+        return _safe_reason(exc)
+    reason = f"HTTP {recorder.status} from {recorder.host}"
+    code = _oauth_error_code(exc)
+    if code:
+        reason += f", error {code}"
+    if 200 <= recorder.status < 300:
+        reason += ", but no usable token in the answer"
+    return reason
+
+
+def _oauth_error_code(exc: BaseException) -> str:
+    """The `error` field of the token endpoint's JSON answer when it looks like an OAuth code.
+
+    Registered codes (RFC 6749 5.2: invalid_grant, invalid_client ...) are lowercase words
+    joined by underscores; anything else may be an echo of what was sent and is dropped."""
+    for arg in exc.args[1:]:
+        if isinstance(arg, Mapping):
+            code = arg.get("error")
+            if isinstance(code, str) and _OAUTH_ERROR_CODE.fullmatch(code):
+                return code
+    return ""
 
 
 def token_source_from_settings(credentials_file: str, *, anonymous: bool = False) -> TokenSource:

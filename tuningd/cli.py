@@ -1,4 +1,5 @@
-"""Command line entry point: `tuningd serve | emulator | submit | list | show | cancel | config`."""
+"""Command line entry point: `tuningd serve | emulator | submit | list | show | cancel | config |
+store`."""
 
 from __future__ import annotations
 
@@ -88,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_client_commands(subparsers)
     _add_config(subparsers)
+    from tuningd.store_tools import add_store_commands
+
+    add_store_commands(subparsers)
     return parser
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuningd.secret_files import TokenFileError, read_token_file
+
 DEFAULT_SERVER = "http://127.0.0.1:8470"
 DEFAULT_LOCATION = "us-central1"
 DEFAULT_TIMEOUT_S = 30.0
@@ -140,11 +142,9 @@ def connection_from_args(args: argparse.Namespace,
     token = None
     if token_file:
         try:
-            token = Path(token_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise UsageError(f"cannot read token file {token_file}: {exc.strerror}") from None
-        if not token:
-            raise UsageError(f"token file {token_file} is empty")
+            token = read_token_file(token_file)
+        except TokenFileError as exc:
+            raise UsageError(f"token file: {exc.message}") from None
     return Connection(server, token, args.timeout)
 
 

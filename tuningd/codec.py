@@ -89,6 +89,7 @@ def _bad_value(path: str, label: str, value: Any) -> InvalidArgument:
 
 
 _INT_RE = re.compile(r"-?[0-9]+")
+_MAX_INT_DIGITS = 20  # uint64 max is 18446744073709551615
 _FLOAT_RE = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _SPECIAL_FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
@@ -105,6 +106,10 @@ def parse_int(value: Any, bounds: tuple[int, int]) -> int | None:
             return None
         n = int(value)
     elif isinstance(value, str) and _INT_RE.fullmatch(value):
+        # Python's int() refuses more than 4,300 digits with a ValueError; no 64-bit field holds
+        # more than 20 significant ones, so longer strings are out of range without converting.
+        if len(value.lstrip("-").lstrip("0")) > _MAX_INT_DIGITS:
+            return None
         n = int(value)
     else:
         return None

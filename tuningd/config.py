@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -77,10 +78,32 @@ class ServerSettings(_Section):
     header_timeout_s: float = _key(10.0, positive=True)
     # A keep-alive connection with no request is closed after this many seconds.
     keepalive_timeout_s: float = _key(75.0, positive=True)
+    # Serve a non-loopback host without a token: only behind something that authenticates.
+    allow_insecure: bool = _key(False)
 
     def _cross_check(self) -> None:
         if not self.host:
             raise ConfigError("config key server.host: must not be empty")
+        if not self.token_file and not self.allow_insecure and not is_loopback_host(self.host):
+            raise ConfigError(
+                f"config key server.host: {self.host!r} is reachable from other machines and "
+                "server.token_file is not set, so anyone who can connect could create and cancel "
+                "jobs; set server.token_file, bind 127.0.0.1, or set "
+                "server.allow_insecure = true if something in front authenticates")
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a bind address reaches this machine only (pure: names are not resolved).
+
+    "localhost" counts (RFC 6761 reserves it for loopback); any other name might resolve to
+    anything, and 0.0.0.0 or :: bind every interface."""
+    name = host.strip().lower()
+    if name in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)

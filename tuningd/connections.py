@@ -8,11 +8,9 @@ import errno
 import json
 import resource
 import socket
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -434,20 +432,6 @@ def tcp_listeners(host: str, port: int) -> list[socket.socket]:
             sock.close()
         raise
     return socks
-
-
-def unix_listener(path: str) -> socket.socket:
-    """A listening unix socket at `path`, owner-only whatever the umask."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(path)
-        # Nobody can connect before listen(), so setting the mode here leaves no window.
-        Path(path).chmod(stat.S_IRUSR | stat.S_IWUSR)
-        sock.listen(LISTEN_BACKLOG)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def throttle_asyncio_accept_errors(loop: asyncio.AbstractEventLoop,

@@ -115,7 +115,9 @@ def _enum_value_name(value: Any, numbers: Mapping[str, int]) -> str | None:
 def _state_name(value: str) -> str:
     """A `state` filter value (name in any case, or its number) -> the JobState name."""
     name = value.upper()
-    if name.isdigit():
+    # isdigit() alone also takes "²" (int() refuses it) and 5,000-digit strings (int() refuses
+    # those too); a JobState number has at most two digits.
+    if name.isascii() and name.isdigit() and len(name) <= 9:
         name = _enum_value_name(int(name), JOB_STATE_NUMBERS) or name
     if name not in JOB_STATE_NUMBERS:
         raise _filter_error(f"unknown state value '{value}'.")

@@ -40,7 +40,7 @@ class Notifier:
                 sock.sendto(payload, self._address)
         except OSError as exc:
             # systemd going away must not take the daemon down with it; just say so.
-            log.warning("sd_notify failed", error=str(exc), fields=sorted(fields))
+            log.warning("notify.failed", error=str(exc), fields=sorted(fields))
             return False
         return True
 
@@ -124,7 +124,7 @@ class Watchdog:
             else:
                 self.missed += 1
                 log.warning(
-                    "engine made no progress; withholding watchdog ping",
+                    "watchdog.withheld",
                     interval_s=self.interval_s,
                     missed=self.missed,
                 )

@@ -8,6 +8,7 @@ from typing import Any
 from tuningd import __version__, wire
 from tuningd.model import LocalState
 from tuningd.passthrough import openapi_paths as passthrough_openapi_paths
+from tuningd.vertex_schema import schema
 
 # --------------------------------------------------------------------------------------------
 # OpenAPI description
@@ -18,25 +19,37 @@ def _ref(name: str) -> dict[str, str]:
 
 
 def _error_responses(*codes: int) -> dict[str, Any]:
-    descriptions = {
-        400: "INVALID_ARGUMENT or FAILED_PRECONDITION",
-        401: "UNAUTHENTICATED: missing or wrong bearer token",
-        403: "PERMISSION_DENIED: project or location not served",
-        404: "NOT_FOUND",
-        409: "ALREADY_EXISTS: the requestId was used for a different request",
-        413: "request body over the size limit (status INVALID_ARGUMENT)",
-        500: "INTERNAL",
-        503: "UNAVAILABLE: not ready or shutting down, or the job store cannot be read or "
-             "written (the message says why: disk full, read-only database, disk I/O error); "
-             "nothing was changed, retry later",
-    }
     return {
         str(code): {
-            "description": descriptions[code],
+            "description": _ERROR_DESCRIPTIONS[code],
             "content": {"application/json": {"schema": _ref("ErrorEnvelope")}},
         }
-        for code in codes
+        for code in sorted({*codes, *ALWAYS_POSSIBLE})
     }
+
+
+# What every route may answer, whatever it does: 400 for a request the HTTP layer refuses
+# (malformed request line or headers, a line or header over 64 KiB, too many headers, an
+# unsupported or undecodable Content-Encoding) and 500 for a bug.
+ALWAYS_POSSIBLE: tuple[int, ...] = (400, 500)
+
+_ERROR_DESCRIPTIONS = {
+    400: "INVALID_ARGUMENT (or FAILED_PRECONDITION): a value the route refuses, or a request "
+         "the HTTP layer refuses (malformed request line or header, a line or header over "
+         "64 KiB, too many headers, a Content-Encoding other than gzip or deflate, a body "
+         "that is not in its declared Content-Encoding)",
+    401: "UNAUTHENTICATED: missing or wrong bearer token",
+    403: "PERMISSION_DENIED: project or location not served",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS: the requestId was used for a different request",
+    413: "request body over the size limit (status INVALID_ARGUMENT)",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL: an unexpected failure inside tuningd (a bug; the log has the details)",
+    503: "UNAVAILABLE: not ready or shutting down, or the job store cannot be read or "
+         "written (the message says why: disk full, read-only database, disk I/O error); "
+         "nothing was changed, retry later",
+    504: "DEADLINE_EXCEEDED",
+}
 
 
 def _json_response(description: str, schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -67,6 +80,58 @@ _ALT_PARAM = _param("$alt", "query",
                     _STRING)
 
 
+# Create-time rules a schema can say (an empty preTunedModel or a spec without its dataset is
+# "unset" to Vertex), so that generated bodies reach the deeper checks.
+_DATASET_URI = {"type": "string",
+                "pattern": r"^(gs://[a-z0-9]([a-z0-9._-]{0,220}[a-z0-9])?/[^\r\n]+"
+                           r"|projects/[^/\s]+/locations/[^/\s]+/datasets/[^/\s]+)$"}
+_DATASET_SPEC: dict[str, Any] = {"type": "object", "required": ["trainingDatasetUri"],
+                 "properties": {"trainingDatasetUri": _DATASET_URI,
+                                "validationDatasetUri": _DATASET_URI}}
+_CREATE_FIELDS: dict[str, Any] = {
+    "baseModel": {"type": "string", "minLength": 1},
+    "preTunedModel": {"type": "object", "required": ["tunedModelName"],
+                      "properties": {"tunedModelName": {"type": "string", "minLength": 1},
+                                     "checkpointId": {"type": "string"}}},
+    "preferenceOptimizationSpec": _DATASET_SPEC,
+}
+_REQUIRED_DATASET = ("supervisedTuningSpec",)
+
+
+def _with_dataset(name: str, known: Mapping[str, Any]) -> dict[str, Any]:
+    field = dict(known.get(name, {"type": "object"}))
+    if name in _REQUIRED_DATASET:
+        field["required"] = ["trainingDatasetUri"]
+        field["properties"] = {**field["properties"], **_DATASET_SPEC["properties"]}
+    return field
+
+
+def _create_body(version: str, tuning_job: Mapping[str, Any]) -> dict[str, Any]:
+    """A create body at one API version: only the fields that version knows (others are 400)."""
+    fields = [f.json for f in schema(version).root.fields if not f.output]
+    known = tuning_job["properties"]
+    return {
+        "type": "object",
+        "description": "A TuningJob to queue: exactly one of baseModel (a tunable model, "
+                       "e.g. gemini-2.5-flash) or preTunedModel, and exactly one tuning spec "
+                       f"that {version} defines, with its dataset (gs://bucket/object or a "
+                       "Vertex dataset resource name). Other field names answer 400 as on "
+                       "Vertex, except snake_case spellings of these (read alike) and the "
+                       "output-only fields of a fetched job (ignored). Vertex's other checks "
+                       "(label syntax, epochCount 1-100, adapter size of a known model, ...) "
+                       "answer 400 INVALID_ARGUMENT; a base model missing from [models] is "
+                       "sent to Vertex (models.unknown = \"forward\") or refused "
+                       "(\"refuse\"). The body reaches Vertex at this path's version.",
+        "properties": {name: _CREATE_FIELDS.get(name) or _with_dataset(name, known)
+                       for name in fields},
+        "additionalProperties": False,
+        "allOf": [
+            {"oneOf": [{"required": ["baseModel"]}, {"required": ["preTunedModel"]}]},
+            {"oneOf": [{"required": [kind]} for kind in wire.KINDS if kind in fields]},
+        ],
+    }
+
+
 def _schemas() -> dict[str, Any]:
     timestamp = {"type": "string", "format": "date-time"}
     int64 = {"type": "string", "pattern": "^-?[0-9]+$",
@@ -78,8 +143,7 @@ def _schemas() -> dict[str, Any]:
         "properties": {"code": {"type": "integer"}, "message": {"type": "string"},
                        "details": {"type": "array", "items": {"type": "object"}}},
     }
-    return {
-        "TuningJob": {
+    tuning_job: dict[str, Any] = {
             "type": "object",
             "description": "Vertex AI TuningJob (proto3 JSON; snake_case names, enum numbers and "
                            "int64 numbers are accepted on input). Output-only fields sent on "
@@ -135,7 +199,9 @@ def _schemas() -> dict[str, Any]:
                                       "description": "v1beta1 only"},
                 "tuningd": {**_ref("TuningdExtension"), "readOnly": True},
             },
-        },
+        }
+    return {
+        "TuningJob": tuning_job,
         "TuningdExtension": {
             "type": "object",
             "description": "tuningd-only details (clients of Vertex ignore unknown fields).",
@@ -176,25 +242,8 @@ def _schemas() -> dict[str, Any]:
                            "to": {"type": "string"}, "reason": {"type": "string"},
                            "detail": {"type": "object"}},
         },
-        "CreateTuningJobBody": {
-            "description": "A TuningJob to queue: exactly one of baseModel (a tunable model, "
-                           "e.g. gemini-2.5-flash) or preTunedModel, and exactly one tuning "
-                           "spec (supervisedTuningSpec, preferenceOptimizationSpec, "
-                           "distillationSpec, ... as the path's version defines them) with its "
-                           "dataset (gs://bucket/object or a Vertex dataset resource name). "
-                           "Fields the version does not know answer 400 as on Vertex. "
-                           "Vertex's other create checks (label "
-                           "syntax, epochCount 1-100, adapter size of a known model, ...) "
-                           "answer 400 INVALID_ARGUMENT; a base model missing from [models] "
-                           "is sent to Vertex (models.unknown = \"forward\") or refused "
-                           "(\"refuse\"). The body reaches Vertex at this path's version.",
-            "allOf": [
-                _ref("TuningJob"),
-                {"type": "object",
-                 "oneOf": [{"required": ["baseModel"]}, {"required": ["preTunedModel"]}]},
-                {"type": "object", "oneOf": [{"required": [kind]} for kind in wire.KINDS]},
-            ],
-        },
+        **{f"CreateTuningJobBody.{version}": _create_body(version, tuning_job)
+           for version in wire.API_VERSIONS},
         "ListTuningJobsResponse": {
             "type": "object",
             "description": "Empty object when nothing matches.",
@@ -223,6 +272,38 @@ def _schemas() -> dict[str, Any]:
     }
 
 
+_CREATE_EXAMPLE = {
+    "baseModel": "gemini-2.5-flash",
+    "supervisedTuningSpec": {"trainingDatasetUri": "gs://my-bucket/train.jsonl",
+                             "hyperParameters": {"epochCount": "3"}},
+    "tunedModelDisplayName": "support-bot",
+}
+
+# Vertex's answers pass through as they came, so a pass-through route may answer any status.
+_VERTEX_ANSWER = {"description": "any other status: Vertex's own answer, status, Content-Type "
+                                 "and body as Vertex sent them",
+                  "content": {"*/*": {"schema": {}}}}
+
+# The job id is the last segment of the job's `name`. `#regex:` after a JSON pointer is
+# schemathesis's extractor syntax (it lets its stateful phase follow a create to the job);
+# other tools read the whole expression as one JSON pointer that names nothing.
+_ID_FROM_NAME = "$response.body#/name#regex:/tuningJobs/([^/]+)$"
+
+
+def _job_links(version: str, *, from_body: bool) -> dict[str, Any]:
+    """OpenAPI links from an answer about one job to the operations on that job."""
+    params = {"project": "$request.path.project", "location": "$request.path.location",
+              "id": _ID_FROM_NAME if from_body else "$request.path.id"}
+    return {
+        "GetJob": {"operationId": f"{version}.tuningJobs.get", "parameters": params,
+                   "description": "the job just answered about"},
+        "CancelJob": {"operationId": f"{version}.tuningJobs.cancel", "parameters": params,
+                      "description": "cancel the job just answered about"},
+        "LookupJob": {"operationId": "tuningd.lookupJob", "parameters": {"id": params["id"]},
+                      "description": "the same job by its local id alone"},
+    }
+
+
 def openapi_document(*, with_metrics: bool, with_token: bool,
                      with_passthrough: bool = False) -> dict[str, Any]:
     """An OpenAPI 3.0 description of exactly the routes make_api_app registers."""
@@ -231,7 +312,8 @@ def openapi_document(*, with_metrics: bool, with_token: bool,
         "/healthz": {"get": {
             "summary": "Liveness: the event loop answers.", "operationId": "healthz",
             "security": [],
-            "responses": {"200": _json_response("alive", _ref("Health"))},
+            "responses": {"200": _json_response("alive", _ref("Health")),
+                          **_error_responses()},
         }},
         "/readyz": {"get": {
             "summary": "Readiness: engine started, store writable, credentials usable.",
@@ -258,7 +340,10 @@ def openapi_document(*, with_metrics: bool, with_token: bool,
             "summary": "Prometheus metrics (text or OpenMetrics by Accept).",
             "operationId": "metrics", "security": [],
             "responses": {"200": {"description": "metrics",
-                                  "content": {"text/plain": {"schema": _STRING}}}},
+                                  "content": {"text/plain": {"schema": _STRING},
+                                              "application/openmetrics-text": {
+                                                  "schema": _STRING}}},
+                          **_error_responses()},
         }}
     for version in wire.API_VERSIONS:
         base = f"/{version}/projects/{{project}}/locations/{{location}}/tuningJobs"
@@ -278,8 +363,10 @@ def openapi_document(*, with_metrics: bool, with_token: bool,
                 ],
                 "requestBody": {"required": True,
                                 "content": {"application/json": {
-                                    "schema": _ref("CreateTuningJobBody")}}},
-                "responses": {"200": _json_response("the queued job", _ref("TuningJob")),
+                                    "schema": _ref(f"CreateTuningJobBody.{version}"),
+                                    "example": _CREATE_EXAMPLE}}},
+                "responses": {"200": {**_json_response("the queued job", _ref("TuningJob")),
+                                      "links": _job_links(version, from_body=True)},
                               **_error_responses(400, *auth_errors, 403, 409, 413, 503)},
             },
             "get": {
@@ -304,7 +391,8 @@ def openapi_document(*, with_metrics: bool, with_token: bool,
             "summary": "Get a job (with tuningd.history).",
             "operationId": f"{version}.tuningJobs.get",
             "parameters": [*_PATH_PARAMS, _ID_PARAM, _ALT_PARAM],
-            "responses": {"200": _json_response("the job", _ref("TuningJob")),
+            "responses": {"200": {**_json_response("the job", _ref("TuningJob")),
+                                  "links": _job_links(version, from_body=False)},
                           **_error_responses(400, *auth_errors, 403, 404, 503)},
         }}
         paths[base + "/{id}:cancel"] = {"post": {
@@ -313,12 +401,18 @@ def openapi_document(*, with_metrics: bool, with_token: bool,
             "parameters": [*_PATH_PARAMS, _ID_PARAM],
             "requestBody": {"required": False,
                             "content": {"application/json": {"schema": _ref("Empty")}}},
-            "responses": {"200": _json_response("cancel accepted", _ref("Empty")),
-                          **_error_responses(400, *auth_errors, 403, 404, 503)},
+            "responses": {"200": {**_json_response("cancel accepted", _ref("Empty")),
+                                  "links": _job_links(version, from_body=False)},
+                          **_error_responses(400, *auth_errors, 403, 404, 413, 503)},
         }}
     if with_passthrough:
-        paths.update(passthrough_openapi_paths(_PATH_PARAMS,
-                                               (400, *auth_errors, 403, 404, 413, 503, 504)))
+        forwarded = passthrough_openapi_paths(_PATH_PARAMS,
+                                              (*ALWAYS_POSSIBLE, *auth_errors, 403, 404, 413,
+                                               503, 504))
+        for item in forwarded.values():
+            for operation in item.values():
+                operation["responses"]["default"] = _VERTEX_ANSWER
+        paths.update(forwarded)
     doc: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {"title": "tuningd control API", "version": __version__,

@@ -6,43 +6,41 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from tuningd import errors
-from tuningd.model import Job, JobEvent, LocalState
-from tuningd.store_files import (
-    DirLock,
-    configure_reader,
-    configure_writer,
-    connect,
-    store_error,
+from tuningd.model import Job, LocalState
+from tuningd.store_files import configure_reader, configure_writer, connect, store_error
+from tuningd.store_open import (
+    EXIT_STORE_UNUSABLE,
+    Opened,
+    StoreUnusable,
+    check_integrity,
+    check_schema,
+    opening,
+    prepare,
 )
+from tuningd.store_reads import StoreReads
+from tuningd.store_rows import JOB_COLUMNS, RowDamaged, row_to_job
 from tuningd.store_schema import (
     ASSIGN_ALL,
     INSERT_JOB,
-    JOB_COLUMNS,
     MIGRATIONS,
-    NON_TERMINAL,
     SCHEMA_VERSION,
     SELECT_JOB,
-    check_columns,
     detail_json,
     job_to_row,
     labels_of,
-    list_query,
     migrate,
     page_key,
-    row_to_event,
-    row_to_job,
 )
 
 # The store's public names (and _job_to_row, which benchmarks use to write rows directly).
-__all__ = ["JOB_COLUMNS", "MAX_BATCH", "MIGRATIONS", "SCHEMA_VERSION", "StaleWrite", "Store",
-           "page_key", "store_error"]
+__all__ = ["EXIT_STORE_UNUSABLE", "JOB_COLUMNS", "MAX_BATCH", "MIGRATIONS", "SCHEMA_VERSION",
+           "RowDamaged", "StaleWrite", "Store", "StoreUnusable", "page_key", "store_error"]
 _job_to_row = job_to_row
 
 T = TypeVar("T")
@@ -52,6 +50,14 @@ T = TypeVar("T")
 MAX_BATCH = 256
 
 
+def _ready_writer(conn: sqlite3.Connection, name: str) -> None:
+    """The writer's pragmas, then the file's integrity, migrations and schema."""
+    configure_writer(conn)
+    check_integrity(conn, name)
+    migrate(conn, name)
+    check_schema(conn, name)
+
+
 class StaleWrite(errors.Internal):
     """A write's `before` no longer matches the stored row: a bug, since there is one writer."""
 
@@ -59,7 +65,7 @@ class StaleWrite(errors.Internal):
 _Outcome = tuple[bool, Any]  # (True, result) or (False, exception) of one batched write
 
 
-class Store:
+class Store(StoreReads):
     """The jobs database. Open with `await Store.open(path)`; one instance per process.
 
     Writes go to one connection owned by one thread, in transactions with a synchronous=FULL
@@ -74,7 +80,7 @@ class Store:
     every write of that batch fails and none is stored.
     """
 
-    def __init__(self, path: str, lock: DirLock | None, writer: sqlite3.Connection,
+    def __init__(self, path: str, lock: Opened | None, writer: sqlite3.Connection,
                  writer_thread: ThreadPoolExecutor) -> None:
         self.path = path
         self._lock = lock
@@ -90,39 +96,43 @@ class Store:
         # exceed commits); for benchmarks and tests.
         self.commits = 0
         self.writes = 0
+        # Damaged rows (table, key, column) reported so far: each is logged once.
+        self.damaged: set[tuple[str, str, str]] = set()
 
     # ----- lifecycle -----
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str]) -> Store:
-        """Lock, open and migrate the database at `path` (":memory:" for a throwaway store)."""
+        """Lock, check, open and migrate the database at `path` (":memory:" for a throwaway).
+
+        The lock is on the file the path resolves to, so no alias runs a second daemon. A new
+        database is created owner-only; an empty, foreign or damaged file raises StoreUnusable
+        (one line: the file and what to do), another daemon's file StoreLocked.
+        """
         db_path = os.fspath(path)
-        lock: DirLock | None = None
-        if db_path != ":memory:":
-            parent = Path(db_path).parent
-            if not parent.is_dir():
-                raise errors.FailedPrecondition(
-                    f"cannot open database {db_path}: directory {parent} does not exist")
-            # The lock comes first so that two daemons never run migrations concurrently.
-            lock = DirLock(db_path)
         loop = asyncio.get_running_loop()
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuningd-store-w")
+        opened: Opened | None = None
         try:
-            conn = await loop.run_in_executor(thread, connect, db_path)
-        except sqlite3.Error as exc:
-            thread.shutdown(wait=False)
-            if lock is not None:
-                lock.release()
-            raise errors.FailedPrecondition(f"cannot open database {db_path}: {exc}") from None
-        store = cls(db_path, lock, conn, thread)
-        try:
-            await store._in_writer(configure_writer, conn)
-            await store._in_writer(migrate, conn, db_path)
-            await store._in_writer(check_columns, conn)
             if db_path != ":memory:":
+                opened = await loop.run_in_executor(thread, prepare, db_path)
+            target, name = (opened.resolved, opened.name) if opened else (db_path, db_path)
+            try:
+                conn = await loop.run_in_executor(thread, connect, target)
+            except sqlite3.Error as exc:
+                raise errors.FailedPrecondition(f"cannot open database {name}: {exc}") from None
+        except BaseException:
+            thread.shutdown(wait=False)
+            if opened is not None:
+                opened.release()
+            raise
+        store = cls(db_path, opened, conn, thread)
+        try:
+            await store._in_writer(opening(name, _ready_writer), conn)
+            if opened is not None:
                 store._reader_thread = ThreadPoolExecutor(max_workers=1,
                                                           thread_name_prefix="tuningd-store-r")
-                store._reader = await store._in_reader(connect, db_path)
+                store._reader = await store._in_reader(connect, target)
                 await store._in_reader(configure_reader, store._reader)
         except BaseException:
             await store.close()
@@ -378,80 +388,6 @@ class Store:
                     f"job {job.id}: no stored row in state {job.state.value}; update not stored")
 
         await self._write(body)
-
-    # ----- reads -----
-
-    async def get(self, job_id: str) -> Job | None:
-        """The job with this local id, or None."""
-        rows = await self._read(f"{SELECT_JOB} WHERE id = ?", (job_id,))
-        return row_to_job(rows[0]) if rows else None
-
-    async def get_by_request_id(self, project: str, location: str,
-                                request_id: str) -> Job | None:
-        """The job created with this requestId in this project and location, or None."""
-        rows = await self._read(
-            f"{SELECT_JOB} WHERE project = ? AND location = ? AND request_id = ?",
-            (project, location, request_id),
-        )
-        return row_to_job(rows[0]) if rows else None
-
-    async def history(self, job_id: str) -> list[JobEvent]:
-        """The job's events, oldest first."""
-        rows = await self._read(
-            "SELECT job_id, seq, at, from_state, to_state, reason, detail_json "
-            "FROM job_events WHERE job_id = ? ORDER BY seq",
-            (job_id,),
-        )
-        return [row_to_event(row) for row in rows]
-
-    async def active_and_queued(self) -> list[Job]:
-        """Every non-terminal job (the engine's working set), oldest first."""
-        marks = ", ".join("?" * len(NON_TERMINAL))
-        rows = await self._read(
-            f"{SELECT_JOB} WHERE state IN ({marks}) ORDER BY created_at, id",
-            NON_TERMINAL,
-        )
-        return [row_to_job(row) for row in rows]
-
-    async def places(self) -> list[tuple[str, str]]:
-        """Every (project, location) any job was ever accepted for (the places to sweep)."""
-        rows = await self._read("SELECT DISTINCT project, location FROM jobs "
-                                "ORDER BY project, location")
-        return [(str(p), str(loc)) for p, loc in rows]
-
-    async def count_by_state(self) -> dict[LocalState, int]:
-        """Number of jobs in each local state (every state present, zero included)."""
-        counts = dict.fromkeys(LocalState, 0)
-        for state, count in await self._read("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
-            counts[LocalState(state)] = int(count)
-        return counts
-
-    async def list_jobs(self, project: str | None = None, location: str | None = None,
-                        states: Collection[LocalState] | None = None,
-                        after_key: str | None = None, limit: int = 50,
-                        labels: Mapping[str, str] | None = None) -> list[Job]:
-        """Jobs newest first (created_at DESC, id DESC), at most `limit`, after `after_key`.
-
-        `project`/`location` None means any; `states` None or empty means all; `labels` keeps
-        jobs whose client labels include every given key = value. Pass page_key(last job) as
-        `after_key` for the next page. Uses an index (with project and location given, also for
-        one state or a label), so the cost is the page size, not the history size.
-        """
-        if limit < 1:
-            raise errors.InvalidArgument(f"limit must be >= 1, got {limit}")
-        sql, params = list_query(project, location, states, after_key, limit, labels)
-        return [row_to_job(row) for row in await self._read(sql, params)]
-
-    async def list_page(self, project: str | None = None, location: str | None = None,
-                        states: Collection[LocalState] | None = None,
-                        after_key: str | None = None,
-                        limit: int = 50,
-                        labels: Mapping[str, str] | None = None) -> tuple[list[Job], str | None]:
-        """One page of list_jobs plus the key of the next page (None on the last page)."""
-        jobs = await self.list_jobs(project, location, states, after_key, limit + 1, labels)
-        if len(jobs) > limit:
-            return jobs[:limit], page_key(jobs[limit - 1])
-        return jobs, None
 
     async def check_writable(self) -> bool:
         """True if the database still accepts a durable commit (for /readyz)."""

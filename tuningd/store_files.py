@@ -3,24 +3,31 @@ failures in plain words."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
 from collections.abc import Mapping
 
 from tuningd import errors
+from tuningd.store_rows import decode_text
 
 
 class DirLock:
-    """An exclusive flock on `<db>.lock`, held while the store is open."""
+    """An exclusive flock on `<db>.lock`, held while the store is open.
 
-    def __init__(self, db_path: str) -> None:
+    `db_path` is the resolved path (symlinks followed), so every alias of a database shares one
+    lock file; `shown` is how messages name the database (the configured path).
+    """
+
+    def __init__(self, db_path: str, *, shown: str | None = None) -> None:
         self.path = db_path + ".lock"
         # flock (not a PID file): the kernel drops it when the process dies, even on kill -9,
         # so a crashed daemon never blocks its successor. os.open's fd is non-inheritable, so
         # child processes (e.g. an emulator) cannot keep the lock alive after we die.
         try:
-            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                                           0o600)
         except OSError as exc:
             raise errors.FailedPrecondition(
                 f"cannot open lock file {self.path}: {exc.strerror}") from None
@@ -31,8 +38,12 @@ class DirLock:
             os.close(self._fd)
             self._fd = None
             raise errors.StoreLocked(
-                f"another tuningd{holder} is already using {db_path} (lock {self.path})"
+                f"another tuningd{holder} is already using {shown or db_path} "
+                f"(lock {self.path})"
             ) from None
+        # Owner-only whatever the umask (a no-op but for a lock file someone else made).
+        with contextlib.suppress(OSError):
+            os.fchmod(self._fd, 0o600)
         # The PID is only a hint for humans; the flock is the lock.
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
@@ -86,9 +97,10 @@ def store_error(exc: sqlite3.Error, *, writing: bool) -> errors.StoreError:
 def connect(db_path: str) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN/COMMIT ourselves instead of relying on the sqlite3
     # module's implicit transactions. Each connection is only ever used by its own thread.
-    return sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
-
-
+    conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    # One cell of bad UTF-8 must not fail a whole query (a list): store_rows refuses that row.
+    conn.text_factory = decode_text
+    return conn
 
 
 def configure_writer(conn: sqlite3.Connection) -> None:

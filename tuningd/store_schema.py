@@ -6,11 +6,11 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import fields
 from typing import Any
 
 from tuningd import errors, failpoints
-from tuningd.model import TERMINAL_STATES, Job, JobEvent, LocalState, Outcome
+from tuningd.model import TERMINAL_STATES, Job, LocalState, Outcome
+from tuningd.store_rows import FLOAT_COLUMNS, JOB_COLUMNS
 
 # Numbered schema migrations: MIGRATIONS[i] moves the schema from version i to i + 1
 # (PRAGMA user_version). Never edit a shipped entry; append a new one.
@@ -110,12 +110,6 @@ MIGRATIONS: tuple[str, ...] = (
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
-# Every Job field is a column of the same name, in this order (checked at open).
-JOB_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Job))
-_FLOAT_COLUMNS = frozenset({
-    "created_at", "updated_at", "cancel_sent_at", "next_action_at", "poll_interval_s",
-    "submit_started_at", "submitted_at", "ended_at", "attempt_ended_at",
-})
 SELECT_JOB = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"  # noqa: S608 (fixed column names)
 SELECT_LABELLED_JOB = (
     f"SELECT {', '.join('j.' + c for c in JOB_COLUMNS)} "  # noqa: S608 (fixed column names)
@@ -124,12 +118,19 @@ SELECT_LABELLED_JOB = (
 INSERT_JOB = (f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) "  # noqa: S608
                f"VALUES ({', '.join('?' * len(JOB_COLUMNS))})")
 ASSIGN_ALL = ", ".join(f"{name} = ?" for name in JOB_COLUMNS[1:])
+_CREATED_AT = JOB_COLUMNS.index("created_at")
+_ID = JOB_COLUMNS.index("id")
 NON_TERMINAL = tuple(s.value for s in LocalState if s not in TERMINAL_STATES)
 
 
 def page_key(job: Job) -> str:
     """The keyset-pagination key of a job: list_jobs(after_key=...) continues after it."""
     return f"{job.created_at!r}|{job.id}"
+
+
+def raw_page_key(row: Sequence[Any]) -> str:
+    """page_key of a jobs row read with SELECT_JOB, sound or damaged."""
+    return f"{row[_CREATED_AT]!r}|{row[_ID]}"
 
 
 def parse_page_key(key: str) -> tuple[float, str]:
@@ -150,32 +151,10 @@ def job_to_row(job: Job) -> tuple[Any, ...]:
             value = value.value
         elif isinstance(value, bool):
             value = int(value)
-        elif name in _FLOAT_COLUMNS and isinstance(value, int):
+        elif name in FLOAT_COLUMNS and isinstance(value, int):
             value = float(value)
         row.append(value)
     return tuple(row)
-
-
-def row_to_job(row: Sequence[Any]) -> Job:
-    values = dict(zip(JOB_COLUMNS, row, strict=True))
-    values["state"] = LocalState(values["state"])
-    values["cancel_requested"] = bool(values["cancel_requested"])
-    if values["outcome"] is not None:
-        values["outcome"] = Outcome(values["outcome"])
-    return Job(**values)
-
-
-def row_to_event(row: Sequence[Any]) -> JobEvent:
-    job_id, seq, at, from_state, to_state, reason, detail_json = row
-    return JobEvent(
-        job_id=job_id,
-        seq=seq,
-        at=at,
-        from_state=None if from_state is None else LocalState(from_state),
-        to_state=LocalState(to_state),
-        reason=reason,
-        detail=json.loads(detail_json),
-    )
 
 
 def detail_json(detail: Mapping[str, Any] | None) -> str:
@@ -191,8 +170,6 @@ def labels_of(spec_json: str) -> list[tuple[str, str]]:
     if not isinstance(labels, dict):
         return []
     return [(str(k), v) for k, v in labels.items() if isinstance(v, str)]
-
-
 
 
 def migrate(conn: sqlite3.Connection, path: str) -> None:
@@ -218,15 +195,6 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
                 conn.execute("ROLLBACK")
             raise errors.Internal(
                 f"database {path}: migration {number} failed: {exc}") from None
-
-
-def check_columns(conn: sqlite3.Connection) -> None:
-    """Fail if a Job field has no column (a field added without its migration)."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)").fetchall()}
-    missing = [name for name in JOB_COLUMNS if name not in columns]
-    if missing:
-        raise errors.Internal(
-            f"jobs table lacks columns {missing}: a Job field was added without a migration")
 
 
 def list_query(project: str | None, location: str | None,

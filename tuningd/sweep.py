@@ -29,6 +29,7 @@ from tuningd.model import (
     is_ours,
 )
 from tuningd.policy import Place
+from tuningd.store import RowDamaged
 
 log = structlog.get_logger("tuningd.sweep")
 
@@ -95,7 +96,10 @@ class Sweeper:
                     js is not None and REMOTE_TO_LOCAL.get(js, LocalState.RUNNING).is_terminal):
                 continue
             label = str(labels.get(LABEL_JOB_ID, ""))
-            local = await self._lookup(label) if label else None
+            try:
+                local = await self._lookup(label) if label else None
+            except RowDamaged:
+                continue  # its row is reported (store.row_damaged); never touch its remote job
             finding = recovery.classify(snapshot.remote_id, local,
                                         create_in_flight=self._in_flight(label))
             if finding in (recovery.Finding.OURS, recovery.Finding.UNDECIDED):

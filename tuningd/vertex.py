@@ -269,10 +269,7 @@ class VertexClient:
         host = self._endpoint or default_endpoint(location)
         url = f"{host}/{api_version}{path}"
         for attempt in (1, 2):
-            token = await self._tokens.token()
-            headers = dict(self._static_headers)
-            if token is not None:
-                headers["Authorization"] = f"Bearer {token}"
+            headers = await self._headers()
             started_s = time.monotonic()
             try:
                 async with self._session.request(
@@ -293,6 +290,14 @@ class VertexClient:
             return answer
         raise AssertionError("unreachable")  # the loop either returns or raises
 
+    async def _headers(self) -> dict[str, str]:
+        """The static headers plus a fresh bearer token (none when anonymous)."""
+        token = await self._tokens.token()
+        headers = dict(self._static_headers)
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
     async def _call(
         self,
         method: str,
@@ -307,10 +312,7 @@ class VertexClient:
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         for attempt in (1, 2):
             # A failure here happens before anything is sent, so even create is safe to redo.
-            token = await self._tokens.token()
-            headers = dict(self._static_headers)
-            if token is not None:
-                headers["Authorization"] = f"Bearer {token}"
+            headers = await self._headers()
             started_s = time.monotonic()
             try:
                 async with self._session.request(
@@ -340,7 +342,7 @@ class VertexClient:
             self._observer(method, code, time.monotonic() - started_s)
         except Exception:
             # A metrics bug must not turn a finished create into an "error" the engine misreads.
-            _log.exception("vertex observer failed")
+            _log.exception("observer.failed")
 
     def _transport_error(self, method: str, exc: BaseException, *, create: bool) -> RemoteError:
         timed_out = isinstance(exc, TimeoutError)

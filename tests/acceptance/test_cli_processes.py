@@ -16,7 +16,7 @@ import pytest
 
 pytestmark = pytest.mark.acceptance
 
-COMMANDS = ("serve", "emulator", "submit", "list", "show", "cancel", "config")
+COMMANDS = ("serve", "emulator", "submit", "list", "show", "cancel", "config", "store")
 
 
 def _free_port() -> int:

@@ -110,6 +110,7 @@ def _token_daemon(procs: Processes, tmp_path: Path) -> tuple[DaemonProc, str]:
     token = "tok-" + secrets.token_urlsafe(24)
     token_file = tmp_path / "api-token"
     token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
     emu = procs.emulator(job_seconds=0.5, pending_seconds=0.1)
     daemon = procs.daemon(emu.url, {"server": {"token_file": str(token_file)},
                                     "logging": {"level": "debug"}})
@@ -154,7 +155,7 @@ def test_bearer_token_is_required_and_never_logged(procs: Processes, tmp_path: P
     assert daemon.stop() == 0
 
     logs = daemon.logs()
-    assert "api_request" in logs  # the requests were logged ...
+    assert "request.answered" in logs  # the requests were logged ...
     assert token not in logs  # ... but never the token,
     assert wrong not in logs  # nor a wrong one a client sent
     assert token[4:] not in logs

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -25,3 +26,10 @@ async def daemon(tmp_path: Path) -> AsyncIterator[tuple[Client, Harness]]:
             yield client, h
         finally:
             await client.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session for real loopback HTTP to an emulator or API."""
+    async with aiohttp.ClientSession() as session:
+        yield session

@@ -818,7 +818,7 @@ async def test_one_log_line_per_request_without_secrets(api: Factory) -> None:
     with structlog.testing.capture_logs() as logs:
         await client.get(BASE, headers={"Authorization": f"Bearer {secret}"})
         await client.get(BASE, headers={"Authorization": "Bearer wrong"})
-    lines = [e for e in logs if e["event"] == "api_request"]
+    lines = [e for e in logs if e["event"] == "request.answered"]
     assert [(e["method"], e["path"], e["status"]) for e in lines] == [
         ("GET", BASE, 200), ("GET", BASE, 401)]
     assert all(isinstance(e["duration_ms"], float) for e in lines)

@@ -6,11 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Client
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 from engine_harness import Harness, spec
 from sqlite_faults import disk_full, disk_has_room, read_only
 
 from tuningd.model import LocalState
+
+Client = TestClient[web.Request, web.Application]
 
 BASE = "/v1/projects/my-proj/locations/us-central1/tuningJobs"
 FULL = "the job store cannot be written: database or disk is full"

@@ -318,7 +318,7 @@ async def test_tokens_never_logged(
             await client.list(PROJECT, LOCATION)
             seen.add(str(await source.token()))
         assert len(seen) == 4
-        assert "access token refreshed" in caplog.text  # the capture does see our logs
+        assert "token.refreshed" in caplog.text  # the capture does see our logs
         captured = capsys.readouterr()
         text = caplog.text + captured.out + captured.err
         for secret in [*seen, "1//0refresh-token-for-tests", "d-FL95Q19q7MQmFpd7hHD0Ty",

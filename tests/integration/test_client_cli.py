@@ -259,6 +259,7 @@ async def test_token_file(secured: Server, tmp_path: Path, monkeypatch: pytest.M
     401 (exit 1); an unreadable token file exits 2; the token is never printed."""
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
     args = ["list", "--server", secured.url, "--project", "proj-a"]
     assert await run(*args) == 1
     assert "401 UNAUTHENTICATED" in capsys.readouterr().err
@@ -268,6 +269,28 @@ async def test_token_file(secured: Server, tmp_path: Path, monkeypatch: pytest.M
     assert await run(*args, "--token-file", str(tmp_path / "absent")) == 2
     captured = capsys.readouterr()
     assert TOKEN not in captured.out + captured.err
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])
+async def test_exposed_token_file_is_refused(secured: Server, tmp_path: Path, mode: int,
+                                             job_file: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A token file group or others can access exits 2 with the chmod that fixes it, before
+    anything is sent, and without printing the token."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(mode)
+    args = ["submit", str(job_file), "--server", secured.url, "--project", "proj-a",
+            "--token-file", str(token_file)]
+    assert await run(*args) == 2
+    captured = capsys.readouterr()
+    assert f"chmod 600 {token_file}" in captured.err
+    assert f"mode {mode:04o}" in captured.err
+    assert TOKEN not in captured.out + captured.err
+    assert secured.engine.submits == []
+    token_file.chmod(0o600)
+    assert await run(*args) == 0
+    assert len(secured.engine.submits) == 1
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -29,8 +29,8 @@ from tuningd.connections import (
     connection_capacity,
     tcp_listeners,
     throttle_asyncio_accept_errors,
-    unix_listener,
 )
+from tuningd.secret_files import bind_private_unix_socket
 
 GET = b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -71,7 +71,7 @@ async def serve(limits: ConnectionLimits, unix_path: str = "") -> AsyncIterator[
     port = sock.getsockname()[1]
     await guard.start_site(runner, sock, "test")
     if unix_path:
-        await guard.start_site(runner, unix_listener(unix_path), "unix")
+        await guard.start_site(runner, bind_private_unix_socket(unix_path), "unix")
     try:
         yield Served(guard, port, release, blocked)
     finally:
@@ -171,7 +171,7 @@ async def test_past_the_cap_with_every_connection_busy_a_newcomer_gets_503() -> 
 
 
 async def test_unix_socket_is_owner_only_and_guarded(tmp_path: Path) -> None:
-    """The unix listener is created mode 0600 whatever the umask and serves through the guard."""
+    """The unix listener (0600 whatever the umask) serves through the guard."""
     path = str(tmp_path / "api.sock")
     old = os.umask(0)
     try:

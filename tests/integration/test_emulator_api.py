@@ -44,12 +44,6 @@ async def emu(clock: ManualClock) -> AsyncIterator[Emulator]:
         yield emulator
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def call(http: aiohttp.ClientSession, method: str, url: str,
                body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
     kwargs: dict[str, Any] = {}

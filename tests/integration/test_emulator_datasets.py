@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,6 @@ SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "train-sample.jsonl"
 SAMPLE_LINES = SAMPLE.read_text().splitlines()
 GOOD = "\n".join(SAMPLE_LINES[:4]) + "\n"  # the Gemini `contents` lines
 LEGACY_LINE = SAMPLE_LINES[4]  # the gemini-1.0-pro-002 `messages` line
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture

@@ -22,12 +22,6 @@ NUMBER = "123456789012"
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 async def emu() -> AsyncIterator[Emulator]:
     async with Emulator(EmulatorConfig(seed=2, max_concurrent=10),
                         clock=ManualClock()) as emulator:

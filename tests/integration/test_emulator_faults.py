@@ -10,6 +10,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from emulator_faults_helpers import call as request
+from emulator_faults_helpers import counts, set_faults
 
 from tuningd.emulator import Emulator, EmulatorConfig, ErrorRule, Faults, ManualClock
 
@@ -21,32 +23,9 @@ BODY: dict[str, Any] = {
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 async def emu() -> AsyncIterator[Emulator]:
     async with Emulator(EmulatorConfig(seed=11), clock=ManualClock()) as emulator:
         yield emulator
-
-
-async def set_faults(http: aiohttp.ClientSession, emu: Emulator, **faults: Any) -> dict[str, Any]:
-    async with http.post(f"{emu.url}/emulator/faults", json=faults) as resp:
-        assert resp.status == 200, await resp.text()
-        result: dict[str, Any] = await resp.json()
-        return result
-
-
-async def request(http: aiohttp.ClientSession, emu: Emulator, method: str,
-                  path: str, body: Any = None) -> tuple[int, Any]:
-    async with http.request(method, emu.url + path, json=body) as resp:
-        return resp.status, await resp.json()
-
-
-def counts(emu: Emulator, method: str) -> dict[str, int]:
-    return dict(emu.state.request_counts.get(method, {}))
 
 
 @pytest.mark.parametrize(("status", "name"), [

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import pytest
 
 from tuningd.emulator import Emulator, EmulatorConfig, ManualClock
 
@@ -15,12 +13,6 @@ BODY: dict[str, Any] = {
     "baseModel": "gemini-2.5-flash",
     "supervised_tuning_spec": {"training_dataset_uri": "gs://my-bucket/train.jsonl"},
 }
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def state(http: aiohttp.ClientSession, emu: Emulator) -> dict[str, Any]:

@@ -14,12 +14,6 @@ from tuningd.emulator import Emulator, EmulatorConfig, Faults, ManualClock, Quot
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
 

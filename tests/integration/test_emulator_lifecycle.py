@@ -5,11 +5,9 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import pytest
 
 from tuningd.emulator import Emulator, EmulatorConfig, ManualClock, QuotaMode
 from tuningd.wire import parse_timestamp
@@ -21,12 +19,6 @@ BODY: dict[str, Any] = {
     "supervisedTuningSpec": {"trainingDatasetUri": "gs://my-bucket/sft/train.jsonl"},
 }
 T0 = ManualClock.DEFAULT_START_S
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def config(**overrides: Any) -> EmulatorConfig:

@@ -15,12 +15,6 @@ PARENT = "projects/my-proj/locations/us-central1"
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 async def emu() -> AsyncIterator[Emulator]:
     clock = ManualClock()
     async with Emulator(EmulatorConfig(max_concurrent=100, pending_seconds=5, job_seconds=100),

@@ -13,12 +13,6 @@ from tuningd.emulator import Emulator, EmulatorConfig, ManualClock
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
 

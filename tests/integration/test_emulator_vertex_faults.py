@@ -19,12 +19,6 @@ NUMBER = "123456789012"
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 async def emu() -> AsyncIterator[Emulator]:
     config = EmulatorConfig(seed=6, max_concurrent=10, pending_seconds=5, job_seconds=60)
     async with Emulator(config, clock=ManualClock()) as emulator:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import re
 import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from test_api import FakeEngine
 
 from tuningd.api import make_api_app
+from tuningd.api_protocol import EnvelopeAppRunner
 from tuningd.emulator import EmulatorConfig, ThreadedEmulator
 
 JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
@@ -27,13 +29,14 @@ FUZZ = settings(max_examples=100, deadline=None, derandomize=True,
 
 
 class _ThreadedApp:
-    """An aiohttp application served on loopback from a background event loop."""
+    """An aiohttp application served on loopback from a background event loop, by the daemon's
+    runner (its connections answer what aiohttp refuses in Google's envelope)."""
 
     def __init__(self, app: web.Application) -> None:
         self._app = app
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        self._runner = EnvelopeAppRunner(app, access_log=None, shutdown_timeout=0.1)
         self.port = 0
 
     def __enter__(self) -> _ThreadedApp:
@@ -89,7 +92,8 @@ _QUERY_VALUES = st.one_of(
     st.sampled_from(["", "-1", "0", "1", "100", "2147483648", "99999999999999999999", "1.5",
                      " 2", "json;enum-encoding=int", "state=JOB_STATE_RUNNING",
                      'labels.a="b" OR (state!=2 AND create_time>"2020-01-01T00:00:00Z")',
-                     "(((", "NOT NOT x", '"unterminated', "labels.:*", "AQ", "A" * 100]),
+                     "(((", "NOT NOT x", '"unterminated', "labels.:*", "AQ", "A" * 100,
+                     "9" * 5000, "state=" + "9" * 5000, "state=²", "²"]),
     st.text(max_size=30),
 )
 _QUERY = st.dictionaries(
@@ -117,7 +121,19 @@ _HOSTILE = st.sampled_from([
     + b"}" * 900 + b"}}",
     json.dumps(_VALID).encode()[:-2] + b',"hyperParameters":{"epochCount":1' + b"0" * 4500
     + b"}}}",
+    json.dumps(_VALID).encode()[:-2] + b',"hyperParameters":{"epochCount":"' + b"9" * 5000
+    + b'"}}}',
+    json.dumps(_VALID).encode()[:-2] + b',"hyperParameters":{"learningRateMultiplier":"'
+    + b"9" * 5000 + b'"}}}',
 ])
+# Request headers a hostile client adds (the control API fuzzer only: the emulator, like
+# Google's front end, answers malformed HTTP outside the envelope).
+_HEADERS = st.lists(st.sampled_from([
+    ("Content-Encoding", "gzip"), ("Content-Encoding", "deflate"), ("Content-Encoding", "br"),
+    ("Content-Encoding", "zstd"), ("Content-Encoding", "x-custom"),
+    ("Content-Encoding", "gzip, gzip"), ("Authorization", "Bearer \xff\xfe"),
+    ("Authorization", "Bearer"), ("X-Goog-Api-Client", "\xe9"), ("Accept-Encoding", "br"),
+]), max_size=2, unique_by=lambda h: h[0])
 _BODIES = st.one_of(
     st.none(),
     _JSON.map(lambda v: json.dumps(v).encode()),
@@ -139,13 +155,17 @@ _REQUESTS = st.one_of(_ROUTES, _ROUTES, st.tuples(_METHODS, _PATHS))
 
 
 def _send(port: int, method: str, path: str, query: dict[str, str],
-          body: bytes | None) -> tuple[int, dict[str, str], bytes]:
+          body: bytes | None, headers: Sequence[tuple[str, str]] = ()
+          ) -> tuple[int, dict[str, str], bytes]:
     target = path + ("?" + urllib.parse.urlencode(query) if query else "")
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         conn.putrequest(method, target, skip_accept_encoding=True)
         conn.putheader("Content-Type", "application/json")
         conn.putheader("Content-Length", str(len(body or b"")))
+        for name, value in headers:
+            # latin-1: the header bytes as written (\xff stays one byte, not valid UTF-8).
+            conn.putheader(name, value.encode("latin-1"))
         conn.endheaders(body or b"")
         resp = conn.getresponse()
         return resp.status, dict(resp.getheaders()), resp.read()
@@ -184,17 +204,40 @@ def test_emulator_never_answers_5xx(emulator_port: int, request: tuple[str, str]
     _check_answer(method, status, headers, raw, (method, path, query, body))
 
 
+@pytest.fixture(scope="module")
+def documented(api_server: tuple[int, FakeEngine]) -> list[tuple[str, re.Pattern[str], set[str]]]:
+    """(method, path regex, documented statuses) of every operation in the API's /openapi.json."""
+    status, _, raw = _send(api_server[0], "GET", "/openapi.json", {}, None)
+    assert status == 200
+    operations = []
+    for template, item in json.loads(raw)["paths"].items():
+        pattern = re.compile(re.sub(r"\\\{[a-z]+\\\}", "[^/]*", re.escape(template)))
+        for method, operation in item.items():
+            operations.append((method.upper(), pattern, set(operation["responses"])))
+    return operations
+
+
 @FUZZ
-@given(request=_REQUESTS, query=_QUERY, body=_BODIES)
+@given(request=_REQUESTS, query=_QUERY, body=_BODIES, headers=_HEADERS)
 def test_control_api_never_answers_5xx(api_server: tuple[int, FakeEngine],
+                                       documented: list[tuple[str, re.Pattern[str], set[str]]],
                                        request: tuple[str, str], query: dict[str, str],
-                                       body: bytes | None) -> None:
-    """Any method, path, query and body gets a 2xx or a 4xx in Google's envelope with Google's
-    Content-Type from the control API, and a refused create submits nothing."""
+                                       body: bytes | None,
+                                       headers: list[tuple[str, str]]) -> None:
+    """Any method, path, query, body and hostile header gets a 2xx or a 4xx in Google's envelope
+    with Google's Content-Type from the control API, a status its /openapi.json lists for that
+    operation, and a refused create submits nothing."""
     port, engine = api_server
     method, path = request
     before = len(engine.submits)
-    status, headers, raw = _send(port, method, path, query, body)
-    _check_answer(method, status, headers, raw, (method, path, query, body))
+    status, answer_headers, raw = _send(port, method, path, query, body, headers)
+    what = (method, path, query, body and body[:200], headers)
+    _check_answer(method, status, answer_headers, raw, what)
     if status != 200:
-        assert len(engine.submits) == before, (method, path, query, body)
+        assert len(engine.submits) == before, what
+    route = urllib.parse.unquote(path)
+    listed = [codes for m, pattern, codes in documented
+              if m == method and pattern.fullmatch(route)]
+    if listed and status != 404:
+        # An unknown id is 404 on any route (and a path the router does not serve as well).
+        assert any(str(status) in codes or "default" in codes for codes in listed), (what, status)

@@ -7,14 +7,16 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import Client
 from engine_harness import Harness, open_harness, spec
 from yarl import URL
 
 from tuningd import wire
 from tuningd.api import make_api_app
 from tuningd.model import LocalState
+
+Client = TestClient[web.Request, web.Application]
 
 # (case, project, location, what is wrong) as raw path segments on the wire.
 BAD_PARENTS: list[tuple[str, str, str, str]] = [

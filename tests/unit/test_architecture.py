@@ -16,10 +16,11 @@ CORE = {"model", "models", "wire", "machine", "policy", "recovery", "settings", 
         "vertex_schema_extra"}
 # Adapters may use the core (and auth, for the Vertex client's token source), never the
 # engine, the API or the composition root.
-ADAPTERS = {"store", "store_files", "store_schema", "vertex", "auth", "metrics", "notify", "log",
-            "failpoints"}
+ADAPTERS = {"store", "store_files", "store_schema", "store_open", "store_rows", "store_reads",
+            "store_tools", "vertex", "auth", "metrics", "notify", "log", "failpoints",
+            "secret_files"}
 # The store's own parts, which only the store's modules use among themselves.
-STORE_PARTS = {"store_files", "store_schema"}
+STORE_PARTS = {"store_files", "store_schema", "store_open", "store_rows", "store_reads"}
 COMPOSITION = {"app", "cli"}
 # Modules of the core that may do I/O-free work only: no event loop, no sockets, no files
 # other than config's one TOML read.

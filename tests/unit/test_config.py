@@ -178,6 +178,7 @@ BAD: list[tuple[dict[str, Any], dict[str, str], str]] = [
     ({"server": {"max_connections": 0}}, {}, "server.max_connections"),
     ({"server": {"header_timeout_s": 0}}, {}, "server.header_timeout_s"),
     ({}, {"TUNINGD_SERVER_KEEPALIVE_TIMEOUT_S": "-1"}, "server.keepalive_timeout_s"),
+    ({"server": {"allow_insecure": "yes"}}, {}, "server.allow_insecure"),
     ({"store": {"path": 1}}, {}, "store.path"),
     ({"vertex": {"endpoint": "ftp://x"}}, {}, "vertex.endpoint"),
     ({"vertex": {"api_version": "v2"}}, {}, "vertex.api_version"),
@@ -359,3 +360,28 @@ def test_shipped_config_documents_every_key_with_its_default() -> None:
         if re.match(r"^# ([a-z_]+ = |\[[a-z_]+\.[a-z_]+\]$)", line):
             above = lines[i - 1]
             assert above.startswith("# ") and not re.match(r"^# [a-z_]+ = ", above), line
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.10", "tuningd.example.com",
+                                  "[::]", "localhost.example.com"])
+def test_non_loopback_host_needs_token_or_allow_insecure(host: str) -> None:
+    """A host other machines can reach is refused without a token unless allow_insecure is set,
+    and the message names the three ways out."""
+    with pytest.raises(ConfigError) as info:
+        settings_from({"server": {"host": host}}, {})
+    message = str(info.value)
+    assert message.startswith("config key server.host:")
+    assert "server.token_file" in message and "server.allow_insecure = true" in message
+    with_token = settings_from({"server": {"host": host, "token_file": "/etc/t"}}, {})
+    assert with_token.server.host == host
+    insecure = settings_from({"server": {"host": host, "allow_insecure": True}}, {})
+    assert insecure.server.allow_insecure is True
+    from_env = settings_from({}, {"TUNINGD_SERVER_HOST": host,
+                                  "TUNINGD_SERVER_ALLOW_INSECURE": "true"})
+    assert from_env.server.host == host
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "::1", "localhost", "LOCALHOST"])
+def test_loopback_hosts_need_no_token(host: str) -> None:
+    """Loopback addresses and "localhost" are served without a token, as before."""
+    assert settings_from({"server": {"host": host}}, {}).server.allow_insecure is False

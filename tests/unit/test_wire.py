@@ -402,3 +402,21 @@ def test_parse_empty_request() -> None:
     assert "Unknown name \"x\"" in _err(wire.parse_empty_request, {"x": 1})
     assert "Expected an object" in _err(wire.parse_empty_request, [1])
     assert "got null" in _err(wire.parse_empty_request, None)
+
+
+@pytest.mark.parametrize("digits", ["9" * 5000, "-" + "9" * 5000, "1" + "0" * 20])
+def test_int64_string_past_pythons_digit_limit_is_a_400(digits: str) -> None:
+    """An int64 as a string of thousands of digits (past Python's 4,300-digit int() limit) is
+    400 INVALID_ARGUMENT naming the field, never a ValueError."""
+    body = {"baseModel": "gemini-2.5-flash", "supervisedTuningSpec": {
+        "trainingDatasetUri": "gs://b/t", "hyperParameters": {"epochCount": digits}}}
+    with pytest.raises(InvalidArgument, match="epoch_count"):
+        wire.parse_tuning_job(body)
+
+
+def test_int64_string_with_leading_zeros_still_parses() -> None:
+    """Leading zeros do not count against the digit bound: "000...03" is 3."""
+    body = {"baseModel": "gemini-2.5-flash", "supervisedTuningSpec": {
+        "trainingDatasetUri": "gs://b/t", "hyperParameters": {"epochCount": "0" * 40 + "3"}}}
+    assert wire.parse_tuning_job(body)["supervisedTuningSpec"]["hyperParameters"] == {
+        "epochCount": 3}

@@ -321,3 +321,10 @@ def test_page_token_is_bound_to_its_scope() -> None:
     for scope in ("projects/p/locations/b", ""):
         with pytest.raises(InvalidArgument, match="Invalid page token"):
             wire.decode_page_token(token, "f", scope)
+
+
+@pytest.mark.parametrize("value", ["9" * 5000, "²", "٣٣"])
+def test_state_number_that_int_cannot_read_is_an_invalid_filter(value: str) -> None:
+    """A state value of thousands of digits or of non-ASCII digits is an invalid filter, never a
+    ValueError."""
+    assert "unknown state value" in bad_filter(f"state={value}")

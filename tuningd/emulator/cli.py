@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
     except ValueError as exc:
-        log.error("emulator_bad_config", error=str(exc))
+        log.error("config.rejected", error=str(exc))
         return 2
     asyncio.run(_serve(config, args.host, args.port, manual_clock=args.manual_clock))
     return 0

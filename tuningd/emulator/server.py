@@ -121,7 +121,7 @@ async def _error_middleware(
         http_err.http_status = exc.status
         return _error_response(http_err)
     except Exception:
-        log.exception("emulator_internal_error", path=request.path)
+        log.exception("request.failed", path=request.path)
         return _error_response(error_for(code_for_http(500), "Internal error encountered."))
 
 
@@ -196,8 +196,9 @@ async def _api_call(request: web.Request, method: str, handler: Handler) -> web.
         raise
     finally:
         state.record_request(method, outcome)
-        log.info("request", http_method=request.method, path=request.path, api_method=method,
-                 outcome=outcome, duration_ms=round((time.monotonic() - started) * 1000, 2))
+        log.info("request.answered", http_method=request.method, path=request.path,
+                 api_method=method, outcome=outcome,
+                 duration_ms=round((time.monotonic() - started) * 1000, 2))
 
 
 async def _guarded(request: web.Request, state: EmulatorState, method: str,
@@ -360,10 +361,10 @@ async def _token(request: web.Request) -> web.StreamResponse:
         answer = state.tokens.grant(form, state.now())
     except OAuthError as err:
         state.record_request("token", "400")
-        log.info("token_refused", error=err.error, grant_type=form.get("grant_type", ""))
+        log.info("token.refused", error=err.error, grant_type=form.get("grant_type", ""))
         return json_response(err.to_json(), status=400)
     state.record_request("token", "200")
-    log.info("token_issued", grant_type=form.get("grant_type", ""),
+    log.info("token.issued", grant_type=form.get("grant_type", ""),
              expires_in=answer["expires_in"])
     return json_response(answer)
 
@@ -388,13 +389,13 @@ async def _admin_set_faults(request: web.Request) -> web.StreamResponse:
     except ValueError as exc:
         raise InvalidArgument(str(exc)) from None
     state.faults = faults
-    log.info("faults_set", faults=faults.to_json())
+    log.info("faults.set", faults=faults.to_json())
     return json_response(faults.to_json())
 
 
 async def _admin_reset(request: web.Request) -> web.StreamResponse:
     _state(request).reset()
-    log.info("emulator_reset")
+    log.info("emulator.reset")
     return json_response({})
 
 
@@ -463,7 +464,7 @@ class Emulator:
         self._url = f"http://{shown}:{bound_port}"
         if not isinstance(self.clock, ManualClock) and self.config.tick_seconds > 0:
             self._ticker = asyncio.create_task(self._tick())
-        log.info("emulator_started", url=self._url, project_number=self.config.project_number,
+        log.info("emulator.started", url=self._url, project_number=self.config.project_number,
                  job_seconds=self.config.job_seconds, pending_seconds=self.config.pending_seconds,
                  max_concurrent=self.config.max_concurrent,
                  quota_mode=self.config.quota_mode.value)
@@ -477,7 +478,7 @@ class Emulator:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-            log.info("emulator_stopped", url=self._url)
+            log.info("emulator.stopped", url=self._url)
 
     async def _tick(self) -> None:
         # Transitions are exact without this (they are replayed lazily); the ticker only makes
