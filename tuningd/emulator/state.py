@@ -409,7 +409,7 @@ class EmulatorState:
         previous = job.transitions[-1] if job.transitions else None
         entry = job.moment(reason)  # the whole view from now on, for lagged lists
         job.transitions.append(entry)
-        log.info("job.transitioned", job_id=job.job_id, location=job.location,
+        log.info("emulated_job.transitioned", job_id=job.job_id, location=job.location,
                  from_state=previous.state.value if previous else None,
                  to_state=job.state.value,
                  tuning_job_state=entry.tuning_job_state.value if entry.tuning_job_state else None,
