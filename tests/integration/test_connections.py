@@ -186,33 +186,51 @@ async def test_unix_socket_is_owner_only_and_guarded(tmp_path: Path) -> None:
         os.umask(old)
 
 
-def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def _exhaust_descriptors() -> tuple[int, list[int]]:
+    """Lower the limit to just above the highest open descriptor and fill every hole below it,
+    so the next descriptor the process gets is one it closed (RLIMIT_NOFILE bounds numbers)."""
+    limit = max(int(fd) for fd in os.listdir("/proc/self/fd")) + 1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    fillers: list[int] = []
+    try:
+        while True:
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError as exc:
+        assert exc.errno == errno.EMFILE
+    return soft, fillers
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
 async def test_out_of_descriptors_is_logged_once_and_every_client_is_served() -> None:
     """accept() failing with EMFILE logs one line per interval with a count, idle connections
     are shed to free descriptors, and every queued client is still answered."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     async with serve(ConnectionLimits(header_timeout_s=60, reserved_fds=0)) as s:
+        # One answered keep-alive connection: the idle one the guard can shed first.
+        idle = socket.create_connection(("127.0.0.1", s.port))
+        idle.settimeout(10)
+        idle.sendall(GET)
+        assert b" 200 " in await asyncio.to_thread(idle.recv, 65536)
+        # Queued in the backlog: the loop does not run between these calls.
         clients = [socket.create_connection(("127.0.0.1", s.port)) for _ in range(6)]
         for c in clients:
             c.sendall(GET)
             c.settimeout(10)
         with structlog.testing.capture_logs() as logs:
-            # No descriptor left for accept(); the guard frees them by shedding idle ones.
-            resource.setrlimit(resource.RLIMIT_NOFILE, (_open_fds() - 1, hard))
+            soft, fillers = _exhaust_descriptors()
             try:
                 answers = await asyncio.gather(*(asyncio.to_thread(c.recv, 65536)
                                                  for c in clients))
             finally:
+                for fd in fillers:
+                    os.close(fd)
                 resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-        for c in clients:
+        for c in [idle, *clients]:
             c.close()
         assert all(b" 200 " in a for a in answers), answers
         failed = [e for e in logs if e["event"] == "server.accept_failed"]
-        assert s.guard.accept_report.total >= 1
+        assert s.guard.accept_report.total >= len(clients)
         assert len(failed) == 1 and failed[0]["counts"] == {"EMFILE": 1}, failed
 
 
