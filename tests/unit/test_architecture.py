@@ -18,7 +18,7 @@ CORE = {"model", "models", "wire", "machine", "policy", "recovery", "settings", 
 # engine, the API or the composition root.
 ADAPTERS = {"store", "store_files", "store_schema", "store_open", "store_rows", "store_reads",
             "store_tools", "vertex", "auth", "metrics", "notify", "log", "failpoints",
-            "secret_files"}
+            "secret_files", "store_memory"}
 # The store's own parts, which only the store's modules use among themselves.
 STORE_PARTS = {"store_files", "store_schema", "store_open", "store_rows", "store_reads"}
 # The concrete job stores and Vertex client: everything else reaches them through tuningd.ports.
