@@ -24,10 +24,25 @@ def _normalized(job: Job) -> Job:
     return job.evolve(**floats) if floats else job
 
 
-def _detail(detail: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A JSON copy of an event's detail (what SQLite would read back); fails before writing."""
-    loaded: dict[str, Any] = json.loads(json.dumps(dict(detail or {}), sort_keys=True))
-    return loaded
+def _detail(detail: Mapping[str, Any] | None) -> str:
+    """An event's detail as JSON text, as SQLite keeps it; fails before anything is written."""
+    return json.dumps(dict(detail or {}), sort_keys=True, separators=(",", ":"))
+
+
+@dataclasses.dataclass(frozen=True)
+class _StoredEvent:
+    """A history row; its detail is kept as text so no reader can change what is stored."""
+
+    at: float
+    from_state: LocalState | None
+    to_state: LocalState
+    reason: str
+    detail_json: str
+
+    def read(self, job_id: str, seq: int) -> JobEvent:
+        return JobEvent(job_id=job_id, seq=seq, at=self.at, from_state=self.from_state,
+                        to_state=self.to_state, reason=self.reason,
+                        detail=json.loads(self.detail_json))
 
 
 def _labels(spec_json: str) -> dict[str, str]:
@@ -64,7 +79,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.path = ":memory:"
         self._jobs: dict[str, Job] = {}
-        self._events: dict[str, list[JobEvent]] = {}
+        self._events: dict[str, list[_StoredEvent]] = {}
         self._labels: dict[str, dict[str, str]] = {}
         self._by_request: dict[tuple[str, str, str], str] = {}
         self._closed = False
@@ -88,7 +103,7 @@ class MemoryStore:
 
     async def history(self, job_id: str) -> list[JobEvent]:
         """The job's events, oldest first."""
-        return list(self._events.get(job_id, ()))
+        return [e.read(job_id, seq) for seq, e in enumerate(self._events.get(job_id, ()), 1)]
 
     async def active_and_queued(self) -> list[Job]:
         """Every non-terminal job, oldest first."""
@@ -144,11 +159,9 @@ class MemoryStore:
             raise errors.StoreError("the job store cannot be written: it is closed")
 
     def _event(self, job_id: str, at: float, from_state: LocalState | None,
-               to_state: LocalState, reason: str, detail: dict[str, Any]) -> None:
-        events = self._events.setdefault(job_id, [])
-        events.append(JobEvent(job_id=job_id, seq=len(events) + 1, at=float(at),
-                               from_state=from_state, to_state=to_state, reason=reason,
-                               detail=detail))
+               to_state: LocalState, reason: str, detail: str) -> None:
+        self._events.setdefault(job_id, []).append(
+            _StoredEvent(float(at), from_state, to_state, reason, detail))
 
     async def create_or_get(self, job: Job, reason: str = "accepted",
                             detail: Mapping[str, Any] | None = None) -> tuple[Job, bool]:
@@ -194,7 +207,7 @@ class MemoryStore:
         after = _normalized(after)
         self._jobs[after.id] = after
         for note in notes:
-            self._event(after.id, after.updated_at, before.state, before.state, note, {})
+            self._event(after.id, after.updated_at, before.state, before.state, note, "{}")
         if reason is not None:
             self._event(after.id, after.updated_at, before.state, after.state, reason,
                         stored_detail)

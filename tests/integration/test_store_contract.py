@@ -308,3 +308,13 @@ async def test_closed_store_refuses_writes(store: JobStore) -> None:
     with pytest.raises(errors.StoreError):
         await store.insert_job(make_job(), "accepted")
     await store.close()
+
+
+async def test_what_a_reader_changes_never_reaches_the_store(store: JobStore) -> None:
+    """An event's detail read back is the reader's own copy: changing it changes no history."""
+    job = make_job()
+    await store.insert_job(job, "accepted", {"attempt": 1})
+    [first] = await store.history(job.id)
+    first.detail["attempt"] = 99  # type: ignore[index]
+    [again] = await store.history(job.id)
+    assert dict(again.detail) == {"attempt": 1}
