@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from tuningd import failpoints, policy, recovery, vertex, wire
+from tuningd import errors, failpoints, policy, recovery, wire
 from tuningd.breaker import Breaker
 from tuningd.capacity import Capacity
 from tuningd.errors import Code, RemoteError
@@ -20,9 +20,9 @@ from tuningd.ledger import Ledger
 from tuningd.machine import Event, RemoteSnapshot
 from tuningd.metrics import Metrics
 from tuningd.model import LABEL_JOB_ID, Job, LocalState, is_ours, ours_labels
+from tuningd.ports import JobList, VertexApi
 from tuningd.settings import EngineSettings
 from tuningd.sweep import ACTIVE_REMOTE_FILTER, Sweeper
-from tuningd.vertex import JobList, VertexClient
 
 log = structlog.get_logger("tuningd.engine")
 
@@ -38,7 +38,7 @@ class Actions:
     """Runs one planned action at a time per job; many may run at once across jobs."""
 
     def __init__(self, *, ledger: Ledger, capacity: Capacity, breaker: Breaker,
-                 vertex_client: VertexClient, settings: Callable[[], EngineSettings],
+                 vertex_client: VertexApi, settings: Callable[[], EngineSettings],
                  metrics: Metrics | None, clock: Callable[[], float], rng: random.Random,
                  wake: Callable[[], None]) -> None:
         self._ledger = ledger
@@ -94,7 +94,7 @@ class Actions:
             # Whatever broke, the POST may have reached Vertex: only reconciliation may tell.
             log.exception("job.create_crashed", job_id=job.id)
             await self._create_failed(job, RemoteError(str(exc), http_status=500,
-                                                       kind=vertex.UNKNOWN_OUTCOME))
+                                                       kind=errors.UNKNOWN_OUTCOME))
             return
         self._answered(action.place)
         snapshot = RemoteSnapshot.from_json(remote)
@@ -170,7 +170,7 @@ class Actions:
             return await self._vertex.list_all(project, location, filter=flt,
                                                api_version=api_version)
         except RemoteError as exc:
-            if exc.kind != vertex.PERMANENT or exc.http_status != 400:
+            if exc.kind != errors.PERMANENT or exc.http_status != 400:
                 raise
             return await self._vertex.list_all(project, location, api_version=api_version)
 
@@ -194,7 +194,7 @@ class Actions:
         try:
             remotes = await self._list_labelled(project, location, flt, version)
         except RemoteError as exc:
-            if exc.kind != vertex.INVALID_REQUEST:
+            if exc.kind != errors.INVALID_REQUEST:
                 self._count_reconciliation("error", len(ids))
                 now = self._clock()
                 for job_id in ids:
@@ -279,7 +279,7 @@ class Actions:
                                                   filter=ACTIVE_REMOTE_FILTER,
                                                   api_version=version)
         except RemoteError as exc:
-            if exc.kind == vertex.PERMANENT and exc.http_status == 400:
+            if exc.kind == errors.PERMANENT and exc.http_status == 400:
                 log.warning("engine.batch_poll_refused", location=location,
                             error=exc.message)
                 self._capacity.batch_refused.add(location)
@@ -359,7 +359,7 @@ class Actions:
         except RemoteError as exc:
             if exc.http_status == 404:
                 await self._not_found(job, exc)
-            elif exc.kind == vertex.PERMANENT:
+            elif exc.kind == errors.PERMANENT:
                 # FAILED_PRECONDITION: it already ended. Stop asking, and poll to see how.
                 await self._ledger.transition(job.id, Event.cancel_sent(
                     next_action_at=now, note=f"{exc.status}: {exc.message}"))
@@ -379,7 +379,7 @@ class Actions:
         job = self._ledger.jobs.get(job_id)
         if job is None:
             return
-        if exc.kind == vertex.QUOTA:
+        if exc.kind == errors.QUOTA:
             self._capacity.read_throttled(job.location, now)
         await self._ledger.transition(job_id, Event.transient_error(
             retry_at=policy.retry_at(job, now, self._settings().retry, self._rng),

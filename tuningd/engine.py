@@ -27,9 +27,8 @@ from tuningd.ledger import Ledger
 from tuningd.machine import Event
 from tuningd.metrics import Metrics
 from tuningd.model import ACTIVE_STATES, LOCAL_TO_REMOTE, Job, JobEvent, LocalState
+from tuningd.ports import JobStore, VertexApi, page_key
 from tuningd.settings import EngineSettings
-from tuningd.store import Store, page_key
-from tuningd.vertex import VertexClient
 
 JobPredicate = Callable[[Job], bool]
 Clock = Callable[[], float]
@@ -68,7 +67,7 @@ def scope_label(scope: policy.Scope) -> str:
 class Engine:
     """The daemon's heart: accepts jobs, plans, has the actions called, serves the facade."""
 
-    def __init__(self, store: Store, vertex: VertexClient, settings: EngineSettings, *,
+    def __init__(self, store: JobStore, vertex: VertexApi, settings: EngineSettings, *,
                  metrics: Metrics | None = None, clock: Clock = time.time,
                  rng: random.Random | None = None,
                  on_progress: Callable[[], None] | None = None,

@@ -21,7 +21,7 @@ from tuningd import errors, machine, policy, wire
 from tuningd.machine import Event, Transition
 from tuningd.metrics import Metrics
 from tuningd.model import Job, LocalState
-from tuningd.store import Store
+from tuningd.ports import JobStore
 
 log = structlog.get_logger("tuningd.engine")
 
@@ -29,7 +29,7 @@ log = structlog.get_logger("tuningd.engine")
 class Ledger:
     """The non-terminal jobs in memory, committed to the store one transition at a time."""
 
-    def __init__(self, store: Store, *, metrics: Metrics | None, clock: Callable[[], float],
+    def __init__(self, store: JobStore, *, metrics: Metrics | None, clock: Callable[[], float],
                  rng: random.Random, polling: Callable[[], policy.PollingSettings]) -> None:
         self.store = store
         self.jobs: dict[str, Job] = {}

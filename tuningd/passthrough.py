@@ -29,7 +29,7 @@ from tuningd.errors import (
     ResourceExhausted,
 )
 from tuningd.model import Job
-from tuningd.vertex import VertexClient, split_job_name
+from tuningd.ports import VertexApi, split_job_name
 
 log = structlog.get_logger("tuningd.passthrough")
 
@@ -134,9 +134,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Passthrough:
-    """Serves SHAPES by forwarding to Vertex through a VertexClient (see the module doc)."""
+    """Serves SHAPES by forwarding to Vertex through the VertexApi port (see the module doc)."""
 
-    def __init__(self, vertex: VertexClient, jobs: JobsFacade) -> None:
+    def __init__(self, vertex: VertexApi, jobs: JobsFacade) -> None:
         self._vertex = vertex
         self._jobs = jobs
         self._projects: frozenset[str] = frozenset()

@@ -13,6 +13,7 @@ from typing import Any, Self, TypeVar
 
 from tuningd import errors
 from tuningd.model import Job, LocalState
+from tuningd.ports import RowDamaged, StaleWrite, page_key
 from tuningd.store_files import configure_reader, configure_writer, connect, store_error
 from tuningd.store_open import (
     EXIT_STORE_UNUSABLE,
@@ -24,7 +25,7 @@ from tuningd.store_open import (
     prepare,
 )
 from tuningd.store_reads import StoreReads
-from tuningd.store_rows import JOB_COLUMNS, RowDamaged, row_to_job
+from tuningd.store_rows import JOB_COLUMNS, row_to_job
 from tuningd.store_schema import (
     ASSIGN_ALL,
     INSERT_JOB,
@@ -35,7 +36,6 @@ from tuningd.store_schema import (
     job_to_row,
     labels_of,
     migrate,
-    page_key,
 )
 
 # The store's public names (and _job_to_row, which benchmarks use to write rows directly).
@@ -56,10 +56,6 @@ def _ready_writer(conn: sqlite3.Connection, name: str) -> None:
     check_integrity(conn, name)
     migrate(conn, name)
     check_schema(conn, name)
-
-
-class StaleWrite(errors.Internal):
-    """A write's `before` no longer matches the stored row: a bug, since there is one writer."""
 
 
 _Outcome = tuple[bool, Any]  # (True, result) or (False, exception) of one batched write

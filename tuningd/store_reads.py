@@ -9,7 +9,8 @@ import structlog
 
 from tuningd import errors
 from tuningd.model import Job, JobEvent, LocalState
-from tuningd.store_rows import RowDamaged, Undecodable, row_to_event, row_to_job
+from tuningd.ports import RowDamaged
+from tuningd.store_rows import Undecodable, row_to_event, row_to_job
 from tuningd.store_schema import NON_TERMINAL, SELECT_JOB, list_query, raw_page_key
 
 log = structlog.get_logger("tuningd.store")

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any
 
-from tuningd import errors
 from tuningd.model import Job, JobEvent, LocalState, Outcome
+from tuningd.ports import RowDamaged
 
 # Every Job field is a column of the same name, in this order (checked at open).
 JOB_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Job))
@@ -40,23 +40,6 @@ def decode_text(raw: bytes) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return Undecodable(raw.decode("utf-8", "replace"))
-
-
-class RowDamaged(errors.StoreError):
-    """A stored row that cannot be read back as a value (bad UTF-8, JSON, state or type).
-
-    HTTP 503 where one job is asked for; lists and the engine skip such rows and report them.
-    """
-
-    def __init__(self, table: str, key: str, column: str, problem: str) -> None:
-        super().__init__(
-            f"the job store cannot be read: the stored row of job {key} is damaged "
-            f"({table}.{column} {problem}); `tuningd store check` lists damaged rows",
-            writing=False)
-        self.table = table
-        self.key = key
-        self.column = column
-        self.problem = problem
 
 
 def _kind_problem(column: str, value: Any) -> str | None:

@@ -123,11 +123,6 @@ _ID = JOB_COLUMNS.index("id")
 NON_TERMINAL = tuple(s.value for s in LocalState if s not in TERMINAL_STATES)
 
 
-def page_key(job: Job) -> str:
-    """The keyset-pagination key of a job: list_jobs(after_key=...) continues after it."""
-    return f"{job.created_at!r}|{job.id}"
-
-
 def raw_page_key(row: Sequence[Any]) -> str:
     """page_key of a jobs row read with SELECT_JOB, sound or damaged."""
     return f"{row[_CREATED_AT]!r}|{row[_ID]}"

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.request import pathname2url
 
 from tuningd import errors
+from tuningd.ports import RowDamaged
 from tuningd.store_files import connect, store_error
 from tuningd.store_open import (
     ADVICE,
@@ -24,7 +25,7 @@ from tuningd.store_open import (
     parent_of,
     shown,
 )
-from tuningd.store_rows import RowDamaged, decode_text, row_to_event, row_to_job
+from tuningd.store_rows import decode_text, row_to_event, row_to_job
 from tuningd.store_schema import SCHEMA_VERSION, SELECT_JOB
 
 EXIT_OK = 0

@@ -29,7 +29,7 @@ from tuningd.model import (
     is_ours,
 )
 from tuningd.policy import Place
-from tuningd.store import RowDamaged
+from tuningd.ports import RowDamaged
 
 log = structlog.get_logger("tuningd.sweep")
 

@@ -8,7 +8,6 @@ import platform
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
@@ -30,6 +29,9 @@ from tuningd.errors import (
     code_for_http,
 )
 
+# JobList is the alias to use inside VertexClient, where the name `list` is the method.
+from tuningd.ports import Forwarded, JobDict, JobList, split_job_name
+
 __all__ = ["AUTH", "FORWARD_PREFIXES", "INVALID_REQUEST", "PERMANENT", "QUOTA", "TRANSIENT",
            "UNKNOWN_OUTCOME", "Forwarded", "JobDict", "JobList", "Observer", "VertexClient",
            "default_endpoint", "split_job_name"]
@@ -45,27 +47,9 @@ FORWARD_PREFIXES: Final = (*wire.API_VERSIONS, "ui")
 # can neither leave the prefix ("..", "//") nor carry a query or fragment of its own.
 _FORWARD_PATH_RE: Final = re.compile(r"(?:/[A-Za-z0-9][A-Za-z0-9_.~@:-]*)+")
 
-_NAME_RE: Final = re.compile(
-    r"projects/(?P<project>[A-Za-z0-9][A-Za-z0-9.:_-]*)"
-    r"/locations/(?P<location>[a-z][a-z0-9-]*)"
-    r"/tuningJobs/(?P<id>[A-Za-z0-9_-]+)"
-)
-
 Observer = Callable[[str, str, float], None]
-# Aliases: inside VertexClient the name `list` is the method, not the builtin.
-JobDict = dict[str, Any]
-JobList = list[JobDict]
 
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Forwarded:
-    """Vertex's answer to a forwarded call, as it came: status, headers, raw body."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
 
 
 def default_endpoint(location: str) -> str:
@@ -75,14 +59,6 @@ def default_endpoint(location: str) -> str:
     if location in _MULTI_REGIONS:
         return f"https://aiplatform.{location}.rep.googleapis.com"
     return f"https://{location}-aiplatform.googleapis.com"
-
-
-def split_job_name(name: str) -> tuple[str, str, str]:
-    """(project, location, job id) of `projects/{p}/locations/{l}/tuningJobs/{id}`."""
-    match = _NAME_RE.fullmatch(name)
-    if match is None:
-        raise InvalidArgument(f"not a tuning job name: {name!r}")
-    return match["project"], match["location"], match["id"]
 
 
 def _check_parent(project: str, location: str) -> None:

@@ -1,5 +1,6 @@
-"""A clock-driven harness for Engine tests with real parts: SQLite store, emulator, client, metrics.
+"""A clock-driven harness for Engine tests with real parts: a store, emulator, client, metrics.
 
+The store is SQLite unless a test asks for the in-memory one (store="memory").
 Time moves only when a test says so: `tick(s)` advances the one ManualClock that the emulator
 and the engine share, then runs `engine.step()` until a round starts no action. No sleeps.
 """
@@ -24,7 +25,9 @@ from tuningd.emulator.state import EmulatedJob
 from tuningd.engine import Engine, EngineSettings
 from tuningd.metrics import Metrics, build_registry
 from tuningd.model import ACTIVE_STATES, LABEL_JOB_ID, LABEL_MANAGED, MANAGED_VALUE, Job, LocalState
+from tuningd.ports import JobStore
 from tuningd.store import Store
+from tuningd.store_memory import MemoryStore
 from tuningd.vertex import VertexClient
 
 PROJECT = "my-proj"
@@ -81,8 +84,10 @@ class Harness:
 
     def __init__(self, db_path: Path, emulator_config: EmulatorConfig,
                  engine_settings: EngineSettings, *, seed: int = 7,
-                 api_version: str = "v1") -> None:
+                 api_version: str = "v1", store: str = "sqlite") -> None:
         self.db_path = db_path
+        self.store_kind = store
+        self.store: JobStore
         self.settings = engine_settings
         self.seed = seed
         self.api_version = api_version
@@ -103,7 +108,13 @@ class Harness:
         await self._open_engine()
 
     async def _open_engine(self) -> None:
-        self.store = await Store.open(self.db_path)
+        if self.store_kind == "memory":
+            # A restart keeps the memory store: its contents play the database that outlived
+            # the daemon (as a shared PostgreSQL would).
+            if not hasattr(self, "store"):
+                self.store = await MemoryStore.open()
+        else:
+            self.store = await Store.open(self.db_path)
         self.registry = build_registry()
         self.metrics = Metrics(self.registry)
         self.engine = Engine(self.store, self.vertex, self.settings, metrics=self.metrics,
@@ -113,7 +124,8 @@ class Harness:
     async def crash_and_restart(self) -> None:
         """Lose the engine as a kill -9 would (only the store's lock and file are released),
         then start a fresh engine, with fresh metrics, on the same database."""
-        await self.store.close()
+        if self.store_kind != "memory":
+            await self.store.close()
         await self._open_engine()
 
     async def close(self) -> None:
@@ -182,7 +194,7 @@ class Harness:
     # ------------------------------------------------------------------ looking
 
     async def job(self, job_id: str) -> Job:
-        """The job as stored in SQLite (the truth that survives a restart)."""
+        """The job as stored (the truth that survives a restart)."""
         job = await self.store.get(job_id)
         assert job is not None, job_id
         return job
@@ -243,14 +255,14 @@ class Harness:
 @contextlib.asynccontextmanager
 async def open_harness(tmp_path: Path, *, emulator: EmulatorConfig | None = None,
                        engine: EngineSettings | None = None, seed: int = 7,
-                       api_version: str = "v1",
+                       api_version: str = "v1", store: str = "sqlite",
                        expect_unowned: bool = False) -> AsyncIterator[Harness]:
     """A started harness; on exit it closes everything and fails if an engine action crashed,
     or (unless `expect_unowned`) if a duplicate or unowned remote job was reported."""
     config = emulator or emulator_config()
     tmp_path.mkdir(parents=True, exist_ok=True)
     h = Harness(tmp_path / "tuningd.db", config, engine or settings(), seed=seed,
-                api_version=api_version)
+                api_version=api_version, store=store)
     with capture_logs() as logs:
         h.logs = logs
         await h.start()

@@ -1,4 +1,6 @@
-"""Integration tests of tuningd.store against real SQLite files in a temp directory."""
+"""Integration tests of tuningd.store against real SQLite files in a temp directory.
+
+What every store must do is in test_store_contract.py; these are SQLite's own behaviours."""
 
 from __future__ import annotations
 
@@ -17,13 +19,13 @@ from typing import TypeVar
 
 import pytest
 
+from tests.integration.store_jobs import full_job, make_job
 from tuningd import errors
-from tuningd.model import Job, LocalState, Outcome
+from tuningd.model import Job, LocalState
 from tuningd.store import (
     JOB_COLUMNS,
     MIGRATIONS,
     SCHEMA_VERSION,
-    StaleWrite,
     Store,
     _job_to_row,
     page_key,
@@ -31,58 +33,6 @@ from tuningd.store import (
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
-
-
-def make_job(n: int = 1, **changes: object) -> Job:
-    base = Job(
-        id=f"job{n:06d}",
-        project="p1",
-        location="us-central1",
-        spec_json='{"baseModel": "gemini-2.0-flash-001"}',
-        base_model="gemini-2.0-flash-001",
-        state=LocalState.QUEUED,
-        created_at=1_700_000_000.0 + n,
-        updated_at=1_700_000_000.0 + n,
-    )
-    return base.evolve(**changes)
-
-
-def full_job() -> Job:
-    """A job where every field differs from its default, with awkward values."""
-    return Job(
-        id="j-full",
-        project="proj-x",
-        location="europe-west4",
-        spec_json='{"labels": {"a": "b"}, "x": "\\u00e9\\u4e2d"}',
-        base_model="gemini-2.5-pro",
-        state=LocalState.CANCELLING,
-        created_at=1_700_000_000.123456789,
-        updated_at=0.1 + 0.2,
-        priority=-7,
-        request_id="req-é-1",
-        display_name="My \"job\"\n",
-        attempts=3,
-        remote_name="projects/123/locations/europe-west4/tuningJobs/987",
-        remote_state="JOB_STATE_RUNNING",
-        remote_substate="TUNING_JOB_STATE_TUNING",
-        remote_json='{"name": "projects/123/locations/europe-west4/tuningJobs/987"}',
-        cancel_requested=True,
-        cancel_sent_at=1e-300,
-        next_action_at=1.7976931348623157e308,
-        poll_interval_s=2.5,
-        retry_count=2**40,
-        submit_started_at=1_700_000_001.5,
-        submitted_at=1_700_000_002.25,
-        ended_at=1_700_000_003.0,
-        error_code=9,
-        error_message="FAILED_PRECONDITION: ünïcode",
-        outcome=Outcome.COMPLETED_DESPITE_CANCEL,
-        remote_update_time="2024-05-01T10:00:00.123456Z",
-        attempt_ended_at=1_700_000_001.75,
-        absent_checks=2,
-        missing_checks=1,
-        api_version="v1beta1",
-    )
 
 
 @pytest.fixture
@@ -116,31 +66,6 @@ def test_full_job_really_sets_every_field() -> None:
             assert getattr(job, f.name) != f.default, f.name
     assert {f.name for f in fields(Job)} == set(JOB_COLUMNS)
     assert default.outcome is None
-
-
-async def test_round_trip_every_field(store: Store) -> None:
-    """Every Job field comes back exactly: floats bit for bit, None, bools and enums typed."""
-    full, plain = full_job(), make_job()
-    await store.insert_job(full, "accepted")
-    await store.insert_job(plain, "accepted")
-    got_full, got_plain = await store.get(full.id), await store.get(plain.id)
-    assert got_full == full and got_plain == plain
-    assert got_full is not None and got_plain is not None
-    for f in fields(Job):
-        assert type(getattr(got_full, f.name)) is type(getattr(full, f.name)), f.name
-    assert isinstance(got_full.state, LocalState)
-    assert got_full.outcome is Outcome.COMPLETED_DESPITE_CANCEL
-    assert got_full.cancel_requested is True and got_plain.cancel_requested is False
-    assert got_plain.request_id is None and got_plain.ended_at is None
-    assert await store.get("nope") is None
-
-
-async def test_int_times_are_stored_as_floats(store: Store) -> None:
-    """An int passed for a float field comes back as an equal float."""
-    job = make_job(created_at=1_700_000_000, updated_at=5, next_action_at=7)
-    await store.insert_job(job, "accepted")
-    got = await store.get(job.id)
-    assert got == job and got is not None and isinstance(got.next_action_at, float)
 
 
 async def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
@@ -180,67 +105,6 @@ async def test_commit_survives_kill_9(tmp_path: Path) -> None:
 
 # ----- transitions and events -----
 
-async def test_insert_writes_first_event(store: Store) -> None:
-    """insert_job stores the job and a None -> queued event at created_at."""
-    job = make_job()
-    assert await store.insert_job(job, "accepted") == job
-    [event] = await store.history(job.id)
-    assert (event.job_id, event.seq, event.from_state, event.to_state, event.reason) == (
-        job.id, 1, None, LocalState.QUEUED, "accepted")
-    assert event.at == job.created_at and dict(event.detail) == {}
-
-
-async def test_apply_writes_row_and_event(store: Store) -> None:
-    """apply() stores the new row and an event with detail; history is in order."""
-    job = make_job()
-    await store.insert_job(job, "accepted")
-    steps = [
-        (LocalState.SUBMITTING, "submit", {"attempt": 1}),
-        (LocalState.PENDING, "created", {"name": "projects/1/locations/l/tuningJobs/2"}),
-        (LocalState.RUNNING, "polled", None),
-        (LocalState.SUCCEEDED, "polled", {"nested": {"list": [1, 2.5, None, True]}}),
-    ]
-    current = job
-    for i, (state, reason, detail) in enumerate(steps, start=1):
-        nxt = current.evolve(state=state, updated_at=job.updated_at + i)
-        await store.apply(current, nxt, reason, detail)
-        current = nxt
-    assert await store.get(job.id) == current
-    history = await store.history(job.id)
-    assert [e.seq for e in history] == [1, 2, 3, 4, 5]
-    assert [e.to_state for e in history] == [LocalState.QUEUED] + [s for s, _, _ in steps]
-    assert [e.from_state for e in history] == [None, LocalState.QUEUED, LocalState.SUBMITTING,
-                                               LocalState.PENDING, LocalState.RUNNING]
-    assert [e.at for e in history] == [job.created_at] + [job.updated_at + i for i in range(1, 5)]
-    assert dict(history[4].detail) == {"nested": {"list": [1, 2.5, None, True]}}
-    assert dict(history[3].detail) == {}
-
-
-async def test_apply_same_state_still_records_event(store: Store) -> None:
-    """A transition that keeps the state (cancel intent while submitting) is still history."""
-    job = make_job(state=LocalState.SUBMITTING)
-    await store.insert_job(job, "accepted")
-    after = job.evolve(cancel_requested=True, updated_at=job.updated_at + 1)
-    await store.apply(job, after, "cancel_requested")
-    history = await store.history(job.id)
-    assert [(e.from_state, e.to_state, e.reason) for e in history][-1] == (
-        LocalState.SUBMITTING, LocalState.SUBMITTING, "cancel_requested")
-
-
-async def test_apply_with_stale_before_changes_nothing(store: Store) -> None:
-    """apply() refuses a `before` that no longer matches the row and writes no event."""
-    job = make_job()
-    await store.insert_job(job, "accepted")
-    moved = job.evolve(state=LocalState.SUBMITTING, updated_at=job.updated_at + 1)
-    await store.apply(job, moved, "submit")
-    with pytest.raises(StaleWrite):
-        await store.apply(job, job.evolve(state=LocalState.CANCELLED), "cancel")
-    with pytest.raises(StaleWrite):
-        await store.apply(make_job(99), make_job(99, state=LocalState.FAILED), "x")
-    assert await store.get(job.id) == moved
-    assert len(await store.history(job.id)) == 2
-
-
 async def test_apply_is_atomic_when_event_insert_fails(store: Store, tmp_path: Path) -> None:
     """If the event row cannot be written, the job row change is rolled back too."""
     job = make_job()
@@ -262,131 +126,7 @@ async def test_apply_is_atomic_when_event_insert_fails(store: Store, tmp_path: P
     assert await store.get(job.id) == after
 
 
-async def test_unserializable_detail_writes_nothing(store: Store) -> None:
-    """A detail that is not JSON is refused before anything is written."""
-    job = make_job()
-    await store.insert_job(job, "accepted")
-    with pytest.raises(TypeError):
-        await store.apply(job, job.evolve(state=LocalState.SUBMITTING), "x", {"bad": object()})
-    assert await store.get(job.id) == job
-
-
-async def test_update_job_has_no_event_and_keeps_state(store: Store) -> None:
-    """update_job() stores bookkeeping fields without an event and refuses state changes."""
-    job = make_job(state=LocalState.RUNNING)
-    await store.insert_job(job, "accepted")
-    polled = job.evolve(next_action_at=123.5, poll_interval_s=60.0, retry_count=1,
-                        remote_json='{"state": "JOB_STATE_RUNNING"}')
-    await store.update_job(polled)
-    assert await store.get(job.id) == polled
-    assert len(await store.history(job.id)) == 1
-    with pytest.raises(StaleWrite):
-        await store.update_job(polled.evolve(state=LocalState.SUCCEEDED))
-    with pytest.raises(StaleWrite):
-        await store.update_job(make_job(42))
-    assert await store.get(job.id) == polled
-
-
-async def test_duplicate_job_id_refused(store: Store) -> None:
-    """Inserting a second job with an existing local id is AlreadyExists, not an overwrite."""
-    job = make_job()
-    await store.insert_job(job, "accepted")
-    with pytest.raises(errors.AlreadyExists):
-        await store.insert_job(job.evolve(display_name="other"), "accepted")
-    assert await store.get(job.id) == job
-    assert len(await store.history(job.id)) == 1
-
-
-# ----- idempotent create -----
-
-async def test_request_id_is_idempotent_per_project_and_location(store: Store) -> None:
-    """A repeated request_id in the same project/location returns the first job, no new rows."""
-    first = make_job(1, request_id="r1")
-    again = make_job(2, request_id="r1", display_name="second try")
-    other_location = make_job(3, request_id="r1", location="europe-west4")
-    other_project = make_job(4, request_id="r1", project="p2")
-    assert await store.create_or_get(first, "accepted") == (first, True)
-    assert await store.create_or_get(again, "accepted") == (first, False)
-    assert await store.insert_job(again, "accepted") == first
-    assert await store.create_or_get(other_location, "accepted") == (other_location, True)
-    assert await store.create_or_get(other_project, "accepted") == (other_project, True)
-    assert await store.get(again.id) is None
-    assert len(await store.history(first.id)) == 1
-    assert await store.get_by_request_id("p1", "us-central1", "r1") == first
-    assert await store.get_by_request_id("p1", "europe-west4", "r1") == other_location
-    assert await store.get_by_request_id("p1", "us-central1", "r2") is None
-
-
-async def test_concurrent_creates_with_same_request_id_make_one_job(store: Store) -> None:
-    """Many coroutines racing the same request_id end with exactly one job."""
-    results = await asyncio.gather(*(
-        store.create_or_get(make_job(i, request_id="same"), "accepted") for i in range(20)))
-    assert sum(created for _, created in results) == 1
-    assert len({job.id for job, _ in results}) == 1
-    assert sum((await store.count_by_state()).values()) == 1
-
-
 # ----- queries -----
-
-async def test_active_and_queued_and_count_by_state(store: Store) -> None:
-    """active_and_queued() returns exactly the non-terminal jobs; count_by_state counts all."""
-    states = [*LocalState, LocalState.QUEUED, LocalState.SUCCEEDED, LocalState.SUCCEEDED]
-    for i, state in enumerate(states):
-        await store.insert_job(make_job(i, state=state), "accepted")
-    active = await store.active_and_queued()
-    assert sorted(j.state for j in active) == sorted(s for s in states if not s.is_terminal)
-    assert [j.created_at for j in active] == sorted(j.created_at for j in active)
-    counts = await store.count_by_state()
-    assert set(counts) == set(LocalState)
-    assert counts[LocalState.QUEUED] == 2 and counts[LocalState.SUCCEEDED] == 3
-    assert counts[LocalState.RUNNING] == 1 and sum(counts.values()) == len(states)
-
-
-async def test_keyset_pagination(store: Store) -> None:
-    """Pages walk all jobs newest first without gaps or repeats, ties broken by id."""
-    jobs = [make_job(i, created_at=1000.0 + i // 3) for i in range(11)]  # groups of equal times
-    jobs.append(make_job(50, project="other"))
-    for job in jobs:
-        await store.insert_job(job, "accepted")
-    expected = sorted((j for j in jobs if j.project == "p1"),
-                      key=lambda j: (j.created_at, j.id), reverse=True)
-    seen: list[Job] = []
-    key: str | None = None
-    pages = 0
-    while True:
-        page, key = await store.list_page("p1", "us-central1", after_key=key, limit=4)
-        seen.extend(page)
-        pages += 1
-        if key is None:
-            break
-    assert seen == expected and pages == 3
-    manual = await store.list_jobs("p1", "us-central1", limit=4)
-    assert manual == expected[:4]
-    rest = await store.list_jobs("p1", "us-central1", after_key=page_key(manual[-1]), limit=100)
-    assert rest == expected[4:]
-    assert len(await store.list_jobs(limit=100)) == 12
-    assert await store.list_jobs("p1", "europe-west4") == []
-
-
-async def test_list_filters_by_state(store: Store) -> None:
-    """A states filter returns only jobs in those states, still newest first."""
-    for i, state in enumerate([LocalState.QUEUED, LocalState.RUNNING, LocalState.FAILED,
-                               LocalState.RUNNING]):
-        await store.insert_job(make_job(i, state=state), "accepted")
-    got = await store.list_jobs("p1", "us-central1", states={LocalState.RUNNING})
-    assert [j.id for j in got] == ["job000003", "job000001"]
-    assert len(await store.list_jobs("p1", "us-central1", states=[])) == 4
-
-
-async def test_bad_page_key_and_limit(store: Store) -> None:
-    """A malformed page key or a limit below 1 is InvalidArgument."""
-    with pytest.raises(errors.InvalidArgument):
-        await store.list_jobs(after_key="garbage")
-    with pytest.raises(errors.InvalidArgument):
-        await store.list_jobs(after_key="abc|job1")
-    with pytest.raises(errors.InvalidArgument):
-        await store.list_jobs(limit=0)
-
 
 async def test_queries_stay_fast_with_100k_jobs(tmp_path: Path) -> None:
     """With 100,000 jobs of history, pages, counts and the working set stay well under 100 ms."""
@@ -579,7 +319,7 @@ async def test_lock_released_when_holder_is_killed(tmp_path: Path) -> None:
         assert await s.check_writable()
 
 
-# ----- group commit and filtered pages -----
+# ----- group commit -----
 
 async def test_concurrent_writes_share_commits_and_fail_alone(store: Store) -> None:
     """Writes waiting on a commit go into the next one together; a failing one changes nothing
@@ -601,24 +341,3 @@ async def test_concurrent_writes_share_commits_and_fail_alone(store: Store) -> N
     assert len(await store.history(make_job(1).id)) == 1
 
 
-async def test_list_by_label_and_state_uses_pages(store: Store) -> None:
-    """labels= and states= filters page newest first like the unfiltered list."""
-    for n in range(1, 31):
-        spec = '{"labels": {"team": "%s", "n": 1}}' % ("a" if n % 3 else "b")
-        state = LocalState.FAILED if n % 2 else LocalState.QUEUED
-        await store.insert_job(make_job(n, spec_json=spec, state=state), "accepted")
-    want = [make_job(n).id for n in range(30, 0, -1) if n % 3]
-    got: list[str] = []
-    key = None
-    while True:
-        page, key = await store.list_page("p1", "us-central1", labels={"team": "a"},
-                                          after_key=key, limit=7)
-        got.extend(j.id for j in page)
-        if key is None:
-            break
-    assert got == want
-    both = await store.list_jobs("p1", "us-central1", states={LocalState.FAILED},
-                                 labels={"team": "b"})
-    assert [j.id for j in both] == [make_job(n).id for n in (27, 21, 15, 9, 3)]
-    assert await store.list_jobs("p1", "us-central1", labels={"n": "1"}) == []
-    assert len(await store.list_jobs(labels={"team": "b"})) == 10

@@ -13,14 +13,19 @@ PACKAGE = Path(__file__).resolve().parents[2] / "tuningd"
 CORE = {"model", "models", "wire", "machine", "policy", "recovery", "settings", "budget", "config",
         "config_values", "errors", "codec", "wire_json", "validation", "listfilter",
         "vertex_schema", "vertex_schema_common", "vertex_schema_v1", "vertex_schema_v1beta1",
-        "vertex_schema_extra"}
+        "vertex_schema_extra", "ports"}
 # Adapters may use the core (and auth, for the Vertex client's token source), never the
 # engine, the API or the composition root.
 ADAPTERS = {"store", "store_files", "store_schema", "store_open", "store_rows", "store_reads",
             "store_tools", "vertex", "auth", "metrics", "notify", "log", "failpoints",
-            "secret_files"}
+            "secret_files", "store_memory"}
 # The store's own parts, which only the store's modules use among themselves.
 STORE_PARTS = {"store_files", "store_schema", "store_open", "store_rows", "store_reads"}
+# The concrete job stores and Vertex client: everything else reaches them through tuningd.ports.
+CONCRETE_PORTS = {"store", "store_memory", "vertex"} | STORE_PARTS
+# Modules that may name a concrete store or Vertex client: the adapters' own families (the
+# store's parts, its maintenance tool) and the composition root that wires them.
+MAY_NAME_CONCRETE = {"store", "store_tools", "store_memory", "vertex"} | STORE_PARTS
 COMPOSITION = {"app", "cli"}
 # Modules of the core that may do I/O-free work only: no event loop, no sockets, no files
 # other than config's one TOML read.
@@ -98,3 +103,20 @@ def test_emulator_uses_only_the_core() -> None:
     for path in (PACKAGE / "emulator").glob("*.py"):
         deps = _tuningd_deps(path) - {"emulator", "__version__"}
         assert deps <= CORE, f"{path.name} depends on {sorted(deps - CORE)}"
+
+
+def test_engine_and_api_reach_store_and_vertex_only_through_ports() -> None:
+    """Outside the adapters and the composition root, no module imports a concrete store or
+    Vertex client: the engine, its parts and the API are typed against tuningd.ports."""
+    for path in PACKAGE.glob("*.py"):
+        name = path.stem
+        if name in MAY_NAME_CONCRETE | COMPOSITION:
+            continue
+        concrete = _tuningd_deps(path) & CONCRETE_PORTS
+        assert not concrete, f"{name} imports {sorted(concrete)}; use tuningd.ports"
+
+
+def test_the_engine_and_api_modules_use_the_ports() -> None:
+    """The engine, ledger, actions and pass-through name the ports (so the rule above bites)."""
+    for name in ("engine", "ledger", "actions", "sweep", "passthrough"):
+        assert "ports" in _tuningd_deps(PACKAGE / f"{name}.py"), f"{name} does not use ports"
