@@ -127,7 +127,7 @@ async def test_read_only_database_refuses_every_write(store: Store) -> None:
 async def test_failed_read_is_store_error(store: Store) -> None:
     """A read that SQLite refuses (here: its connection is gone) raises StoreError, not sqlite3."""
     await store.insert_job(make_job(1))
-    await store._in_reader(store._reader.close)
+    await store._in_reader(lambda conn: conn.close())
     with pytest.raises(errors.StoreError) as caught:
         await store.get("job0001")
     assert caught.value.message == ("the job store cannot be read: "
