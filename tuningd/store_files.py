@@ -108,7 +108,12 @@ def connect(db_path: str) -> sqlite3.Connection:
 
 async def connect_async(db_path: str) -> aiosqlite.Connection:
     """An aiosqlite connection (its own thread and queue) set up as connect() sets up its own."""
-    conn = await aiosqlite.connect(db_path, isolation_level=None)
+    conn = aiosqlite.connect(db_path, isolation_level=None)
+    # aiosqlite's thread is not a daemon: a store left open (a crash path that never reaches
+    # close()) would keep the process from exiting. A daemon thread cut off at exit loses
+    # nothing: no caller waits any more, and SQLite rolls an unfinished transaction back.
+    conn._thread.daemon = True
+    await conn
 
     def setup(raw: sqlite3.Connection) -> None:
         raw.text_factory = decode_text
