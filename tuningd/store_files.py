@@ -135,8 +135,8 @@ async def on_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection
     aiosqlite's public methods are one hop per statement; a group-commit batch (BEGIN, a
     savepoint and the statements of every write, COMMIT) must be one hop, or the hops, not the
     fsync, bound the write rate. aiosqlite has no public call for that, so this uses the queue
-    its own methods use (`_execute`, `_conn`: older than 0.20, the lowest version allowed); the
-    store tests cover it.
+    its own methods use (`_execute`, `_conn`; pyproject asks for aiosqlite >= 0.22, where the
+    connection holds its thread instead of being one); the store tests cover it.
     """
     return cast(T, await conn._execute(lambda: fn(conn._conn)))  # type: ignore[no-untyped-call]
 
