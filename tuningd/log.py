@@ -169,6 +169,9 @@ def configure_logging(
     root.setLevel(numeric)
     # aiohttp's access log duplicates our own API request logging and metrics.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiosqlite logs every call on its thread at debug, with the SQL and its parameters: the
+    # store's own events say what matters, without job data.
+    logging.getLogger("aiosqlite").setLevel(logging.WARNING)
 
     structlog.configure(
         processors=[

@@ -1,4 +1,5 @@
-"""SQLite persistence of jobs and their event history: the group-committing writer, the reads."""
+"""SQLite persistence of jobs and their event history: the group-committing writer, the reads,
+each on an aiosqlite connection (its own thread and queue)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,22 @@ import contextlib
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from types import TracebackType
 from typing import Any, Self, TypeVar
+
+import aiosqlite
 
 from tuningd import errors
 from tuningd.model import Job, LocalState
 from tuningd.ports import RowDamaged, StaleWrite, page_key
-from tuningd.store_files import configure_reader, configure_writer, connect, store_error
+from tuningd.store_files import (
+    configure_reader,
+    configure_writer,
+    connect_async,
+    on_thread,
+    store_error,
+)
 from tuningd.store_open import (
     EXIT_STORE_UNUSABLE,
     Opened,
@@ -64,27 +73,24 @@ _Outcome = tuple[bool, Any]  # (True, result) or (False, exception) of one batch
 class Store(StoreReads):
     """The jobs database. Open with `await Store.open(path)`; one instance per process.
 
-    Writes go to one connection owned by one thread, in transactions with a synchronous=FULL
-    commit. Writes that arrive while a commit is in flight are grouped into the next transaction
-    (group commit), each in its own savepoint so a failing write changes nothing and fails alone;
-    every caller gets its answer only once the transaction holding its write is durable. Reads
-    use a second connection and thread: in WAL mode they see the last commit and never wait for
-    the writer.
+    Writes go to one aiosqlite connection (one thread, one queue), in transactions with a
+    synchronous=FULL commit. Writes that arrive while a commit is in flight are grouped into the
+    next transaction (group commit, one call on that thread per batch), each in its own savepoint
+    so a failing write changes nothing and fails alone; every caller gets its answer only once the
+    transaction holding its write is durable. Reads use a second aiosqlite connection: in WAL
+    mode they see the last commit and never wait for the writer.
 
     After open(), every SQLite failure leaves a method as errors.StoreError (HTTP 503, the
     sqlite3 error as __cause__). When SQLite itself ends the transaction (disk full, I/O error),
     every write of that batch fails and none is stored.
     """
 
-    def __init__(self, path: str, lock: Opened | None, writer: sqlite3.Connection,
-                 writer_thread: ThreadPoolExecutor) -> None:
+    def __init__(self, path: str, lock: Opened | None, writer: aiosqlite.Connection) -> None:
         self.path = path
         self._lock = lock
         self._writer = writer
-        self._writer_thread = writer_thread
         # ":memory:" has one connection for everything (a second one would be another database).
         self._reader = writer
-        self._reader_thread = writer_thread
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
@@ -106,40 +112,38 @@ class Store(StoreReads):
         (one line: the file and what to do), another daemon's file StoreLocked.
         """
         db_path = os.fspath(path)
-        loop = asyncio.get_running_loop()
-        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuningd-store-w")
         opened: Opened | None = None
         try:
             if db_path != ":memory:":
-                opened = await loop.run_in_executor(thread, prepare, db_path)
+                # File checks and locks block: off the loop, on a thread of its own.
+                opened = await asyncio.to_thread(prepare, db_path)
             target, name = (opened.resolved, opened.name) if opened else (db_path, db_path)
             try:
-                conn = await loop.run_in_executor(thread, connect, target)
+                conn = await connect_async(target)
             except sqlite3.Error as exc:
                 raise errors.FailedPrecondition(f"cannot open database {name}: {exc}") from None
         except BaseException:
-            thread.shutdown(wait=False)
             if opened is not None:
                 opened.release()
             raise
-        store = cls(db_path, opened, conn, thread)
+        store = cls(db_path, opened, conn)
         try:
-            await store._in_writer(opening(name, _ready_writer), conn)
+            await store._in_writer(opening(name, _ready_writer))
             if opened is not None:
-                store._reader_thread = ThreadPoolExecutor(max_workers=1,
-                                                          thread_name_prefix="tuningd-store-r")
-                store._reader = await store._in_reader(connect, target)
-                await store._in_reader(configure_reader, store._reader)
+                store._reader = await connect_async(target)
+                await store._in_reader(configure_reader)
         except BaseException:
             await store.close()
             raise
         return store
 
-    async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._writer_thread, fn, *args)
+    async def _in_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn` on the writing connection, in its thread (one hop)."""
+        return await on_thread(self._writer, fn)
 
-    async def _in_reader(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._reader_thread, fn, *args)
+    async def _in_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn` on the reading connection, in its thread (one hop)."""
+        return await on_thread(self._reader, fn)
 
     async def close(self) -> None:
         """Finish pending writes, checkpoint and close the database, release the daemon lock."""
@@ -151,18 +155,21 @@ class Store(StoreReads):
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._flusher)
             if self._reader is not self._writer:
-                with contextlib.suppress(sqlite3.Error):
-                    await self._in_reader(self._reader.close)
-                self._reader_thread.shutdown(wait=False)
+                with contextlib.suppress(sqlite3.Error, ValueError):
+                    await self._reader.close()
 
-            def finish() -> None:
+            def checkpoint(conn: sqlite3.Connection) -> None:
                 with contextlib.suppress(sqlite3.Error):
                     # Fold the WAL back into the main file so a copied .db is complete.
-                    self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                self._writer.close()
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-            await self._in_writer(finish)
-            self._writer_thread.shutdown(wait=False)
+            try:
+                with contextlib.suppress(ValueError):  # aiosqlite: "no active connection"
+                    await self._in_writer(checkpoint)
+            finally:
+                # Closes the sqlite3 connection and ends the connection's thread.
+                with contextlib.suppress(sqlite3.Error, ValueError):
+                    await self._writer.close()
         finally:
             if self._lock is not None:
                 self._lock.release()
@@ -179,7 +186,7 @@ class Store(StoreReads):
     # ----- plumbing -----
 
     async def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `body` (in the writer thread) atomically and durably; raise what it raised.
+        """Run `body` (in the writer's thread) atomically and durably; raise what it raised.
 
         The write is committed (or rolled back alone) even if the caller is cancelled meanwhile
         (shutdown): a transaction is never left open on the shared connection.
@@ -198,9 +205,10 @@ class Store(StoreReads):
         while self._pending:
             batch = self._pending[:MAX_BATCH]
             del self._pending[:MAX_BATCH]
+            bodies = [b for b, _ in batch]
             try:
-                outcomes = await self._in_writer(self._run_batch, [b for b, _ in batch])
-            except BaseException as exc:  # the thread pool itself failed: fail the batch
+                outcomes = await self._in_writer(partial(self._run_batch, bodies=bodies))
+            except BaseException as exc:  # the connection's thread failed: fail the batch
                 outcomes = [(False, exc)] * len(batch)
                 if not isinstance(exc, Exception):
                     self._settle(batch, outcomes)
@@ -221,9 +229,9 @@ class Store(StoreReads):
             else:
                 future.set_exception(value)
 
-    def _run_batch(self, bodies: Sequence[Callable[[sqlite3.Connection], Any]]) -> list[_Outcome]:
-        """In the writer thread: one transaction, one savepoint per write, one durable commit."""
-        conn = self._writer
+    def _run_batch(self, conn: sqlite3.Connection,
+                   bodies: Sequence[Callable[[sqlite3.Connection], Any]]) -> list[_Outcome]:
+        """In the writer's thread: one transaction, one savepoint per write, one durable commit."""
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -267,14 +275,10 @@ class Store(StoreReads):
 
     async def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         args = tuple(params)
-
-        def run() -> list[Any]:
-            return self._reader.execute(sql, args).fetchall()
-
         if self._closed:
             raise errors.StoreError("the job store cannot be read: it is closed")
         try:
-            return await self._in_reader(run)
+            return list(await self._reader.execute_fetchall(sql, args))
         except sqlite3.Error as exc:
             raise store_error(exc, writing=False) from exc
 

@@ -1,5 +1,5 @@
-"""The jobs database's files: the one-daemon lock, connections and their pragmas, and SQLite
-failures in plain words."""
+"""The jobs database's files: the one-daemon lock, connections (plain and aiosqlite) and their
+pragmas, and SQLite failures in plain words."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar, cast
+
+import aiosqlite
 
 from tuningd import errors
 from tuningd.store_rows import decode_text
@@ -101,6 +104,41 @@ def connect(db_path: str) -> sqlite3.Connection:
     # One cell of bad UTF-8 must not fail a whole query (a list): store_rows refuses that row.
     conn.text_factory = decode_text
     return conn
+
+
+async def connect_async(db_path: str) -> aiosqlite.Connection:
+    """An aiosqlite connection (its own thread and queue) set up as connect() sets up its own."""
+    conn = aiosqlite.connect(db_path, isolation_level=None)
+    # aiosqlite's thread is not a daemon: a store left open (a crash path that never reaches
+    # close()) would keep the process from exiting. A daemon thread cut off at exit loses
+    # nothing: no caller waits any more, and SQLite rolls an unfinished transaction back.
+    conn._thread.daemon = True
+    await conn
+
+    def setup(raw: sqlite3.Connection) -> None:
+        raw.text_factory = decode_text
+
+    try:
+        await on_thread(conn, setup)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+T = TypeVar("T")
+
+
+async def on_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """`fn(sqlite3 connection)` on the aiosqlite connection's own thread, in one queue hop.
+
+    aiosqlite's public methods are one hop per statement; a group-commit batch (BEGIN, a
+    savepoint and the statements of every write, COMMIT) must be one hop, or the hops, not the
+    fsync, bound the write rate. aiosqlite has no public call for that, so this uses the queue
+    its own methods use (`_execute`, `_conn`; pyproject asks for aiosqlite >= 0.22, where the
+    connection holds its thread instead of being one); the store tests cover it.
+    """
+    return cast(T, await conn._execute(lambda: fn(conn._conn)))  # type: ignore[no-untyped-call]
 
 
 def configure_writer(conn: sqlite3.Connection) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 from tuningd.store import Store
 
 # SQLite's default, and largest, max_page_count: the file may grow again.
@@ -11,8 +13,8 @@ UNLIMITED_PAGES = 4_294_967_294
 async def on_writer(store: Store, sql: str) -> int:
     """Run one statement on the store's writer connection, in its thread (PRAGMAs such as
     max_page_count and query_only are per connection); the first column of the answer."""
-    def run() -> int:
-        row = store._writer.execute(sql).fetchone()
+    def run(conn: sqlite3.Connection) -> int:
+        row = conn.execute(sql).fetchone()
         return int(row[0]) if row else 0
     return await store._in_writer(run)
 

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
+import logging
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import structlog
 from sqlite_faults import disk_full, disk_has_room, read_only
 
 from tuningd import errors
+from tuningd.log import configure_logging
 from tuningd.model import Job, LocalState
 from tuningd.store import Store, store_error
 
@@ -127,7 +134,7 @@ async def test_read_only_database_refuses_every_write(store: Store) -> None:
 async def test_failed_read_is_store_error(store: Store) -> None:
     """A read that SQLite refuses (here: its connection is gone) raises StoreError, not sqlite3."""
     await store.insert_job(make_job(1))
-    await store._in_reader(store._reader.close)
+    await store._in_reader(lambda conn: conn.close())
     with pytest.raises(errors.StoreError) as caught:
         await store.get("job0001")
     assert caught.value.message == ("the job store cannot be read: "
@@ -177,3 +184,43 @@ def test_store_error_keeps_sqlites_text_for_other_errors() -> None:
     assert err.message == "the job store cannot be read: Cannot operate on a closed database."
     assert err.sqlite_error == ""
     assert err.details[0]["metadata"] == {}
+
+
+def test_process_exits_with_store_left_open(tmp_path: Path) -> None:
+    """A process whose store is never closed (a crash path) still exits, keeping its commits."""
+    code = ("import asyncio, sys\n"
+            "from tuningd.store import Store\n"
+            "async def main():\n"
+            "    store = await Store.open(sys.argv[1])\n"
+            "    await store.insert_job(Job(id='left', project='p', location='l',\n"
+            "        spec_json='{}', base_model='m', state=LocalState.QUEUED,\n"
+            "        created_at=1.0, updated_at=1.0))\n"
+            "    raise SystemExit(3)\n"
+            "from tuningd.model import Job, LocalState\n"
+            "asyncio.run(main())\n")
+    db = tmp_path / "tuningd.db"
+    child = subprocess.run([sys.executable, "-c", code, str(db)], capture_output=True,
+                           text=True, timeout=60, check=False)
+    assert child.returncode == 3, child.stderr
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("SELECT id FROM jobs").fetchall() == [("left",)]
+
+
+async def test_debug_logs_carry_no_sql_of_aiosqlite(tmp_path: Path) -> None:
+    """At log level debug the store's calls add no aiosqlite lines (SQL with job data)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    buf = io.StringIO()
+    try:
+        configure_logging("debug", "json", buf)
+        async with await Store.open(tmp_path / "tuningd.db") as s:
+            await s.insert_job(make_job(1, description="secret-ish"))
+            assert await s.get("job0001") is not None
+        logging.getLogger("tuningd.test").debug("marker")  # debug lines do get through
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        structlog.reset_defaults()
+    text = buf.getvalue()
+    assert "marker" in text
+    assert "aiosqlite" not in text and "job0001" not in text
