@@ -11,13 +11,10 @@ from aiohttp import web
 
 from tuningd import models, wire
 from tuningd.api_http import (
-    MAX_REQUEST_LINE_BYTES,
-    Handler,
     ReadinessCheck,
     RequestObserver,
     auth_middleware,
     error_middleware,
-    json_response,
 )
 from tuningd.engine import Engine
 from tuningd.errors import (
@@ -28,6 +25,7 @@ from tuningd.errors import (
     PermissionDenied,
     Unavailable,
 )
+from tuningd.http_envelope import HANDLER_ARGS, Handler, json_response
 from tuningd.jobview import job_name, job_view, render_view
 from tuningd.model import (
     LABEL_JOB_ID,
@@ -143,8 +141,7 @@ def make_api_app(
     )
     app = web.Application(
         client_max_size=max_body_bytes,
-        handler_args={"max_line_size": MAX_REQUEST_LINE_BYTES,
-                      "max_field_size": MAX_REQUEST_LINE_BYTES},
+        handler_args=dict(HANDLER_ARGS),
         middlewares=[
             error_middleware(max_body_bytes, observe_request),
             auth_middleware(token),

@@ -19,6 +19,8 @@ CORE = {"model", "models", "wire", "machine", "policy", "recovery", "settings", 
 ADAPTERS = {"store", "store_files", "store_schema", "store_open", "store_rows", "store_reads",
             "store_tools", "vertex", "auth", "metrics", "notify", "log", "failpoints",
             "secret_files"}
+# HTTP plumbing the daemon's API and the emulator share (aiohttp over the core, nothing else).
+SHARED_HTTP = {"http_envelope"}
 # The store's own parts, which only the store's modules use among themselves.
 STORE_PARTS = {"store_files", "store_schema", "store_open", "store_rows", "store_reads"}
 COMPOSITION = {"app", "cli"}
@@ -94,7 +96,27 @@ def test_only_the_composition_root_imports_everything() -> None:
 
 
 def test_emulator_uses_only_the_core() -> None:
-    """The emulator is built on the wire codec and core values, not on the daemon's adapters."""
+    """The emulator is built on the wire codec, core values and the shared HTTP plumbing only."""
+    allowed = CORE | SHARED_HTTP
     for path in (PACKAGE / "emulator").glob("*.py"):
         deps = _tuningd_deps(path) - {"emulator", "__version__"}
-        assert deps <= CORE, f"{path.name} depends on {sorted(deps - CORE)}"
+        assert deps <= allowed, f"{path.name} depends on {sorted(deps - allowed)}"
+
+
+@pytest.mark.parametrize("name", sorted(SHARED_HTTP))
+def test_shared_http_depends_on_the_core_only(name: str) -> None:
+    """The HTTP plumbing shared with the emulator knows nothing of the daemon beyond the core."""
+    deps = _tuningd_deps(PACKAGE / f"{name}.py")
+    assert deps <= CORE, f"{name} depends on {sorted(deps - CORE)}"
+
+
+def test_http_helpers_are_defined_once() -> None:
+    """JSON answers, the envelope answer and the request-line limit live in one shared module."""
+    shared = ("def json_response(", "def error_response(", "def _error_response(",
+              "JSON_CONTENT_TYPE =", "MAX_REQUEST_LINE_BYTES =", "def malformed_request(")
+    for path in PACKAGE.rglob("*.py"):
+        if path.stem in SHARED_HTTP:
+            continue
+        text = path.read_text(encoding="utf-8")
+        for needle in shared:
+            assert needle not in text, f"{_module_name(path)} defines {needle!r} again"
