@@ -18,7 +18,12 @@ CORE = {"model", "models", "wire", "machine", "policy", "recovery", "settings", 
 # engine, the API or the composition root.
 ADAPTERS = {"store", "store_files", "store_schema", "store_open", "store_rows", "store_reads",
             "store_tools", "vertex", "auth", "metrics", "notify", "log", "failpoints",
-            "secret_files"}
+            "secret_files", "store_pushdown"}
+# The Vertex wire code the emulator shares (schema, codec, validation, filters, paging): it knows
+# Vertex's JobState, never the daemon's LocalState (push-down to local states is the store's).
+WIRE = {"wire", "codec", "validation", "wire_json", "listfilter", "models", "errors",
+        "vertex_schema", "vertex_schema_common", "vertex_schema_v1", "vertex_schema_v1beta1",
+        "vertex_schema_extra"}
 # HTTP plumbing the daemon's API and the emulator share (aiohttp over the core, nothing else).
 SHARED_HTTP = {"http_envelope"}
 # The store's own parts, which only the store's modules use among themselves.
@@ -101,6 +106,13 @@ def test_emulator_uses_only_the_core() -> None:
     for path in (PACKAGE / "emulator").glob("*.py"):
         deps = _tuningd_deps(path) - {"emulator", "__version__"}
         assert deps <= allowed, f"{path.name} depends on {sorted(deps - allowed)}"
+
+
+@pytest.mark.parametrize("name", sorted(WIRE))
+def test_wire_code_knows_no_daemon_state(name: str) -> None:
+    """The wire modules the emulator shares depend on each other only, not on model's states."""
+    deps = _tuningd_deps(PACKAGE / f"{name}.py")
+    assert deps <= WIRE, f"{name} depends on {sorted(deps - WIRE)}"
 
 
 @pytest.mark.parametrize("name", sorted(SHARED_HTTP))
