@@ -55,7 +55,7 @@ def engine_settings(settings: Settings) -> EngineSettings:
         polling=policy.PollingSettings(
             initial_interval_s=pol.initial_interval_s, max_interval_s=pol.max_interval_s,
             multiplier=pol.multiplier, jitter=pol.jitter, batch_min_jobs=pol.batch_min_jobs),
-        retry=policy.RetrySettings(base_s=settings.retry.base_s, cap_s=settings.retry.cap_s),
+        retry=settings.retry,
         budget=BudgetSettings(requests_per_minute=lim.requests_per_minute,
                                      creates_per_minute=lim.creates_per_minute),
         scheduling=policy.SchedulingSettings(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from tuningd.budget import BudgetSnapshot
+from tuningd.config import RetrySettings
 from tuningd.model import ACTIVE_STATES, REMOTE_STATES, Job, LocalState, TuningJobState
 from tuningd.recovery import Pause
 from tuningd.wire import base_model_id
@@ -74,14 +75,6 @@ class PollingSettings:
     @property
     def effective_coalesce_s(self) -> float:
         return math.inf if self.batch_coalesce_s is None else self.batch_coalesce_s
-
-
-@dataclass(frozen=True)
-class RetrySettings:
-    """Full-jitter exponential backoff for transient errors and create 429s."""
-
-    base_s: float = 2.0
-    cap_s: float = 300.0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from tuningd import policy, recovery
 from tuningd.budget import BudgetSettings
+from tuningd.config import RetrySettings
 
 
 @dataclass(frozen=True)
@@ -14,7 +15,7 @@ class EngineSettings:
 
     limits: policy.Limits = field(default_factory=policy.Limits)
     polling: policy.PollingSettings = field(default_factory=policy.PollingSettings)
-    retry: policy.RetrySettings = field(default_factory=policy.RetrySettings)
+    retry: RetrySettings = field(default_factory=RetrySettings)
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     scheduling: policy.SchedulingSettings = field(default_factory=policy.SchedulingSettings)
     reconcile: recovery.ReconcileSettings = field(default_factory=recovery.ReconcileSettings)

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tuningd.budget import Budgets, BudgetSettings, BudgetSnapshot, LocationBudget, TokenBucket
+from tuningd.config import RetrySettings
 from tuningd.model import ACTIVE_STATES, Job, LocalState
 from tuningd.policy import (
     GLOBAL,
@@ -17,7 +18,6 @@ from tuningd.policy import (
     AdaptiveLimits,
     Limits,
     PollingSettings,
-    RetrySettings,
     SchedulingSettings,
     Scope,
     ScopeKind,
