@@ -65,8 +65,7 @@ def engine_settings(settings: Settings) -> EngineSettings:
             absent_confirmations=rec.absent_confirmations,
             confirm_spacing_s=rec.confirm_spacing_s,
             not_found_confirm_s=rec.not_found_confirm_s),
-        breaker=recovery.BreakerSettings(probe_initial_s=settings.breaker.probe_initial_s,
-                                         probe_max_s=settings.breaker.probe_max_s),
+        breaker=settings.breaker,
         sweep_interval_s=settings.sweep.interval_s,
         # With both allow-lists set, tuningd knows every place it may ever use: sweep them all,
         # so remote jobs of a lost database are found even where no local job remains.

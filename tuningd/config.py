@@ -243,6 +243,9 @@ class BreakerSettings(_Section):
 
     probe_initial_s: float = _key(30.0, positive=True)
     probe_max_s: float = _key(900.0, positive=True)
+    # Each probe wait is spread by up to this fraction, so daemons paused together do not
+    # probe together.
+    jitter: float = _key(0.2, min_value=0.0, max_value=1.0)
 
     def _cross_check(self) -> None:
         if self.probe_max_s < self.probe_initial_s:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from tuningd import policy, recovery
 from tuningd.budget import BudgetSettings
-from tuningd.config import RetrySettings
+from tuningd.config import BreakerSettings, RetrySettings
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class EngineSettings:
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     scheduling: policy.SchedulingSettings = field(default_factory=policy.SchedulingSettings)
     reconcile: recovery.ReconcileSettings = field(default_factory=recovery.ReconcileSettings)
-    breaker: recovery.BreakerSettings = field(default_factory=recovery.BreakerSettings)
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
     # Every place (project, location) is listed this often for managed-by=tuningd jobs that no
     # tracked local job owns; duplicates and late landings are cancelled when cancel_unowned.
     sweep_interval_s: float = 300.0
