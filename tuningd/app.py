@@ -58,8 +58,7 @@ def engine_settings(settings: Settings) -> EngineSettings:
         retry=settings.retry,
         budget=BudgetSettings(requests_per_minute=lim.requests_per_minute,
                                      creates_per_minute=lim.creates_per_minute),
-        scheduling=policy.SchedulingSettings(
-            aging_interval_s=settings.scheduling.aging_interval_s),
+        scheduling=settings.scheduling,
         reconcile=recovery.ReconcileSettings(
             request_timeout_s=settings.vertex.request_timeout_s, list_lag_s=rec.list_lag_s,
             absent_confirmations=rec.absent_confirmations,

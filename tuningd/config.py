@@ -262,6 +262,9 @@ class SchedulingSettings(_Section):
     section: ClassVar[str] = "scheduling"
 
     aging_interval_s: float = _key(600.0, positive=True)
+    # The most points aging may add (0: no cap), so a very old job does not outrank every
+    # higher priority.
+    max_aging_bonus: int = _key(0, min_value=0)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from tuningd.budget import BudgetSnapshot
-from tuningd.config import RetrySettings
+from tuningd.config import RetrySettings, SchedulingSettings
 from tuningd.model import ACTIVE_STATES, REMOTE_STATES, Job, LocalState, TuningJobState
 from tuningd.recovery import Pause
 from tuningd.wire import base_model_id
@@ -45,14 +45,6 @@ class Limits:
         if scope.kind is ScopeKind.LOCATION:
             return self.per_location.get(scope.name)
         return self.per_base_model.get(scope.name)
-
-
-@dataclass(frozen=True)
-class SchedulingSettings:
-    """Queue order: priority plus one point of aging bonus per `aging_interval_s` waited."""
-
-    aging_interval_s: float = 600.0
-    max_aging_bonus: int | None = None
 
 
 @dataclass(frozen=True)
@@ -224,11 +216,10 @@ def retry_at(job: Job, now: float, settings: RetrySettings, rng: random.Random) 
 
 
 def effective_priority(job: Job, now: float, settings: SchedulingSettings) -> int:
-    """Priority plus one point per `aging_interval_s` waited since acceptance."""
-    if settings.aging_interval_s <= 0:
-        return job.priority
+    """Priority plus one point per `aging_interval_s` waited since acceptance (at most
+    `max_aging_bonus` points when that is not 0)."""
     bonus = max(0, math.floor((now - job.created_at) / settings.aging_interval_s))
-    if settings.max_aging_bonus is not None:
+    if settings.max_aging_bonus:
         bonus = min(bonus, settings.max_aging_bonus)
     return job.priority + bonus
 

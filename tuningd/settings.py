@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from tuningd import policy, recovery
 from tuningd.budget import BudgetSettings
-from tuningd.config import BreakerSettings, RetrySettings
+from tuningd.config import BreakerSettings, RetrySettings, SchedulingSettings
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class EngineSettings:
     polling: policy.PollingSettings = field(default_factory=policy.PollingSettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
     budget: BudgetSettings = field(default_factory=BudgetSettings)
-    scheduling: policy.SchedulingSettings = field(default_factory=policy.SchedulingSettings)
+    scheduling: SchedulingSettings = field(default_factory=SchedulingSettings)
     reconcile: recovery.ReconcileSettings = field(default_factory=recovery.ReconcileSettings)
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
     # Every place (project, location) is listed this often for managed-by=tuningd jobs that no

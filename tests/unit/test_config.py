@@ -215,6 +215,7 @@ BAD: list[tuple[dict[str, Any], dict[str, str], str]] = [
     ({"reconcile": {"not_found_confirm_s": -1}}, {}, "reconcile.not_found_confirm_s"),
     ({"polling": {"batch_min_jobs": 0}}, {}, "polling.batch_min_jobs"),
     ({"scheduling": {"aging_interval_s": 0}}, {}, "scheduling.aging_interval_s"),
+    ({"scheduling": {"max_aging_bonus": -1}}, {}, "scheduling.max_aging_bonus"),
     ({"retry": {"base_s": -1}}, {}, "retry.base_s"),
     ({"retry": {"cap_s": 1}}, {}, "retry.cap_s"),
     ({"logging": {"level": "loud"}}, {}, "logging.level"),
