@@ -52,9 +52,7 @@ def engine_settings(settings: Settings) -> EngineSettings:
     return EngineSettings(
         limits=policy.Limits(max_active=lim.max_active, per_location=dict(lim.per_location),
                              per_base_model=dict(lim.per_base_model)),
-        polling=policy.PollingSettings(
-            initial_interval_s=pol.initial_interval_s, max_interval_s=pol.max_interval_s,
-            multiplier=pol.multiplier, jitter=pol.jitter, batch_min_jobs=pol.batch_min_jobs),
+        polling=pol,
         retry=settings.retry,
         budget=BudgetSettings(requests_per_minute=lim.requests_per_minute,
                                      creates_per_minute=lim.creates_per_minute),

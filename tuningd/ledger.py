@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from tuningd import errors, machine, policy, wire
-from tuningd.config import RetrySettings
+from tuningd.config import PollingSettings, RetrySettings
 from tuningd.machine import Event, Transition
 from tuningd.metrics import Metrics
 from tuningd.model import Job, LocalState
@@ -31,7 +31,7 @@ class Ledger:
     """The non-terminal jobs in memory, committed to the store one transition at a time."""
 
     def __init__(self, store: Store, *, metrics: Metrics | None, clock: Callable[[], float],
-                 rng: random.Random, polling: Callable[[], policy.PollingSettings]) -> None:
+                 rng: random.Random, polling: Callable[[], PollingSettings]) -> None:
         self.store = store
         self.jobs: dict[str, Job] = {}
         self.counts: Counter[LocalState] = Counter()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from tuningd.budget import BudgetSnapshot
-from tuningd.config import RetrySettings, SchedulingSettings
+from tuningd.config import PollingSettings, RetrySettings, SchedulingSettings
 from tuningd.model import ACTIVE_STATES, REMOTE_STATES, Job, LocalState, TuningJobState
 from tuningd.recovery import Pause
 from tuningd.wire import base_model_id
@@ -45,28 +45,6 @@ class Limits:
         if scope.kind is ScopeKind.LOCATION:
             return self.per_location.get(scope.name)
         return self.per_base_model.get(scope.name)
-
-
-@dataclass(frozen=True)
-class PollingSettings:
-    """Poll intervals (design §5) and the batch/reconcile knobs that ride on them."""
-
-    initial_interval_s: float = 30.0
-    max_interval_s: float = 300.0
-    multiplier: float = 2.0
-    jitter: float = 0.2
-    # Cap while the job is PENDING (None: no extra cap); starting is when users watch closely.
-    pending_max_interval_s: float | None = None
-    # Batch list polling of a location needs at least this many jobs in the list to be worth it.
-    batch_min_jobs: int = 2
-    # A list call costs one read however many jobs it returns, so it also refreshes jobs due
-    # within this window (None: every active job there). Their schedules then move together and
-    # the location is read once per round instead of once per job.
-    batch_coalesce_s: float | None = None
-
-    @property
-    def effective_coalesce_s(self) -> float:
-        return math.inf if self.batch_coalesce_s is None else self.batch_coalesce_s
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,7 +159,7 @@ def next_poll_interval(job: Job, changed: bool, settings: PollingSettings) -> fl
         interval = initial
     else:
         interval = min(maximum, max(initial, job.poll_interval_s * settings.multiplier))
-    if job.state is LocalState.PENDING and settings.pending_max_interval_s is not None:
+    if job.state is LocalState.PENDING and settings.pending_max_interval_s:
         interval = min(interval, max(initial, settings.pending_max_interval_s))
     return interval
 

@@ -6,7 +6,12 @@ from dataclasses import dataclass, field
 
 from tuningd import policy, recovery
 from tuningd.budget import BudgetSettings
-from tuningd.config import BreakerSettings, RetrySettings, SchedulingSettings
+from tuningd.config import (
+    BreakerSettings,
+    PollingSettings,
+    RetrySettings,
+    SchedulingSettings,
+)
 
 
 @dataclass(frozen=True)
@@ -14,7 +19,7 @@ class EngineSettings:
     """Everything the engine needs from the configuration, as core policy values."""
 
     limits: policy.Limits = field(default_factory=policy.Limits)
-    polling: policy.PollingSettings = field(default_factory=policy.PollingSettings)
+    polling: PollingSettings = field(default_factory=PollingSettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     scheduling: SchedulingSettings = field(default_factory=SchedulingSettings)

@@ -214,6 +214,8 @@ BAD: list[tuple[dict[str, Any], dict[str, str], str]] = [
     ({"reconcile": {"confirm_spacing_s": -1}}, {}, "reconcile.confirm_spacing_s"),
     ({"reconcile": {"not_found_confirm_s": -1}}, {}, "reconcile.not_found_confirm_s"),
     ({"polling": {"batch_min_jobs": 0}}, {}, "polling.batch_min_jobs"),
+    ({"polling": {"pending_max_interval_s": -1}}, {}, "polling.pending_max_interval_s"),
+    ({"polling": {"batch_coalesce_s": -1}}, {}, "polling.batch_coalesce_s"),
     ({"scheduling": {"aging_interval_s": 0}}, {}, "scheduling.aging_interval_s"),
     ({"scheduling": {"max_aging_bonus": -1}}, {}, "scheduling.max_aging_bonus"),
     ({"retry": {"base_s": -1}}, {}, "retry.base_s"),

@@ -10,14 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tuningd.budget import Budgets, BudgetSettings, BudgetSnapshot, LocationBudget, TokenBucket
-from tuningd.config import RetrySettings, SchedulingSettings
+from tuningd.config import PollingSettings, RetrySettings, SchedulingSettings
 from tuningd.model import ACTIVE_STATES, Job, LocalState
 from tuningd.policy import (
     GLOBAL,
     ActionKind,
     AdaptiveLimits,
     Limits,
-    PollingSettings,
     Scope,
     ScopeKind,
     active_counts,
