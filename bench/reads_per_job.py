@@ -33,6 +33,7 @@ from _common import machine_info, percentile, table, write_json
 
 from tuningd import policy, wire
 from tuningd.auth import AnonymousTokenSource
+from tuningd.config import PollingSettings
 from tuningd.emulator.config import EmulatorConfig, ManualClock
 from tuningd.emulator.server import Emulator, make_app
 from tuningd.emulator.state import (
@@ -70,13 +71,13 @@ class VariedDurations(EmulatorState):
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    polling: policy.PollingSettings
+    polling: PollingSettings
     note: str
 
 
 def scenarios(args: argparse.Namespace) -> list[Scenario]:
-    base = policy.PollingSettings(initial_interval_s=args.initial, max_interval_s=args.max,
-                                  multiplier=args.multiplier)
+    base = PollingSettings(initial_interval_s=args.initial, max_interval_s=args.max,
+                           multiplier=args.multiplier)
     out = [Scenario("default (batch list)", base,
                     "shipped defaults: one filtered list per location when >= 2 jobs are due")]
     out.append(Scenario("get only", _replace(base, batch_min_jobs=10**9),
@@ -92,7 +93,7 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
     return out
 
 
-def _replace(settings: policy.PollingSettings, **changes: Any) -> policy.PollingSettings:
+def _replace(settings: PollingSettings, **changes: Any) -> PollingSettings:
     import dataclasses
     return dataclasses.replace(settings, **changes)
 
@@ -227,7 +228,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max", type=float, default=300.0, help="polling.max_interval_s")
     p.add_argument("--multiplier", type=float, default=2.0, help="polling.multiplier")
     p.add_argument("--coalesce", type=float, default=None,
-                   help="also run a scenario with batch_coalesce_s = this")
+                   help="also run a scenario with batch_coalesce_s = this (0: every job)")
     p.add_argument("--pending-max", type=float, default=None,
                    help="also run a scenario with pending_max_interval_s = this")
     p.add_argument("--seed", type=int, default=1)

@@ -11,13 +11,10 @@ from aiohttp import web
 
 from tuningd import models, wire
 from tuningd.api_http import (
-    MAX_REQUEST_LINE_BYTES,
-    Handler,
     ReadinessCheck,
     RequestObserver,
     auth_middleware,
     error_middleware,
-    json_response,
 )
 from tuningd.engine import Engine
 from tuningd.errors import (
@@ -28,6 +25,7 @@ from tuningd.errors import (
     PermissionDenied,
     Unavailable,
 )
+from tuningd.http_envelope import HANDLER_ARGS, Handler, json_response
 from tuningd.jobview import job_name, job_view, render_view
 from tuningd.model import (
     LABEL_JOB_ID,
@@ -37,6 +35,7 @@ from tuningd.model import (
 )
 from tuningd.openapi import openapi_document
 from tuningd.passthrough import Passthrough
+from tuningd.store_pushdown import filter_pushdown
 
 log = structlog.get_logger("tuningd.api")
 
@@ -143,8 +142,7 @@ def make_api_app(
     )
     app = web.Application(
         client_max_size=max_body_bytes,
-        handler_args={"max_line_size": MAX_REQUEST_LINE_BYTES,
-                      "max_field_size": MAX_REQUEST_LINE_BYTES},
+        handler_args=dict(HANDLER_ARGS),
         middlewares=[
             error_middleware(max_body_bytes, observe_request),
             auth_middleware(token),
@@ -274,7 +272,9 @@ class _Api:
         """GET .../tuningJobs?filter=&pageSize=&pageToken=: newest first, AIP-160 filter."""
         project, location = self._scope(request)
         filter_text = request.query.get("filter", "")
-        matches = wire.compile_filter(filter_text)
+        # Parsed once: the predicate and the index-answerable part come from the same parse.
+        list_filter = wire.parse_list_filter(filter_text)
+        matches = list_filter.matches
         page_size = wire.parse_page_size(_query(request, "pageSize", "page_size"))
         token = _query(request, "pageToken", "page_token")
         # A token resumes only the list it came from (same parent and filter; either version).
@@ -286,7 +286,7 @@ class _Api:
 
         # Index-answerable necessary conditions (top-level `state =` / `labels.k =`) go to the
         # store; `predicate` still checks every job, so the result is the same, only cheaper.
-        pushdown = wire.filter_pushdown(filter_text)
+        pushdown = filter_pushdown(list_filter)
         page = await self._engine.list_jobs(project, location, predicate=predicate,
                                             page_size=page_size, after_key=after_key,
                                             states=pushdown.states, labels=pushdown.labels)

@@ -8,8 +8,8 @@ import structlog
 from aiohttp import web
 
 from tuningd import wire
-from tuningd.api_http import INTERNAL_MESSAGE, json_response, malformed_request
 from tuningd.errors import Code, TuningdError, error_for
+from tuningd.http_envelope import INTERNAL_MESSAGE, json_response, malformed_request
 
 log = structlog.get_logger("tuningd.api")
 

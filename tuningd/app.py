@@ -52,21 +52,17 @@ def engine_settings(settings: Settings) -> EngineSettings:
     return EngineSettings(
         limits=policy.Limits(max_active=lim.max_active, per_location=dict(lim.per_location),
                              per_base_model=dict(lim.per_base_model)),
-        polling=policy.PollingSettings(
-            initial_interval_s=pol.initial_interval_s, max_interval_s=pol.max_interval_s,
-            multiplier=pol.multiplier, jitter=pol.jitter, batch_min_jobs=pol.batch_min_jobs),
-        retry=policy.RetrySettings(base_s=settings.retry.base_s, cap_s=settings.retry.cap_s),
+        polling=pol,
+        retry=settings.retry,
         budget=BudgetSettings(requests_per_minute=lim.requests_per_minute,
                                      creates_per_minute=lim.creates_per_minute),
-        scheduling=policy.SchedulingSettings(
-            aging_interval_s=settings.scheduling.aging_interval_s),
+        scheduling=settings.scheduling,
         reconcile=recovery.ReconcileSettings(
             request_timeout_s=settings.vertex.request_timeout_s, list_lag_s=rec.list_lag_s,
             absent_confirmations=rec.absent_confirmations,
             confirm_spacing_s=rec.confirm_spacing_s,
             not_found_confirm_s=rec.not_found_confirm_s),
-        breaker=recovery.BreakerSettings(probe_initial_s=settings.breaker.probe_initial_s,
-                                         probe_max_s=settings.breaker.probe_max_s),
+        breaker=settings.breaker,
         sweep_interval_s=settings.sweep.interval_s,
         # With both allow-lists set, tuningd knows every place it may ever use: sweep them all,
         # so remote jobs of a lost database are found even where no local job remains.

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 import structlog
 
 from tuningd import recovery
+from tuningd.config import BreakerSettings
 from tuningd.errors import RemoteError
 from tuningd.metrics import Metrics
 from tuningd.policy import Place
@@ -24,7 +25,7 @@ log = structlog.get_logger("tuningd.breaker")
 class Breaker:
     """Paused places, in memory: after a restart the first create rediscovers a pause."""
 
-    def __init__(self, settings: Callable[[], recovery.BreakerSettings], clock: Callable[[], float],
+    def __init__(self, settings: Callable[[], BreakerSettings], clock: Callable[[], float],
                  rng: random.Random, metrics: Metrics | None) -> None:
         self._settings = settings
         self._clock = clock

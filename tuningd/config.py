@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -199,6 +200,17 @@ class PollingSettings(_Section):
     multiplier: float = _key(2.0, min_value=1.0)
     jitter: float = _key(0.2, min_value=0.0, max_value=1.0)
     batch_min_jobs: int = _key(2, min_value=1)
+    # Cap while the job is PENDING (0: no extra cap); starting is when users watch closely.
+    pending_max_interval_s: float = _key(0.0, min_value=0.0)
+    # A list call costs one read however many jobs it returns, so it also refreshes jobs due
+    # within this window (0: every active job there). Their schedules then move together and
+    # the location is read once per round instead of once per job.
+    batch_coalesce_s: float = _key(0.0, min_value=0.0)
+
+    @property
+    def effective_coalesce_s(self) -> float:
+        """The batch-list window in seconds (inf when every active job rides along)."""
+        return self.batch_coalesce_s or math.inf
 
     def _cross_check(self) -> None:
         if self.max_interval_s < self.initial_interval_s:
@@ -243,6 +255,9 @@ class BreakerSettings(_Section):
 
     probe_initial_s: float = _key(30.0, positive=True)
     probe_max_s: float = _key(900.0, positive=True)
+    # Each probe wait is spread by up to this fraction, so daemons paused together do not
+    # probe together.
+    jitter: float = _key(0.2, min_value=0.0, max_value=1.0)
 
     def _cross_check(self) -> None:
         if self.probe_max_s < self.probe_initial_s:
@@ -259,6 +274,9 @@ class SchedulingSettings(_Section):
     section: ClassVar[str] = "scheduling"
 
     aging_interval_s: float = _key(600.0, positive=True)
+    # The most points aging may add (0: no cap), so a very old job does not outrank every
+    # higher priority.
+    max_aging_bonus: int = _key(0, min_value=0)
 
 
 @dataclass(frozen=True)

@@ -177,8 +177,8 @@ class Engine:
                         labels: Mapping[str, str] | None = None) -> Page:
         """Newest first; keeps reading store pages until `page_size` jobs match.
 
-        `states` / `labels` are necessary conditions of `predicate` (wire.filter_pushdown) that
-        the store answers from its indexes, so a rare match does not read the whole history;
+        `states` / `labels` are necessary conditions of `predicate` (store_pushdown) that the
+        store answers from its indexes, so a rare match does not read the whole history;
         `predicate` stays the final check. An empty `states` matches nothing."""
         if states is not None and not states:
             return Page([], None)

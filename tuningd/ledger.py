@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from tuningd import errors, machine, policy, wire
+from tuningd.config import PollingSettings, RetrySettings
 from tuningd.machine import Event, Transition
 from tuningd.metrics import Metrics
 from tuningd.model import Job, LocalState
@@ -30,7 +31,7 @@ class Ledger:
     """The non-terminal jobs in memory, committed to the store one transition at a time."""
 
     def __init__(self, store: JobStore, *, metrics: Metrics | None, clock: Callable[[], float],
-                 rng: random.Random, polling: Callable[[], policy.PollingSettings]) -> None:
+                 rng: random.Random, polling: Callable[[], PollingSettings]) -> None:
         self.store = store
         self.jobs: dict[str, Job] = {}
         self.counts: Counter[LocalState] = Counter()
@@ -109,7 +110,7 @@ class Ledger:
             await self.store.update_job(later)
             self.jobs[job_id] = later
 
-    async def push_back(self, job_ids: Iterable[str], retry: policy.RetrySettings) -> None:
+    async def push_back(self, job_ids: Iterable[str], retry: RetrySettings) -> None:
         """Delay jobs whose action failed, so a persistent fault does not become a hot loop."""
         now = self._clock()
         async with self.lock:

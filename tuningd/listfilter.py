@@ -8,12 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuningd.errors import InvalidArgument
-from tuningd.model import LOCAL_TO_REMOTE, LocalState
 from tuningd.vertex_schema import schema
 from tuningd.wire_json import ts_to_micros
 
-__all__ = ["JOB_STATE_NUMBERS", "MAX_FILTER_DEPTH", "FilterPushdown", "compile_filter",
-           "filter_pushdown"]
+__all__ = ["JOB_STATE_NUMBERS", "MAX_FILTER_DEPTH", "ListFilter", "compile_filter",
+           "parse_list_filter"]
 
 JOB_STATE_NUMBERS: Mapping[str, int] = dict(schema("v1").enums["JobState"].numbers)
 
@@ -329,14 +328,16 @@ def compile_filter(text: str) -> Callable[[Mapping[str, Any]], bool]:
 
 
 @dataclass(frozen=True)
-class FilterPushdown:
-    """Necessary conditions of a list filter that the store's indexes can answer.
+class ListFilter:
+    """A list filter parsed once: its predicate and what an index could answer of it.
 
-    Every job the filter matches is in one of `states` (None: any state) and has every
-    `labels` key = value; the converse need not hold, so the filter stays the final check.
-    An empty `states` means the filter matches no job at all (`never`)."""
+    Every job `matches` accepts shows one of `states` (JobState names; None: any state) and has
+    every `labels` key = value; the converse need not hold, so `matches` stays the final check.
+    An empty `states` means the filter matches no job at all (`never`). The states are Vertex's:
+    mapping them onto a store's own states is the store side's business."""
 
-    states: frozenset[LocalState] | None = None
+    matches: Predicate
+    states: frozenset[str] | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -344,25 +345,20 @@ class FilterPushdown:
         return self.states is not None and not self.states
 
 
-_LOCAL_STATES_OF: Mapping[str, frozenset[LocalState]] = {
-    name: frozenset(s for s, remote in LOCAL_TO_REMOTE.items() if remote.value == name)
-    for name in JOB_STATE_NUMBERS
-}
-
-
-def filter_pushdown(text: str) -> FilterPushdown:
-    """The top-level AND-ed `state = X` and `labels.k = "v"` restrictions of a list filter (as
-    compile_filter parses it), mapped to local states and label equalities. Restrictions under
-    OR or NOT, `!=`, `:` and other fields give nothing. Unparseable text -> InvalidArgument."""
-    states: frozenset[LocalState] | None = None
+def parse_list_filter(text: str) -> ListFilter:
+    """Parse a list filter once: the predicate (as compile_filter) plus its top-level AND-ed
+    `state = X` and `labels.k = "v"` restrictions. Restrictions under OR or NOT, `!=`, `:` and
+    other fields give nothing. Unparseable text -> InvalidArgument."""
+    predicate, conds = _parse_filter(text)
+    states: frozenset[str] | None = None
     labels: dict[str, str] = {}
     never = False
-    for cond in _parse_filter(text)[1]:
+    for cond in conds:
         if cond.kind == "state":
-            local = _LOCAL_STATES_OF[cond.value]
-            states = local if states is None else states & local
+            states = (frozenset({cond.value}) if states is None
+                      else states & frozenset({cond.value}))
         elif labels.setdefault(cond.key, cond.value) != cond.value:
             never = True  # labels.k = "a" AND labels.k = "b"
     if never:
         states = frozenset()
-    return FilterPushdown(states=states, labels=labels)
+    return ListFilter(matches=predicate, states=states, labels=labels)

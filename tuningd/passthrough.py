@@ -28,12 +28,12 @@ from tuningd.errors import (
     PermissionDenied,
     ResourceExhausted,
 )
+from tuningd.http_envelope import JSON_CONTENT_TYPE
 from tuningd.model import Job
 from tuningd.ports import VertexApi, split_job_name
 
 log = structlog.get_logger("tuningd.passthrough")
 
-JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
 # One path segment of a resource id (model `123@1`, context `tuning-experiment-2025...`,
 # operation `456`): no "/", no ":" (verbs follow it), never "." or ".." (it starts alnum).
 _SEGMENT = "[A-Za-z0-9][A-Za-z0-9_.~@-]*"

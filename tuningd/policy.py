@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from tuningd.budget import BudgetSnapshot
+from tuningd.config import PollingSettings, RetrySettings, SchedulingSettings
 from tuningd.model import ACTIVE_STATES, REMOTE_STATES, Job, LocalState, TuningJobState
 from tuningd.recovery import Pause
 from tuningd.wire import base_model_id
@@ -44,44 +45,6 @@ class Limits:
         if scope.kind is ScopeKind.LOCATION:
             return self.per_location.get(scope.name)
         return self.per_base_model.get(scope.name)
-
-
-@dataclass(frozen=True)
-class SchedulingSettings:
-    """Queue order: priority plus one point of aging bonus per `aging_interval_s` waited."""
-
-    aging_interval_s: float = 600.0
-    max_aging_bonus: int | None = None
-
-
-@dataclass(frozen=True)
-class PollingSettings:
-    """Poll intervals (design §5) and the batch/reconcile knobs that ride on them."""
-
-    initial_interval_s: float = 30.0
-    max_interval_s: float = 300.0
-    multiplier: float = 2.0
-    jitter: float = 0.2
-    # Cap while the job is PENDING (None: no extra cap); starting is when users watch closely.
-    pending_max_interval_s: float | None = None
-    # Batch list polling of a location needs at least this many jobs in the list to be worth it.
-    batch_min_jobs: int = 2
-    # A list call costs one read however many jobs it returns, so it also refreshes jobs due
-    # within this window (None: every active job there). Their schedules then move together and
-    # the location is read once per round instead of once per job.
-    batch_coalesce_s: float | None = None
-
-    @property
-    def effective_coalesce_s(self) -> float:
-        return math.inf if self.batch_coalesce_s is None else self.batch_coalesce_s
-
-
-@dataclass(frozen=True)
-class RetrySettings:
-    """Full-jitter exponential backoff for transient errors and create 429s."""
-
-    base_s: float = 2.0
-    cap_s: float = 300.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,7 +159,7 @@ def next_poll_interval(job: Job, changed: bool, settings: PollingSettings) -> fl
         interval = initial
     else:
         interval = min(maximum, max(initial, job.poll_interval_s * settings.multiplier))
-    if job.state is LocalState.PENDING and settings.pending_max_interval_s is not None:
+    if job.state is LocalState.PENDING and settings.pending_max_interval_s:
         interval = min(interval, max(initial, settings.pending_max_interval_s))
     return interval
 
@@ -231,11 +194,10 @@ def retry_at(job: Job, now: float, settings: RetrySettings, rng: random.Random) 
 
 
 def effective_priority(job: Job, now: float, settings: SchedulingSettings) -> int:
-    """Priority plus one point per `aging_interval_s` waited since acceptance."""
-    if settings.aging_interval_s <= 0:
-        return job.priority
+    """Priority plus one point per `aging_interval_s` waited since acceptance (at most
+    `max_aging_bonus` points when that is not 0)."""
     bonus = max(0, math.floor((now - job.created_at) / settings.aging_interval_s))
-    if settings.max_aging_bonus is not None:
+    if settings.max_aging_bonus:
         bonus = min(bonus, settings.max_aging_bonus)
     return job.priority + bonus
 

@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
+from tuningd.config import BreakerSettings
 from tuningd.errors import AUTH, INVALID_REQUEST, PERMANENT, QUOTA, TRANSIENT
 from tuningd.model import Job, LocalState
 
@@ -48,15 +49,6 @@ class ReconcileSettings:
         spacing = sum(self.confirm_spacing_s * 2.0 ** i
                       for i in range(max(0, self.absent_confirmations - 1)))
         return self.landing_window_s + spacing
-
-
-@dataclass(frozen=True)
-class BreakerSettings:
-    """Backoff of the probe creates while a project and location are paused."""
-
-    probe_initial_s: float = 30.0
-    probe_max_s: float = 900.0
-    jitter: float = 0.2
 
 
 # ---------------------------------------------------------------------------------------------

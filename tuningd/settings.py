@@ -6,6 +6,12 @@ from dataclasses import dataclass, field
 
 from tuningd import policy, recovery
 from tuningd.budget import BudgetSettings
+from tuningd.config import (
+    BreakerSettings,
+    PollingSettings,
+    RetrySettings,
+    SchedulingSettings,
+)
 
 
 @dataclass(frozen=True)
@@ -13,12 +19,12 @@ class EngineSettings:
     """Everything the engine needs from the configuration, as core policy values."""
 
     limits: policy.Limits = field(default_factory=policy.Limits)
-    polling: policy.PollingSettings = field(default_factory=policy.PollingSettings)
-    retry: policy.RetrySettings = field(default_factory=policy.RetrySettings)
+    polling: PollingSettings = field(default_factory=PollingSettings)
+    retry: RetrySettings = field(default_factory=RetrySettings)
     budget: BudgetSettings = field(default_factory=BudgetSettings)
-    scheduling: policy.SchedulingSettings = field(default_factory=policy.SchedulingSettings)
+    scheduling: SchedulingSettings = field(default_factory=SchedulingSettings)
     reconcile: recovery.ReconcileSettings = field(default_factory=recovery.ReconcileSettings)
-    breaker: recovery.BreakerSettings = field(default_factory=recovery.BreakerSettings)
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
     # Every place (project, location) is listed this often for managed-by=tuningd jobs that no
     # tracked local job owns; duplicates and late landings are cancelled when cancel_unowned.
     sweep_interval_s: float = 300.0

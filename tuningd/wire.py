@@ -23,9 +23,9 @@ from tuningd.errors import InvalidArgument, TuningdError
 from tuningd.listfilter import (
     JOB_STATE_NUMBERS,
     MAX_FILTER_DEPTH,
-    FilterPushdown,
+    ListFilter,
     compile_filter,
-    filter_pushdown,
+    parse_list_filter,
 )
 
 # The base-model catalog lives in tuningd.models (configurable); re-exported for wire's users.
@@ -68,7 +68,7 @@ __all__ = [
     "TUNING_JOB_STATE_NUMBERS",
     "TUNING_MODE_NUMBERS",
     "V1BETA1_ONLY_FIELDS",
-    "FilterPushdown",
+    "ListFilter",
     "ModelCatalog",
     "ModelInfo",
     "base_model_id",
@@ -77,10 +77,10 @@ __all__ = [
     "decode_page_token",
     "encode_page_token",
     "error_envelope",
-    "filter_pushdown",
     "format_timestamp",
     "parse_empty_request",
     "parse_json_body",
+    "parse_list_filter",
     "parse_page_size",
     "parse_timestamp",
     "parse_tuning_job",

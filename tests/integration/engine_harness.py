@@ -20,6 +20,7 @@ from structlog.testing import capture_logs
 
 from tuningd import policy, recovery
 from tuningd.auth import AnonymousTokenSource
+from tuningd.config import PollingSettings, SchedulingSettings
 from tuningd.emulator import Emulator, EmulatorConfig, Faults, ManualClock
 from tuningd.emulator.state import EmulatedJob
 from tuningd.engine import Engine, EngineSettings
@@ -60,10 +61,10 @@ def settings(*, max_active: int = 2, per_location: Mapping[str, int] | None = No
     return EngineSettings(
         limits=policy.Limits(max_active=max_active, per_location=dict(per_location or {}),
                              per_base_model=dict(per_base_model or {})),
-        polling=policy.PollingSettings(initial_interval_s=initial_s,
+        polling=PollingSettings(initial_interval_s=initial_s,
                                        max_interval_s=max_interval_s, jitter=jitter,
                                        batch_min_jobs=batch_min_jobs),
-        scheduling=policy.SchedulingSettings(aging_interval_s=aging_s),
+        scheduling=SchedulingSettings(aging_interval_s=aging_s),
         reconcile=recovery.ReconcileSettings(
             request_timeout_s=request_timeout_s, list_lag_s=list_lag_s,
             absent_confirmations=absent_confirmations, confirm_spacing_s=confirm_spacing_s,

@@ -29,6 +29,7 @@ from tests.sim.gate import Gate
 from tests.sim.options import LOCATIONS, PROJECTS, SimOptions, WorldParams
 from tuningd import policy, recovery
 from tuningd.auth import AnonymousTokenSource
+from tuningd.config import PollingSettings, RetrySettings
 from tuningd.emulator import Emulator, EmulatorConfig, ManualClock, QuotaMode, make_app
 from tuningd.emulator.state import EmulatedJob, EmulatorState
 from tuningd.engine import Engine, EngineSettings
@@ -119,9 +120,9 @@ class World:
             limits=policy.Limits(max_active=params.max_active,
                                  per_location=dict(params.per_location),
                                  per_base_model=dict(params.per_base_model)),
-            polling=policy.PollingSettings(initial_interval_s=params.initial_interval_s,
+            polling=PollingSettings(initial_interval_s=params.initial_interval_s,
                                            max_interval_s=params.max_interval_s),
-            retry=policy.RetrySettings(cap_s=params.retry_cap_s),
+            retry=RetrySettings(cap_s=params.retry_cap_s),
             # The daemon's assumptions are the sim's fault bounds (options.py).
             reconcile=recovery.ReconcileSettings(request_timeout_s=options.request_timeout_s,
                                                  list_lag_s=options.list_lag_s),

@@ -18,7 +18,14 @@ CORE = {"model", "models", "wire", "machine", "policy", "recovery", "settings", 
 # engine, the API or the composition root.
 ADAPTERS = {"store", "store_files", "store_schema", "store_open", "store_rows", "store_reads",
             "store_tools", "vertex", "auth", "metrics", "notify", "log", "failpoints",
-            "secret_files", "store_memory"}
+            "secret_files", "store_memory", "store_pushdown"}
+# The Vertex wire code the emulator shares (schema, codec, validation, filters, paging): it knows
+# Vertex's JobState, never the daemon's LocalState (push-down to local states is the store's).
+WIRE = {"wire", "codec", "validation", "wire_json", "listfilter", "models", "errors",
+        "vertex_schema", "vertex_schema_common", "vertex_schema_v1", "vertex_schema_v1beta1",
+        "vertex_schema_extra"}
+# HTTP plumbing the daemon's API and the emulator share (aiohttp over the core, nothing else).
+SHARED_HTTP = {"http_envelope"}
 # The store's own parts, which only the store's modules use among themselves.
 STORE_PARTS = {"store_files", "store_schema", "store_open", "store_rows", "store_reads"}
 # The concrete job stores and Vertex client: everything else reaches them through tuningd.ports.
@@ -99,10 +106,11 @@ def test_only_the_composition_root_imports_everything() -> None:
 
 
 def test_emulator_uses_only_the_core() -> None:
-    """The emulator is built on the wire codec and core values, not on the daemon's adapters."""
+    """The emulator is built on the wire codec, core values and the shared HTTP plumbing only."""
+    allowed = CORE | SHARED_HTTP
     for path in (PACKAGE / "emulator").glob("*.py"):
         deps = _tuningd_deps(path) - {"emulator", "__version__"}
-        assert deps <= CORE, f"{path.name} depends on {sorted(deps - CORE)}"
+        assert deps <= allowed, f"{path.name} depends on {sorted(deps - allowed)}"
 
 
 def test_engine_and_api_reach_store_and_vertex_only_through_ports() -> None:
@@ -120,3 +128,29 @@ def test_the_engine_and_api_modules_use_the_ports() -> None:
     """The engine, ledger, actions and pass-through name the ports (so the rule above bites)."""
     for name in ("engine", "ledger", "actions", "sweep", "passthrough"):
         assert "ports" in _tuningd_deps(PACKAGE / f"{name}.py"), f"{name} does not use ports"
+
+
+@pytest.mark.parametrize("name", sorted(WIRE))
+def test_wire_code_knows_no_daemon_state(name: str) -> None:
+    """The wire modules the emulator shares depend on each other only, not on model's states."""
+    deps = _tuningd_deps(PACKAGE / f"{name}.py")
+    assert deps <= WIRE, f"{name} depends on {sorted(deps - WIRE)}"
+
+
+@pytest.mark.parametrize("name", sorted(SHARED_HTTP))
+def test_shared_http_depends_on_the_core_only(name: str) -> None:
+    """The HTTP plumbing shared with the emulator knows nothing of the daemon beyond the core."""
+    deps = _tuningd_deps(PACKAGE / f"{name}.py")
+    assert deps <= CORE, f"{name} depends on {sorted(deps - CORE)}"
+
+
+def test_http_helpers_are_defined_once() -> None:
+    """JSON answers, the envelope answer and the request-line limit live in one shared module."""
+    shared = ("def json_response(", "def error_response(", "def _error_response(",
+              "JSON_CONTENT_TYPE =", "MAX_REQUEST_LINE_BYTES =", "def malformed_request(")
+    for path in PACKAGE.rglob("*.py"):
+        if path.stem in SHARED_HTTP:
+            continue
+        text = path.read_text(encoding="utf-8")
+        for needle in shared:
+            assert needle not in text, f"{_module_name(path)} defines {needle!r} again"

@@ -55,6 +55,7 @@ def test_defaults() -> None:
             s.reconcile.confirm_spacing_s, s.reconcile.not_found_confirm_s) == (60.0, 3, 60.0, 60.0)
     assert (s.sweep.interval_s, s.sweep.cancel_unowned) == (300.0, True)
     assert (s.breaker.probe_initial_s, s.breaker.probe_max_s) == (30.0, 900.0)
+    assert s.breaker.jitter == 0.2
     assert s.polling.batch_min_jobs == 2
     assert s.scheduling.aging_interval_s == 600.0
     assert (s.retry.base_s, s.retry.cap_s) == (2.0, 300.0)
@@ -208,11 +209,15 @@ BAD: list[tuple[dict[str, Any], dict[str, str], str]] = [
     ({"sweep": {"interval_s": 0}}, {}, "sweep.interval_s"),
     ({"breaker": {"probe_initial_s": 60, "probe_max_s": 30}}, {}, "breaker.probe_max_s"),
     ({"breaker": {"probe_initial_s": 0}}, {}, "breaker.probe_initial_s"),
+    ({"breaker": {"jitter": 1.5}}, {}, "breaker.jitter"),
     ({"sweep": {"cancel_unowned": "yes"}}, {}, "sweep.cancel_unowned"),
     ({"reconcile": {"confirm_spacing_s": -1}}, {}, "reconcile.confirm_spacing_s"),
     ({"reconcile": {"not_found_confirm_s": -1}}, {}, "reconcile.not_found_confirm_s"),
     ({"polling": {"batch_min_jobs": 0}}, {}, "polling.batch_min_jobs"),
+    ({"polling": {"pending_max_interval_s": -1}}, {}, "polling.pending_max_interval_s"),
+    ({"polling": {"batch_coalesce_s": -1}}, {}, "polling.batch_coalesce_s"),
     ({"scheduling": {"aging_interval_s": 0}}, {}, "scheduling.aging_interval_s"),
+    ({"scheduling": {"max_aging_bonus": -1}}, {}, "scheduling.max_aging_bonus"),
     ({"retry": {"base_s": -1}}, {}, "retry.base_s"),
     ({"retry": {"cap_s": 1}}, {}, "retry.cap_s"),
     ({"logging": {"level": "loud"}}, {}, "logging.level"),

@@ -10,15 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tuningd.budget import Budgets, BudgetSettings, BudgetSnapshot, LocationBudget, TokenBucket
+from tuningd.config import PollingSettings, RetrySettings, SchedulingSettings
 from tuningd.model import ACTIVE_STATES, Job, LocalState
 from tuningd.policy import (
     GLOBAL,
     ActionKind,
     AdaptiveLimits,
     Limits,
-    PollingSettings,
-    RetrySettings,
-    SchedulingSettings,
     Scope,
     ScopeKind,
     active_counts,
@@ -89,11 +87,11 @@ def test_effective_priority_ages_one_point_per_interval() -> None:
     assert effective_priority(j, NOW + 1, sched) == 5
 
 
-def test_effective_priority_bonus_cap_and_no_aging() -> None:
-    """The aging bonus respects its cap, and aging can be switched off."""
+def test_effective_priority_bonus_cap_and_no_cap() -> None:
+    """The aging bonus respects its cap, and a cap of 0 leaves it uncapped."""
     j = job("a", priority=1, created_at=0.0)
     assert effective_priority(j, 6000, SchedulingSettings(600, max_aging_bonus=3)) == 4
-    assert effective_priority(j, 6000, SchedulingSettings(aging_interval_s=0)) == 1
+    assert effective_priority(j, 6000, SchedulingSettings(600, max_aging_bonus=0)) == 11
 
 
 def test_queue_order_priority_then_oldest_then_id() -> None:

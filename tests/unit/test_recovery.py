@@ -6,9 +6,9 @@ import random
 
 import pytest
 
+from tuningd.config import BreakerSettings
 from tuningd.model import Job, LocalState
 from tuningd.recovery import (
-    BreakerSettings,
     CreateVerdict,
     Finding,
     NotFoundStep,

@@ -1,4 +1,4 @@
-"""Tests of wire.filter_pushdown: which restrictions of a list filter the store may answer."""
+"""Tests of the list-filter push-down: which restrictions the store may answer, in local states."""
 
 from __future__ import annotations
 
@@ -10,12 +10,18 @@ import pytest
 from tuningd import wire
 from tuningd.errors import InvalidArgument
 from tuningd.model import LOCAL_TO_REMOTE, LocalState
+from tuningd.store_pushdown import FilterPushdown, filter_pushdown
 
 QUEUED = frozenset({LocalState.QUEUED, LocalState.SUBMITTING})
 
 
+def _pushdown(text: str) -> FilterPushdown:
+    """The store-side push-down of a filter parsed the way the API parses it."""
+    return filter_pushdown(wire.parse_list_filter(text))
+
+
 def pd(text: str) -> tuple[frozenset[LocalState] | None, dict[str, str]]:
-    out = wire.filter_pushdown(text)
+    out = _pushdown(text)
     return out.states, dict(out.labels)
 
 
@@ -23,7 +29,7 @@ def test_no_filter_pushes_nothing() -> None:
     """An empty filter restricts nothing."""
     assert pd("") == (None, {})
     assert pd("   ") == (None, {})
-    assert not wire.filter_pushdown("").never
+    assert not _pushdown("").never
 
 
 @pytest.mark.parametrize(("text", "states"), [
@@ -47,7 +53,7 @@ def test_state_equality_maps_to_the_local_states_rendering_as_it(
                                   "JOB_STATE_UNSPECIFIED", "JOB_STATE_PARTIALLY_SUCCEEDED"])
 def test_a_state_no_local_job_shows_matches_nothing(name: str) -> None:
     """A JobState tuningd never renders: the filter can match no job."""
-    out = wire.filter_pushdown(f"state={name}")
+    out = _pushdown(f"state={name}")
     assert out.states == frozenset() and out.never
 
 
@@ -72,8 +78,8 @@ def test_top_level_conjuncts_combine() -> None:
 
 
 def test_contradictions_match_nothing() -> None:
-    assert wire.filter_pushdown("state=JOB_STATE_FAILED AND state=JOB_STATE_RUNNING").never
-    assert wire.filter_pushdown("labels.a=x AND labels.a=y").never
+    assert _pushdown("state=JOB_STATE_FAILED AND state=JOB_STATE_RUNNING").never
+    assert _pushdown("labels.a=x AND labels.a=y").never
 
 
 @pytest.mark.parametrize("text", [
@@ -98,7 +104,7 @@ def test_contradictions_match_nothing() -> None:
     'tuned_model_display_name="x" AND update_time<"2030-01-01T00:00:00Z"',
 ])
 def test_what_must_not_be_pushed_down(text: str) -> None:
-    out = wire.filter_pushdown(text)
+    out = _pushdown(text)
     assert out.states is None and dict(out.labels) == {} and not out.never
 
 
@@ -107,7 +113,7 @@ def test_bad_filters_fail_as_compile_filter_does(text: str) -> None:
     with pytest.raises(InvalidArgument) as a:
         wire.compile_filter(text)
     with pytest.raises(InvalidArgument) as b:
-        wire.filter_pushdown(text)
+        _pushdown(text)
     assert a.value.message == b.value.message
 
 
@@ -127,7 +133,7 @@ def test_pushdown_is_a_necessary_condition_of_the_filter() -> None:
              "NOT ({0} AND {1})", "-{0} OR {1}"]
     for a, b, form in itertools.product(ATOMS, ATOMS, forms):
         text = form.format(a, b)
-        pred, out = wire.compile_filter(text), wire.filter_pushdown(text)
+        pred, out = wire.compile_filter(text), _pushdown(text)
         for job in JOBS:
             if not pred(job):
                 continue

@@ -55,11 +55,14 @@ def sub_state(state: JobState, phase: Phase) -> TuningJobState | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Transition:
-    """One visible change of a job and everything its view showed from then on.
+class VisibleMoment:
+    """One visible change of an emulated Vertex job and everything its view showed from then on.
+
+    Not the daemon's machine.Transition (a local job's before/after and the history row to write):
+    this is what Vertex's answers showed, kept so that lagged lists can show the past.
 
     The view fields hold shared references: the job replaces those values, never mutates them,
-    so keeping one Transition per change costs a few pointers (this is what lagged lists read).
+    so keeping one VisibleMoment per change costs a few pointers (this is what lagged lists read).
     """
 
     at_s: float
@@ -108,7 +111,7 @@ class EmulatedJob:
     stats: dict[str, Any] | None = None
     step_count: int = 0
     error: dict[str, Any] | None = None
-    transitions: list[Transition] = field(default_factory=list)
+    transitions: list[VisibleMoment] = field(default_factory=list)
 
     @property
     def ended(self) -> bool:
@@ -118,14 +121,14 @@ class EmulatedJob:
     def tuning_job_state(self) -> TuningJobState | None:
         return sub_state(self.state, self.phase)
 
-    def moment(self, reason: str = "") -> Transition:
-        """The job's visible fields right now, as a Transition at update_s."""
-        return Transition(self.update_s, self.state, self.tuning_job_state, reason,
+    def moment(self, reason: str = "") -> VisibleMoment:
+        """The job's visible fields right now, as a VisibleMoment at update_s."""
+        return VisibleMoment(self.update_s, self.state, self.tuning_job_state, reason,
                           phase=self.phase, start_s=self.start_s, end_s=self.end_s,
                           error=self.error, hyper_parameters=self.hyper_parameters,
                           stats=self.stats, step_count=self.step_count)
 
-    def moment_at(self, at_s: float) -> Transition | None:
+    def moment_at(self, at_s: float) -> VisibleMoment | None:
         """What the job showed at at_s (its last transition by then); None before it existed.
         Transitions are appended in time order, so a binary search finds it."""
         index = bisect.bisect_right(self.transitions, at_s, key=lambda t: t.at_s)

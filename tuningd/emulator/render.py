@@ -12,7 +12,7 @@ from tuningd.emulator.jobs import (
     WAITING_FOR_CAPACITY_END,
     EmulatedJob,
     Phase,
-    Transition,
+    VisibleMoment,
 )
 from tuningd.model import JobState
 
@@ -21,7 +21,7 @@ def job_name(project_number: str, job: EmulatedJob) -> str:
     return f"projects/{project_number}/locations/{job.location}/tuningJobs/{job.job_id}"
 
 
-def render_view(job: EmulatedJob, moment: Transition, *, project_number: str, run_s: float,
+def render_view(job: EmulatedJob, moment: VisibleMoment, *, project_number: str, run_s: float,
                 now_s: float) -> dict[str, Any]:
     """The job as it looked in `moment`; now_s only places TUNING progress (completed epochs)."""
     out = copy.deepcopy(job.spec)
@@ -54,11 +54,11 @@ def render_view(job: EmulatedJob, moment: Transition, *, project_number: str, ru
     return out
 
 
-def _epochs(moment: Transition) -> int:
+def _epochs(moment: VisibleMoment) -> int:
     return int((moment.hyper_parameters or {}).get("epochCount", 1))
 
 
-def _metadata(moment: Transition, run_s: float, now_s: float) -> dict[str, int]:
+def _metadata(moment: VisibleMoment, run_s: float, now_s: float) -> dict[str, int]:
     if moment.start_s is None or moment.stats is None:
         return {}
     epochs = _epochs(moment)
@@ -76,7 +76,7 @@ def _metadata(moment: Transition, run_s: float, now_s: float) -> dict[str, int]:
     return {k: v for k, v in result.items() if v}
 
 
-def _tuned_model(job: EmulatedJob, moment: Transition, project_number: str) -> dict[str, Any]:
+def _tuned_model(job: EmulatedJob, moment: VisibleMoment, project_number: str) -> dict[str, Any]:
     prefix = f"projects/{project_number}/locations/{job.location}"
     endpoint = f"{prefix}/endpoints/{job.endpoint_id}"
     model: dict[str, Any] = {"model": f"{prefix}/models/{job.model_id}@1", "endpoint": endpoint}

@@ -12,11 +12,10 @@ from tuningd.emulator.faults import FaultAction, Faults
 from tuningd.emulator.google_errors import rule_error
 from tuningd.emulator.state import EmulatorState
 from tuningd.errors import TuningdError
+from tuningd.http_envelope import JSON_CONTENT_TYPE
 
 log = structlog.get_logger("tuningd.emulator")
 
-# Google's Content-Type on every JSON answer.
-JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
 # What a misbehaving proxy in front of the API might send with a 200.
 MALFORMED_BODY = (b"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Proxy Error</title>"
                   b"</head>\n<body><h1>Proxy Error</h1>\n<p>The proxy server received an invalid "

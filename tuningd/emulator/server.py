@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -14,13 +13,12 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from tuningd import wire
+from tuningd import http_envelope, wire
 from tuningd.emulator import sdk_routes
 from tuningd.emulator.auth import OAuthError
 from tuningd.emulator.config import Clock, EmulatorConfig, ManualClock, SystemClock
 from tuningd.emulator.faults import FaultAction, Faults, LostReplyMode, injected_error
 from tuningd.emulator.replies import (
-    JSON_CONTENT_TYPE,
     drop,
     garbled,
     log_fault,
@@ -33,8 +31,13 @@ from tuningd.errors import (
     TuningdError,
     Unavailable,
     Unimplemented,
-    code_for_http,
-    error_for,
+)
+from tuningd.http_envelope import (
+    HANDLER_ARGS,
+    METHOD_NOT_FOUND_MESSAGE,
+    answer_in_envelope,
+    json_response,
+    plain_http_error,
 )
 
 log = structlog.get_logger("tuningd.emulator")
@@ -42,16 +45,6 @@ log = structlog.get_logger("tuningd.emulator")
 STATE_KEY = web.AppKey("emulator_state", EmulatorState)
 # Empty segments match too, so that wire.check_parent (400), not the router, refuses them.
 _JOBS_PREFIX = "/{version}/projects/{project:[^/]*}/locations/{location:[^/]*}"
-_METHOD_NOT_FOUND = "Method not found."
-# Long filters must reach the handler (aiohttp's default 8190-byte request line answers in
-# plain text, outside Google's envelope).
-MAX_REQUEST_LINE_BYTES = 65_536
-
-
-def json_response(body: Any, *, status: int = 200) -> web.Response:
-    """A JSON answer with Google's exact Content-Type."""
-    return web.Response(body=json.dumps(body).encode("utf-8"), status=status,
-                        headers={"Content-Type": JSON_CONTENT_TYPE})
 
 
 class _Dropped(Exception):
@@ -82,9 +75,7 @@ def make_app(state_or_config: EmulatorState | EmulatorConfig | None = None) -> w
         state = state_or_config
     else:
         state = EmulatorState(state_or_config)
-    app = web.Application(middlewares=[_error_middleware],
-                          handler_args={"max_line_size": MAX_REQUEST_LINE_BYTES,
-                                        "max_field_size": MAX_REQUEST_LINE_BYTES})
+    app = web.Application(middlewares=[_error_middleware], handler_args=dict(HANDLER_ARGS))
     app[STATE_KEY] = state
     router = app.router
     router.add_post("/token", _token)
@@ -106,27 +97,10 @@ def make_app(state_or_config: EmulatorState | EmulatorConfig | None = None) -> w
 
 
 @web.middleware
-async def _error_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-) -> web.StreamResponse:
+async def _error_middleware(request: web.Request,
+                            handler: http_envelope.Handler) -> web.StreamResponse:
     """Every error leaves in Google's JSON envelope, including aiohttp's own 404/405/413."""
-    try:
-        return await handler(request)
-    except TuningdError as err:
-        return _error_response(err)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        http_err = error_for(code_for_http(exc.status), exc.reason)
-        http_err.http_status = exc.status
-        return _error_response(http_err)
-    except Exception:
-        log.exception("request.failed", path=request.path)
-        return _error_response(error_for(code_for_http(500), "Internal error encountered."))
-
-
-def _error_response(err: TuningdError) -> web.Response:
-    return json_response(wire.error_envelope(err), status=err.http_status)
+    return await answer_in_envelope(request, handler, http_error=plain_http_error, logger=log)
 
 
 # --------------------------------------------------------------------------- Vertex API
@@ -210,7 +184,7 @@ async def _guarded(request: web.Request, state: EmulatorState, method: str,
     faults: Faults = state.faults
     if method != "other":
         if request.match_info.get("version") not in wire.API_VERSIONS:
-            raise NotFound(_METHOD_NOT_FOUND)
+            raise NotFound(METHOD_NOT_FOUND_MESSAGE)
         if state.config.strict_auth:
             state.tokens.check(request.headers.get("Authorization"), state.now())
         # Vertex refuses a malformed parent before any quota or work (authenticated first).
@@ -337,7 +311,7 @@ async def _get_experiment(request: web.Request, state: EmulatorState) -> dict[st
 
 
 async def _method_not_found(request: web.Request, state: EmulatorState) -> dict[str, Any]:
-    raise NotFound(_METHOD_NOT_FOUND)
+    raise NotFound(METHOD_NOT_FOUND_MESSAGE)
 
 
 async def _unimplemented(request: web.Request, state: EmulatorState) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from tuningd.emulator.jobs import (
     PendingCreate,
     Phase,
     RateWindow,
-    Transition,
+    VisibleMoment,
 )
 from tuningd.emulator.processing import process_datasets, with_pre_tuned_base
 from tuningd.emulator.render import job_name, render_view
@@ -44,7 +44,7 @@ log = structlog.get_logger("tuningd.emulator")
 
 # Re-exported: callers (bench/, tests) import the job records from here.
 __all__ = ["CANCELLED_MESSAGE", "TERMINAL", "EmulatedJob", "EmulatorState", "PendingCreate",
-           "Phase", "RateWindow", "Transition"]
+           "Phase", "RateWindow", "VisibleMoment"]
 
 
 class EmulatorState:
