@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, runtime_checkable
 
 from tuningd import errors
 from tuningd.model import Job, JobEvent, LocalState
 
-__all__ = ["Forwarded", "JobDict", "JobList", "JobStore", "RowDamaged", "StaleWrite",
-           "VertexApi", "page_key", "split_job_name"]
+__all__ = ["ChangeFeed", "Fenced", "Forwarded", "JobDict", "JobList", "JobStore", "Lease",
+           "Leases", "RowDamaged", "StaleWrite", "VertexApi", "page_key", "split_job_name"]
 
 # A TuningJob in canonical (camelCase proto3 JSON) form, and a list of them.
 JobDict = dict[str, Any]
@@ -39,6 +39,18 @@ def page_key(job: Job) -> str:
 
 class StaleWrite(errors.Internal):
     """A write's `before` no longer matches the stored row: a bug, since there is one writer."""
+
+
+class Fenced(errors.StoreError):
+    """A write carried an engine epoch that is not the lease's any more: the writer was leader
+    once and is not now, so it must stop acting (nothing was written)."""
+
+    def __init__(self, epoch: int, current: int | None) -> None:
+        super().__init__(
+            f"this instance's engine lost the leadership (its epoch {epoch}, the lease's "
+            f"{current}); another instance runs the queue", writing=True)
+        self.epoch = epoch
+        self.current = current
 
 
 class RowDamaged(errors.StoreError):
@@ -132,6 +144,58 @@ class JobStore(Protocol):
 
     async def close(self) -> None:
         """Finish pending writes and release the store."""
+        ...
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who runs the engine: the holder's instance id, its fencing epoch (grows by one at every
+    change of holder) and how long the lease has left by the store's clock."""
+
+    holder: str
+    epoch: int
+    remaining_s: float
+
+
+@runtime_checkable
+class Leases(Protocol):
+    """The engine's leadership among instances sharing one store (PostgreSQL, memory).
+
+    At most one holder at a time by the store's clock; a holder that does not renew within
+    `ttl_s` loses it to the next acquire, which gets a larger epoch. A store whose writes the
+    engine makes through `fenced(epoch)` refuses them (Fenced) once the epoch is stale.
+    """
+
+    async def acquire(self, holder: str, ttl_s: float) -> Lease | None:
+        """Take the lease if it is free or expired, or renew it if `holder` has it already;
+        the lease now held, or None while another holder's lease runs."""
+        ...
+
+    async def renew(self, holder: str, epoch: int, ttl_s: float) -> bool:
+        """Extend the lease `holder` holds at `epoch`; False if it is not theirs any more."""
+        ...
+
+    async def release(self, holder: str, epoch: int) -> None:
+        """Give the lease up at once (a clean shutdown), if still held at `epoch`."""
+        ...
+
+    async def current(self) -> Lease | None:
+        """The lease as the store has it now (None: never taken or released)."""
+        ...
+
+    def fenced(self, epoch: int) -> JobStore:
+        """This store, with every write refused (Fenced) unless the lease's epoch is `epoch`
+        in the same transaction as the write."""
+        ...
+
+
+@runtime_checkable
+class ChangeFeed(Protocol):
+    """Job ids written by other instances sharing the store, as they commit."""
+
+    def changes(self) -> AsyncIterator[str]:
+        """Ids of jobs created or changed by any writer; "*" after a gap (a lost connection)
+        means anything may have changed: reread everything."""
         ...
 
 
