@@ -21,8 +21,8 @@ from tuningd.config_values import (
     type_problem,
 )
 from tuningd.config_values import key as _key
-from tuningd.errors import ConfigError
-from tuningd.models import ADAPTER_SIZES_BY_NUMBER, DEFAULT_MODEL_SIZES, UnknownModels
+from tuningd.core.errors import ConfigError
+from tuningd.vertex.models import ADAPTER_SIZES_BY_NUMBER, DEFAULT_MODEL_SIZES, UnknownModels
 
 __all__ = ["SECTIONS", "FrozenMap", "Settings", "find_config_file", "load_settings",
            "read_toml", "settings_from"]

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, runtime_checkable
 
-from tuningd import errors
-from tuningd.model import Job, JobEvent, LocalState
+from tuningd.core import errors
+from tuningd.core.model import Job, JobEvent, LocalState
 
 __all__ = ["ChangeFeed", "Fenced", "Forwarded", "JobDict", "JobList", "JobStore", "Lease",
            "Leases", "RowDamaged", "StaleWrite", "VertexApi", "page_key", "split_job_name"]

@@ -21,8 +21,8 @@ from tuningd.config import (
     load_settings,
     settings_from,
 )
-from tuningd.errors import ConfigError
-from tuningd.models import DEFAULT_MODEL_SIZES
+from tuningd.core.errors import ConfigError
+from tuningd.vertex.models import DEFAULT_MODEL_SIZES
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CONFIG = REPO / "config" / "tuningd.toml"
