@@ -220,7 +220,7 @@ INVALID_REQUEST = "invalid_request"
 
 
 class RemoteError(TuningdError):
-    """An error answer from Vertex, classified for the engine (see vertex.py)."""
+    """An error answer from Vertex, classified for the engine (see adapters/vertex_http.py)."""
 
     code = Code.UNKNOWN
 
