@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuningd.core import errors
 from tuningd.core.model import TERMINAL_STATES, Job, JobEvent, LocalState
-from tuningd.ports import JobStore, StaleWrite, page_key
+from tuningd.ports import JobStore, StaleWrite, page_key, parse_page_key
 
 __all__ = ["MemoryStore"]
 
@@ -58,16 +58,6 @@ def _labels(spec_json: str) -> dict[str, str]:
 
 def _sort_key(job: Job) -> tuple[float, str]:
     return (job.created_at, job.id)
-
-
-def _parse_page_key(key: str) -> tuple[float, str]:
-    created, sep, job_id = key.partition("|")
-    try:
-        if not sep:
-            raise ValueError(key)
-        return float(created), job_id
-    except ValueError:
-        raise errors.InvalidArgument(f"invalid page key {key!r}") from None
 
 
 class MemoryStore:
@@ -136,7 +126,7 @@ class MemoryStore:
         """One page of list_jobs plus the key of the next page (None on the last page)."""
         if limit < 1:
             raise errors.InvalidArgument(f"limit must be >= 1, got {limit}")
-        after = _parse_page_key(after_key) if after_key is not None else None
+        after = parse_page_key(after_key) if after_key is not None else None
         wanted_states = {LocalState(s) for s in states} if states else None
         wanted_labels = dict(labels or {})
         matches = [

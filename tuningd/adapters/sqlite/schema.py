@@ -12,6 +12,7 @@ from tuningd.adapters import failpoints
 from tuningd.adapters.sqlite.rows import FLOAT_COLUMNS, JOB_COLUMNS
 from tuningd.core import errors
 from tuningd.core.model import TERMINAL_STATES, Job, LocalState, Outcome
+from tuningd.ports import parse_page_key
 
 # Numbered schema migrations: MIGRATIONS[i] moves the schema from version i to i + 1
 # (PRAGMA user_version). Never edit a shipped entry; append a new one.
@@ -127,16 +128,6 @@ NON_TERMINAL = tuple(s.value for s in LocalState if s not in TERMINAL_STATES)
 def raw_page_key(row: Sequence[Any]) -> str:
     """page_key of a jobs row read with SELECT_JOB, sound or damaged."""
     return f"{row[_CREATED_AT]!r}|{row[_ID]}"
-
-
-def parse_page_key(key: str) -> tuple[float, str]:
-    created, sep, job_id = key.partition("|")
-    try:
-        if not sep:
-            raise ValueError(key)
-        return float(created), job_id
-    except ValueError:
-        raise errors.InvalidArgument(f"invalid page key {key!r}") from None
 
 
 def job_to_row(job: Job) -> tuple[Any, ...]:
