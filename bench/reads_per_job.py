@@ -36,7 +36,7 @@ from tuningd.adapters.log import configure_logging
 from tuningd.adapters.sqlite.store import Store
 from tuningd.adapters.vertex_http import VertexClient
 from tuningd.config import PollingSettings
-from tuningd.core import policy
+from tuningd.core import limits
 from tuningd.core.model import LABEL_JOB_ID, LocalState
 from tuningd.emulator.config import EmulatorConfig, ManualClock
 from tuningd.emulator.server import Emulator, make_app
@@ -115,7 +115,7 @@ async def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str
     session = aiohttp.ClientSession()
     try:
         vertex = VertexClient(session, AnonymousTokenSource(), endpoint=emu.url)
-        settings = EngineSettings(limits=policy.Limits(max_active=args.max_active),
+        settings = EngineSettings(limits=limits.Limits(max_active=args.max_active),
                                   polling=scenario.polling)
         engine = Engine(store, vertex, settings, clock=clock.now,
                         rng=random.Random(args.seed + 1))

@@ -32,7 +32,7 @@ from tuningd.adapters.sqlite.store import EXIT_STORE_UNUSABLE, Store, StoreUnusa
 from tuningd.adapters.systemd_notify import Notifier, Watchdog
 from tuningd.adapters.vertex_http import VertexClient
 from tuningd.config import ServerSettings, Settings, load_settings
-from tuningd.core import policy, recovery
+from tuningd.core import limits, recovery
 from tuningd.core.budget import BudgetSettings
 from tuningd.core.errors import ConfigError, TuningdError
 from tuningd.http.api import make_api_app
@@ -56,7 +56,7 @@ def engine_settings(settings: Settings) -> EngineSettings:
     """The core policy values for a configuration."""
     lim, pol, rec = settings.limits, settings.polling, settings.reconcile
     return EngineSettings(
-        limits=policy.Limits(max_active=lim.max_active, per_location=dict(lim.per_location),
+        limits=limits.Limits(max_active=lim.max_active, per_location=dict(lim.per_location),
                              per_base_model=dict(lim.per_base_model)),
         polling=pol,
         retry=settings.retry,

@@ -24,7 +24,7 @@ from tuningd.adapters.metrics import Metrics, build_registry
 from tuningd.adapters.sqlite.store import Store
 from tuningd.adapters.vertex_http import VertexClient
 from tuningd.config import PollingSettings, SchedulingSettings
-from tuningd.core import policy, recovery
+from tuningd.core import limits, recovery
 from tuningd.core.model import (
     ACTIVE_STATES,
     LABEL_JOB_ID,
@@ -66,7 +66,7 @@ def settings(*, max_active: int = 2, per_location: Mapping[str, int] | None = No
     """Engine settings with short, test-friendly polling and reconcile windows (a create is
     presumed absent 15 s after a failed attempt: 10 s timeout, then two lists 5 s apart)."""
     return EngineSettings(
-        limits=policy.Limits(max_active=max_active, per_location=dict(per_location or {}),
+        limits=limits.Limits(max_active=max_active, per_location=dict(per_location or {}),
                              per_base_model=dict(per_base_model or {})),
         polling=PollingSettings(initial_interval_s=initial_s,
                                        max_interval_s=max_interval_s, jitter=jitter,
@@ -102,7 +102,7 @@ class Harness:
         self.clock = ManualClock()
         self.emulator = Emulator(emulator_config, clock=self.clock)
         # Highest number of active jobs seen per limit scope, sampled after every round.
-        self.peak_active: Counter[policy.Scope] = Counter()
+        self.peak_active: Counter[limits.Scope] = Counter()
         # Every structlog event of the run (set by open_harness).
         self.logs: list[dict[str, Any]] = []
 
@@ -196,7 +196,7 @@ class Harness:
 
     async def _sample_active(self) -> None:
         jobs = await self.store.active_and_queued()
-        for scope, n in policy.active_counts(jobs).items():
+        for scope, n in limits.active_counts(jobs).items():
             self.peak_active[scope] = max(self.peak_active[scope], n)
 
     # ------------------------------------------------------------------ looking

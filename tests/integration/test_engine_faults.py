@@ -8,8 +8,8 @@ import pytest
 from engine_harness import LOCATION, PROJECT, emulator_config, open_harness, settings, spec
 from sqlite_faults import read_only
 
+from tuningd.core.limits import GLOBAL
 from tuningd.core.model import LocalState, Outcome
-from tuningd.core.policy import GLOBAL
 from tuningd.emulator import ErrorRule
 from tuningd.http.api import job_view
 

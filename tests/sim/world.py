@@ -32,7 +32,7 @@ from tuningd.adapters.metrics import Metrics, build_registry
 from tuningd.adapters.sqlite.store import Store
 from tuningd.adapters.vertex_http import VertexClient
 from tuningd.config import PollingSettings, RetrySettings
-from tuningd.core import policy, recovery
+from tuningd.core import limits, recovery
 from tuningd.core.model import Job, LocalState
 from tuningd.emulator import Emulator, EmulatorConfig, ManualClock, QuotaMode, make_app
 from tuningd.emulator.state import EmulatedJob, EmulatorState
@@ -117,7 +117,7 @@ class World:
         self.incarnation = 0
         self.regime: Regime = CLEAR
         self.settings = EngineSettings(
-            limits=policy.Limits(max_active=params.max_active,
+            limits=limits.Limits(max_active=params.max_active,
                                  per_location=dict(params.per_location),
                                  per_base_model=dict(params.per_base_model)),
             polling=PollingSettings(initial_interval_s=params.initial_interval_s,
@@ -265,6 +265,6 @@ class World:
         self.regime = regime
         self.emulator.state.faults = regime.faults
 
-    def reload(self, limits: policy.Limits) -> None:
+    def reload(self, limits: limits.Limits) -> None:
         self.settings = dataclasses.replace(self.settings, limits=limits)
         self.engine.reload(self.settings)

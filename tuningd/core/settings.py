@@ -10,15 +10,16 @@ from tuningd.config import (
     RetrySettings,
     SchedulingSettings,
 )
-from tuningd.core import policy, recovery
+from tuningd.core import planner, recovery
 from tuningd.core.budget import BudgetSettings
+from tuningd.core.limits import Limits
 
 
 @dataclass(frozen=True)
 class EngineSettings:
     """Everything the engine needs from the configuration, as core policy values."""
 
-    limits: policy.Limits = field(default_factory=policy.Limits)
+    limits: Limits = field(default_factory=Limits)
     polling: PollingSettings = field(default_factory=PollingSettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
     budget: BudgetSettings = field(default_factory=BudgetSettings)
@@ -30,6 +31,6 @@ class EngineSettings:
     sweep_interval_s: float = 300.0
     cancel_unowned: bool = True
     # Places swept even when no local job names them (e.g. after the database was lost).
-    sweep_places: tuple[policy.Place, ...] = ()
+    sweep_places: tuple[planner.Place, ...] = ()
     # Upper bound on how long the loop sleeps, so the watchdog sees progress while idle.
     tick_s: float = 1.0

@@ -14,7 +14,7 @@ import structlog
 
 from tuningd.adapters import failpoints
 from tuningd.adapters.metrics import Metrics
-from tuningd.core import errors, policy, recovery
+from tuningd.core import errors, planner, recovery, schedule
 from tuningd.core.errors import Code, RemoteError
 from tuningd.core.machine import Event, RemoteSnapshot
 from tuningd.core.model import LABEL_JOB_ID, Job, LocalState, is_ours, ours_labels
@@ -53,27 +53,27 @@ class Actions:
         self._rng = rng
         self._wake = wake
         # Next sweep time per place; places with a sweep in flight.
-        self.sweep_at: dict[policy.Place, float] = {}
-        self.sweeping: set[policy.Place] = set()
+        self.sweep_at: dict[planner.Place, float] = {}
+        self.sweeping: set[planner.Place] = set()
         self._sweeper = Sweeper(
             list_place=self._list_labelled, cancel=self._cancel_remote, lookup=self._lookup,
             in_flight=capacity.busy.__contains__, adopt=self._adopt,
             cancel_unowned=lambda: settings().cancel_unowned, metrics=metrics, clock=clock)
 
-    async def execute(self, action: policy.Action) -> None:
+    async def execute(self, action: planner.Action) -> None:
         handler = {
-            policy.ActionKind.CANCEL: self._cancel,
-            policy.ActionKind.SUBMIT: self._submit,
-            policy.ActionKind.RECONCILE: self._reconcile,
-            policy.ActionKind.POLL_LIST: self._poll_list,
-            policy.ActionKind.POLL_GET: self._poll_get,
-            policy.ActionKind.SWEEP: self._sweep,
+            planner.ActionKind.CANCEL: self._cancel,
+            planner.ActionKind.SUBMIT: self._submit,
+            planner.ActionKind.RECONCILE: self._reconcile,
+            planner.ActionKind.POLL_LIST: self._poll_list,
+            planner.ActionKind.POLL_GET: self._poll_get,
+            planner.ActionKind.SWEEP: self._sweep,
         }[action.kind]
         await handler(action)
 
     # ------------------------------------------------------------------ create
 
-    async def _submit(self, action: policy.Action) -> None:
+    async def _submit(self, action: planner.Action) -> None:
         now = self._clock()
         job = await self._ledger.transition(action.job_id,
                                             Event.submit_started(next_action_at=now))
@@ -141,12 +141,12 @@ class Actions:
             # The throttled job goes back to queued: it must not count in the new cap.
             self._capacity.create_throttled(job, self._ledger.jobs.values(), now)
             await self._ledger.transition(job.id, Event.create_throttled(
-                retry_at=policy.retry_at(job, now, s.retry, self._rng),
+                retry_at=schedule.retry_at(job, now, s.retry, self._rng),
                 error_message=exc.message))
         elif verdict is recovery.CreateVerdict.NOT_MADE:
             self._breaker.inconclusive(place)
             await self._ledger.transition(job.id, Event.create_deferred(
-                retry_at=policy.retry_at(job, now, s.retry, self._rng),
+                retry_at=schedule.retry_at(job, now, s.retry, self._rng),
                 error_message=f"{exc.status}: {exc.message}"))
         else:
             # The POST may have reached Vertex: reconcile, never resubmit blind. A first look
@@ -156,7 +156,7 @@ class Actions:
             await self._ledger.transition(job.id, Event.create_outcome_unknown(
                 reconcile_at=now, error_message=f"{exc.status}: {exc.message}"))
 
-    def _answered(self, place: policy.Place) -> None:
+    def _answered(self, place: planner.Place) -> None:
         if self._breaker.answered(place):
             self._ledger.version += 1
             self._wake()
@@ -186,7 +186,7 @@ class Actions:
             groups.setdefault(version, []).append(job_id)
         return sorted(groups.items())
 
-    async def _reconcile(self, action: policy.Action) -> None:
+    async def _reconcile(self, action: planner.Action) -> None:
         for version, ids in self._by_version(action.job_ids):
             await self._reconcile_at(action.project, action.location, ids, version)
 
@@ -246,7 +246,7 @@ class Actions:
 
     # ------------------------------------------------------------------ sweep
 
-    async def _sweep(self, action: policy.Action) -> None:
+    async def _sweep(self, action: planner.Action) -> None:
         self.sweep_at[action.place] = self._clock() + self._settings().sweep_interval_s
         await self._sweeper.sweep(action.place)
 
@@ -270,7 +270,7 @@ class Actions:
 
     # ------------------------------------------------------------------ polls
 
-    async def _poll_list(self, action: policy.Action) -> None:
+    async def _poll_list(self, action: planner.Action) -> None:
         for version, ids in self._by_version(action.job_ids):
             await self._poll_list_at(action.project, action.location, ids, version)
 
@@ -308,7 +308,7 @@ class Actions:
             else:
                 await self._observe(job_id, found)
 
-    async def _poll_get(self, action: policy.Action) -> None:
+    async def _poll_get(self, action: planner.Action) -> None:
         for job_id in action.job_ids:
             await self._poll_one(job_id)
 
@@ -350,7 +350,7 @@ class Actions:
 
     # ------------------------------------------------------------------ cancel
 
-    async def _cancel(self, action: policy.Action) -> None:
+    async def _cancel(self, action: planner.Action) -> None:
         job = self._ledger.jobs.get(action.job_id)
         if job is None or job.remote_name is None:
             return
@@ -384,7 +384,7 @@ class Actions:
         if exc.kind == errors.QUOTA:
             self._capacity.read_throttled(job.location, now)
         await self._ledger.transition(job_id, Event.transient_error(
-            retry_at=policy.retry_at(job, now, self._settings().retry, self._rng),
+            retry_at=schedule.retry_at(job, now, self._settings().retry, self._rng),
             error_message=f"{exc.status}: {exc.message}"))
 
     def _mark_poll_success(self) -> None:

@@ -17,7 +17,7 @@ from tuningd.adapters.metrics import Metrics
 from tuningd.config import BreakerSettings
 from tuningd.core import recovery
 from tuningd.core.errors import RemoteError
-from tuningd.core.policy import Place
+from tuningd.core.planner import Place
 
 log = structlog.get_logger("tuningd.service.breaker")
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tuningd.core import policy
 from tuningd.core.budget import Budgets, BudgetSettings
+from tuningd.core.limits import AdaptiveLimits, Limits, active_counts, scopes_of
 from tuningd.core.model import Job, LocalState
 
 
@@ -17,7 +17,7 @@ class Capacity:
     """Adaptive caps, per-location budgets, jobs with a call in flight, refused list filters."""
 
     def __init__(self, budgets: BudgetSettings) -> None:
-        self.adaptive = policy.AdaptiveLimits()
+        self.adaptive = AdaptiveLimits()
         self.budgets = Budgets(budgets)
         # Job ids with a remote call in flight (a busy queued job is a create under way).
         self.busy: set[str] = set()
@@ -32,19 +32,19 @@ class Capacity:
         self.adaptive = self.adaptive.reset()
         self.budgets = Budgets(budgets)
 
-    def create_resolved(self, job: Job, *, succeeded: bool, limits: policy.Limits) -> None:
+    def create_resolved(self, job: Job, *, succeeded: bool, limits: Limits) -> None:
         """A create's outcome is known: a success may raise lowered caps."""
         if job.id in self._counted_in_cap:
             self._counted_in_cap.discard(job.id)
             return
         if succeeded:
-            self.adaptive = self.adaptive.on_create_succeeded(policy.scopes_of(job), limits)
+            self.adaptive = self.adaptive.on_create_succeeded(scopes_of(job), limits)
 
     def create_throttled(self, job: Job, working_set: Iterable[Job], now: float) -> None:
         """A create got 429: its scopes drop to what is active without it; its budget slows."""
         others = [j for j in working_set if j.id != job.id]
         self.adaptive = self.adaptive.on_throttled(
-            policy.scopes_of(job), policy.active_counts(others, self.busy - {job.id}))
+            scopes_of(job), active_counts(others, self.busy - {job.id}))
         self._counted_in_cap.update(j.id for j in others
                                     if j.state is LocalState.SUBMITTING or j.id in self.busy)
         self.budgets.location(job.location, now).slow_down(now, create=True)

@@ -1,6 +1,6 @@
 """The engine: the API's facade, the planning loop, and the start and stop of the daemon's work.
 
-Each round the planner (policy.plan) decides the remote calls to make; `Actions` makes them and
+Each round the planner (planner.plan) decides the remote calls to make; `Actions` makes them and
 hands their results to the `Ledger`, the one commit path of every job change.
 """
 
@@ -21,7 +21,7 @@ import structlog
 
 from tuningd.adapters import failpoints
 from tuningd.adapters.metrics import Metrics
-from tuningd.core import errors, machine, policy, recovery
+from tuningd.core import errors, limits, machine, planner, recovery, schedule
 from tuningd.core.machine import Event
 from tuningd.core.model import ACTIVE_STATES, LOCAL_TO_REMOTE, Job, JobEvent, LocalState
 from tuningd.core.settings import EngineSettings
@@ -61,7 +61,7 @@ class _QueueCache:
 _QUEUE_RESORT_S = 1.0
 
 
-def scope_label(scope: policy.Scope) -> str:
+def scope_label(scope: limits.Scope) -> str:
     """The `scope` label value of a limit scope in metrics."""
     return scope.kind.value if not scope.name else f"{scope.kind.value}:{scope.name}"
 
@@ -152,7 +152,7 @@ class Engine:
 
     def _has_room(self) -> bool:
         """Whether the global limit could admit one more job (else waking the loop is waste)."""
-        cap = self._capacity.adaptive.effective(policy.GLOBAL, self.settings.limits)
+        cap = self._capacity.adaptive.effective(limits.GLOBAL, self.settings.limits)
         active = sum(self._ledger.counts.get(state, 0) for state in ACTIVE_STATES)
         return cap is None or active < cap
 
@@ -242,18 +242,18 @@ class Engine:
         cache = self._queue_cache
         if cache is None or (cache.version != self._ledger.version
                              and now - cache.computed_at >= _QUEUE_RESORT_S):
-            order = policy.queue_order(self._ledger.jobs.values(), now, self.settings.scheduling)
+            order = schedule.queue_order(self._ledger.jobs.values(), now, self.settings.scheduling)
             cache = self._queue_cache = _QueueCache(
                 version=self._ledger.version, computed_at=now,
                 positions={j.id: i + 1 for i, j in enumerate(order)},
-                neg_priorities=[-policy.effective_priority(j, now, self.settings.scheduling)
+                neg_priorities=[-schedule.effective_priority(j, now, self.settings.scheduling)
                                 for j in order])
         known = cache.positions.get(job.id)
         if known is not None:
             return known
         # Newer than every sorted job, so it goes after all those of equal or higher priority.
         ahead = bisect.bisect_right(
-            cache.neg_priorities, -policy.effective_priority(job, now, self.settings.scheduling))
+            cache.neg_priorities, -schedule.effective_priority(job, now, self.settings.scheduling))
         return ahead + 1
 
     def spend_request(self, location: str) -> float:
@@ -312,7 +312,7 @@ class Engine:
         log.info("engine.started", working_set=len(jobs), reconciling=recovering,
                  places=len(self._actions.sweep_at))
 
-    def paused_places(self) -> dict[policy.Place, recovery.Pause]:
+    def paused_places(self) -> dict[planner.Place, recovery.Pause]:
         """Places whose creates are paused after a project-wide error (for views and status)."""
         return dict(self._breaker.pauses)
 
@@ -385,7 +385,7 @@ class Engine:
         s = self.settings
         jobs = list(self._ledger.jobs.values())
         locations = {j.location for j in jobs} | {loc for _, loc in self._actions.sweep_at}
-        plan = policy.plan(
+        plan = planner.plan(
             jobs, now, limits=s.limits, adaptive=self._capacity.adaptive,
             budgets=self._capacity.budgets.snapshot(locations, now), scheduling=s.scheduling,
             polling=s.polling, batch_refused=frozenset(self._capacity.batch_refused),
@@ -396,13 +396,13 @@ class Engine:
         )
         for action in plan.actions:
             budget = self._capacity.budgets.location(action.location, now)
-            took = (budget.take_create(now) if action.kind is policy.ActionKind.SUBMIT
+            took = (budget.take_create(now) if action.kind is planner.ActionKind.SUBMIT
                     else budget.take_request(now))
             if not took:
                 continue
-            if action.kind is policy.ActionKind.SUBMIT:
+            if action.kind is planner.ActionKind.SUBMIT:
                 self._breaker.probe_started(action.place)
-            elif action.kind is policy.ActionKind.SWEEP:
+            elif action.kind is planner.ActionKind.SWEEP:
                 self._actions.sweeping.add(action.place)
             self._capacity.busy.update(action.job_ids)
             target = action.job_ids[0] if action.job_ids else "/".join(action.place)
@@ -421,7 +421,7 @@ class Engine:
             delay = min(delay, max(0.05, min(waits, default=delay)))
         return delay
 
-    async def _execute(self, action: policy.Action) -> None:
+    async def _execute(self, action: planner.Action) -> None:
         try:
             await self._actions.execute(action)
         except asyncio.CancelledError:
@@ -442,7 +442,7 @@ class Engine:
             await self._ledger.push_back(action.job_ids, self.settings.retry)
         finally:
             self._capacity.busy.difference_update(action.job_ids)
-            if action.kind is policy.ActionKind.SWEEP:
+            if action.kind is planner.ActionKind.SWEEP:
                 self._actions.sweeping.discard(action.place)
             self._wakeup.set()
 
@@ -470,8 +470,8 @@ class Engine:
         m = self._metrics
         if m is None:
             return
-        counts = policy.active_counts(jobs)
-        scopes = {policy.GLOBAL, *counts.keys()}
+        counts = limits.active_counts(jobs)
+        scopes = {limits.GLOBAL, *counts.keys()}
         labels = []
         for scope in scopes:
             limit = self._capacity.adaptive.effective(scope, self.settings.limits)

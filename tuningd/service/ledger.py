@@ -19,9 +19,10 @@ import structlog
 
 from tuningd.adapters.metrics import Metrics
 from tuningd.config import PollingSettings, RetrySettings
-from tuningd.core import errors, machine, policy
+from tuningd.core import errors, machine
 from tuningd.core.machine import Event, Transition
 from tuningd.core.model import Job, LocalState
+from tuningd.core.schedule import retry_at, schedule_poll
 from tuningd.ports import JobStore
 from tuningd.vertex import wire
 
@@ -70,7 +71,7 @@ class Ledger:
             if schedule and not tr.job.state.is_terminal and not (
                     tr.job.state is LocalState.CANCELLING and tr.job.cancel_sent_at is None):
                 # (A fresh cancel is due now, as the machine set it.)
-                sched = policy.schedule_poll(tr.job, tr.changed, now, self._polling(), self._rng)
+                sched = schedule_poll(tr.job, tr.changed, now, self._polling(), self._rng)
                 tr = tr.with_schedule(sched.next_poll_at, sched.interval_s)
             return await self.commit_locked(tr)
 
@@ -119,7 +120,7 @@ class Ledger:
                 job = self.jobs.get(job_id)
                 if job is None:
                     continue
-                later = job.evolve(next_action_at=policy.retry_at(job, now, retry, self._rng),
+                later = job.evolve(next_action_at=retry_at(job, now, retry, self._rng),
                                    retry_count=job.retry_count + 1)
                 # Scheduling is bookkeeping: kept in memory even when the store cannot take it,
                 # so a failing disk slows the job down instead of spinning on it.

@@ -28,7 +28,7 @@ from tuningd.core.model import (
     LocalState,
     is_ours,
 )
-from tuningd.core.policy import Place
+from tuningd.core.planner import Place
 from tuningd.ports import RowDamaged
 
 log = structlog.get_logger("tuningd.service.sweep")
