@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import os
 import signal
 import sys
@@ -195,7 +196,15 @@ class Daemon:
         assert self._runner.server is not None
         self._guard = ConnectionGuard(self._runner.server, limits)
         throttle_asyncio_accept_errors(asyncio.get_running_loop(), self._guard.accept_report)
-        for sock in tcp_listeners(server.host, server.port):
+        try:
+            listeners = tcp_listeners(server.host, server.port)
+        except OSError as exc:
+            hint = (" (another program holds it: stop it, or choose another server.port)"
+                    if exc.errno == errno.EADDRINUSE else "")
+            raise ConfigError(f"config keys server.host/server.port: cannot listen on "
+                              f"{server.host}:{server.port}: "
+                              f"{os.strerror(exc.errno) if exc.errno else exc}{hint}") from None
+        for sock in listeners:
             await self._guard.start_site(self._runner, sock, f"http://{server.host}")
         if server.socket:
             _remove_stale_socket(server.socket)

@@ -146,3 +146,19 @@ def test_standalone_emulator_refuses_a_bad_error_rule() -> None:
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "--error-rule" in done.stdout + done.stderr
+
+
+def test_serve_on_a_port_in_use_says_so_without_a_traceback(tmp_path: Path) -> None:
+    """`tuningd serve` on a port another program holds exits 2 with one line naming the port."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "tuningd.cli", "serve", "--emulator"], cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin", "TUNINGD_SERVER_PORT": str(port),
+                 "TUNINGD_SERVER_HOST": "127.0.0.1"},
+            capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
