@@ -171,9 +171,9 @@ async def _api_call(request: web.Request, method: str, handler: Handler) -> web.
         raise
     finally:
         state.record_request(method, outcome)
-        log.info("request.answered", http_method=request.method, path=request.path,
-                 api_method=method, outcome=outcome,
-                 duration_ms=round((time.monotonic() - started) * 1000, 2))
+        log.debug("request.answered", http_method=request.method, path=request.path,
+                  api_method=method, outcome=outcome,
+                  duration_ms=round((time.monotonic() - started) * 1000, 2))
 
 
 async def _guarded(request: web.Request, state: EmulatorState, method: str,

@@ -69,8 +69,11 @@ def error_middleware(max_body_bytes: int,
         response = await answer_in_envelope(
             request, lambda r: checked(r, handler), http_error=http_error, logger=log)
         duration_ms = (time.perf_counter() - started) * 1000.0
-        log.info("request.answered", method=request.method, path=request.path,
-                 status=response.status, duration_ms=round(duration_ms, 3))
+        # Access lines are debug (probes, scrapes and CLI calls would drown the job events);
+        # a 5xx is the daemon's own trouble and worth a warning.
+        emit = log.warning if response.status >= 500 else log.debug
+        emit("request.answered", method=request.method, path=request.path,
+             status=response.status, duration_ms=round(duration_ms, 3))
         if observe is not None:
             observe(request.method, route_template(request), response.status)
         return response
