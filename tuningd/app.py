@@ -132,13 +132,16 @@ class Daemon:
         from tuningd.emulator.config import EmulatorConfig
         from tuningd.emulator.server import Emulator
 
+        # `serve`'s --emulator-* flags when given (their defaults otherwise); where it listens
+        # comes from [emulator].
         a = self._emulator_args
-        assert a is not None
-        gcs_root = Path(a.emulator_gcs_root) if a.emulator_gcs_root else None
+        gcs = getattr(a, "emulator_gcs_root", None)
         self.emulator = Emulator(EmulatorConfig(
-            job_seconds=a.emulator_job_seconds, pending_seconds=a.emulator_pending_seconds,
-            max_concurrent=a.emulator_max_concurrent, gcs_root=gcs_root,
-            strict_unknown_fields=False))
+            job_seconds=getattr(a, "emulator_job_seconds", 20.0),
+            pending_seconds=getattr(a, "emulator_pending_seconds", 2.0),
+            max_concurrent=getattr(a, "emulator_max_concurrent", 2),
+            gcs_root=Path(gcs) if gcs else None, strict_unknown_fields=False),
+            host=self.settings.emulator.host, port=self.settings.emulator.port)
         await self.emulator.start()
         self.settings = dataclasses.replace(
             self.settings, vertex=dataclasses.replace(self.settings.vertex,
@@ -162,7 +165,8 @@ class Daemon:
         s = self.settings
         # First: a refused token file must stop the start before the store or Vertex is touched.
         token = _read_token(s.server.token_file, self._env)
-        if self._emulator_args is not None and self._emulator_args.emulator:
+        if s.emulator.enabled or (self._emulator_args is not None
+                                  and self._emulator_args.emulator):
             await self._start_emulator()
             s = self.settings
         self.store = await Store.open(s.store.path)
