@@ -181,3 +181,13 @@ def test_the_emulator_section_starts_the_embedded_emulator_where_it_says(tmp_pat
     finally:
         proc.terminate()
         assert proc.wait(timeout=30) == 0
+
+
+def test_a_reader_that_leaves_ends_the_command_quietly(tmp_path: Path) -> None:
+    """`tuningd config | head -0`: the closed pipe ends the command with 141 and no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "tuningd.cli", "config"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the command writes a byte
+    assert proc.wait(timeout=30) == 141
+    assert proc.stderr.read() == b""
