@@ -1,0 +1,1 @@
+"""Adapters: the concrete stores, the Vertex client and the other ties to the outside world."""
