@@ -158,7 +158,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         name       TEXT PRIMARY KEY,
         holder     TEXT NOT NULL DEFAULT '',
         epoch      BIGINT NOT NULL DEFAULT 0,
-        expires_at TIMESTAMPTZ NOT NULL DEFAULT '-infinity'
+        expires_at TIMESTAMPTZ NOT NULL DEFAULT 'epoch'
     );
     INSERT INTO lease (name) VALUES ('engine');
     """,
