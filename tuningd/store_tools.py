@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.request import pathname2url
 
 from tuningd import errors
+from tuningd.config_store import is_postgres
 from tuningd.ports import RowDamaged
 from tuningd.store_files import connect, store_error
 from tuningd.store_open import (
@@ -230,7 +231,11 @@ def _db_path(args: argparse.Namespace) -> str:
         return str(args.db)
     from tuningd.config import load_settings
 
-    return load_settings(args.config, os.environ).store.path
+    store = load_settings(args.config, os.environ).store
+    if is_postgres(store.url):
+        raise ToolError(f"store.url is a PostgreSQL database ({store.shown}): `store check` and "
+                        "`store backup` work on SQLite files; back PostgreSQL up with pg_dump")
+    return store.sqlite_path
 
 
 def run_check(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "tuningd"
 
 CORE = {"model", "models", "wire", "machine", "policy", "recovery", "settings", "budget", "config",
-        "config_values", "errors", "codec", "wire_json", "validation", "listfilter",
+        "config_values", "config_store", "errors", "codec", "wire_json", "validation", "listfilter",
         "vertex_schema", "vertex_schema_common", "vertex_schema_v1", "vertex_schema_v1beta1",
         "vertex_schema_extra", "ports"}
 # Adapters may use the core (and auth, for the Vertex client's token source), never the
@@ -93,6 +93,15 @@ def test_adapters_never_import_engine_api_or_app(name: str) -> None:
     if name.startswith("store"):
         allowed |= {"adapters"}  # the migrations every store shares
     assert deps <= allowed, f"{name} depends on {sorted(deps - allowed)}"
+
+
+def test_the_adapters_package_depends_on_the_core_and_adapters_only() -> None:
+    """tuningd/adapters/ (migrations, the PostgreSQL store, the store opener) uses the core, the
+    ports and other adapters, never the engine, the API or the composition root."""
+    allowed = CORE | ADAPTERS | {"adapters"}
+    for path in (PACKAGE / "adapters").rglob("*.py"):
+        deps = _tuningd_deps(path)
+        assert deps <= allowed, f"{_module_name(path)} depends on {sorted(deps - allowed)}"
 
 
 def test_only_the_composition_root_imports_everything() -> None:
