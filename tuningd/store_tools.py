@@ -205,8 +205,9 @@ class StoreToolUnusable(ToolError):
 
 def add_store_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
-        "store", help="check or back up the jobs database",
-        description="Check or back up the jobs database. Both run beside a running daemon.")
+        "store", help="check, back up or copy the jobs database",
+        description="Check or back up the jobs database (both run beside a running daemon), "
+        "or copy it from SQLite into PostgreSQL.")
     actions = p.add_subparsers(dest="store_command", metavar="ACTION", required=True)
     c = actions.add_parser(
         "check", help="check the database file and every row",
@@ -224,6 +225,9 @@ def add_store_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
                          help="the database file (default: store.path of the config)")
     c.set_defaults(func=run_check)
     b.set_defaults(func=run_backup)
+    from tuningd.adapters.store_commands import add_copy_command
+
+    add_copy_command(actions)
 
 
 def _db_path(args: argparse.Namespace) -> str:

@@ -194,6 +194,11 @@ class PostgresStore(StoreReads):
         except FAILURES as exc:
             raise store_error(exc, writing=True, url=self._shared.url) from exc
 
+    async def in_transaction(self, body: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run `body` on a connection in one transaction of its own (maintenance: store copy);
+        what it raises rolls everything back."""
+        return await self._write(body)
+
     # ----- writes -----
 
     async def create_or_get(self, job: Job, reason: str = "accepted",
