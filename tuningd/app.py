@@ -19,31 +19,37 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from tuningd import __version__, policy, recovery, wire
+from tuningd import __version__
+from tuningd.adapters.google_auth import (
+    AnonymousTokenSource,
+    TokenSource,
+    token_source_from_settings,
+)
+from tuningd.adapters.log import configure_logging
+from tuningd.adapters.metrics import Metrics, build_registry, metrics_handler
+from tuningd.adapters.secret_files import TokenFileError, bind_private_unix_socket, read_token_file
+from tuningd.adapters.sqlite.store import EXIT_STORE_UNUSABLE, StoreUnusable
 from tuningd.adapters.stores import open_store
-from tuningd.api import make_api_app
-from tuningd.api_protocol import EnvelopeAppRunner
-from tuningd.auth import AnonymousTokenSource, TokenSource, token_source_from_settings
-from tuningd.budget import BudgetSettings
+from tuningd.adapters.systemd_notify import Notifier, Watchdog
+from tuningd.adapters.vertex_http import VertexClient
 from tuningd.config import ServerSettings, Settings, load_settings
-from tuningd.connections import (
+from tuningd.core import policy, recovery
+from tuningd.core.budget import BudgetSettings
+from tuningd.core.errors import ConfigError, TuningdError
+from tuningd.http.api import make_api_app
+from tuningd.http.connections import (
     ConnectionGuard,
     ConnectionLimits,
     raise_descriptor_limit,
     tcp_listeners,
     throttle_asyncio_accept_errors,
 )
-from tuningd.engine import Engine, EngineSettings
-from tuningd.errors import ConfigError, TuningdError
-from tuningd.log import configure_logging
-from tuningd.metrics import Metrics, build_registry, metrics_handler
-from tuningd.models import ModelCatalog, UnknownModels, catalog_from_sizes
-from tuningd.notify import Notifier, Watchdog
-from tuningd.passthrough import Passthrough
+from tuningd.http.passthrough import Passthrough
+from tuningd.http.protocol import EnvelopeAppRunner
 from tuningd.ports import JobStore
-from tuningd.secret_files import TokenFileError, bind_private_unix_socket, read_token_file
-from tuningd.store import EXIT_STORE_UNUSABLE, StoreUnusable
-from tuningd.vertex import VertexClient
+from tuningd.service.engine import Engine, EngineSettings
+from tuningd.vertex import wire
+from tuningd.vertex.models import ModelCatalog, UnknownModels, catalog_from_sizes
 
 log = structlog.get_logger("tuningd.app")
 

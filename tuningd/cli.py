@@ -65,7 +65,7 @@ def _run_config(args: argparse.Namespace) -> int:
     import os
 
     from tuningd.config import load_settings
-    from tuningd.errors import ConfigError
+    from tuningd.core.errors import ConfigError
 
     try:
         settings = load_settings(args.config, os.environ)
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_client_commands(subparsers)
     _add_config(subparsers)
-    from tuningd.store_tools import add_store_commands
+    from tuningd.adapters.sqlite.tools import add_store_commands
 
     add_store_commands(subparsers)
     from tuningd.adapters.store_commands import add_migrate_command

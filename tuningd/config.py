@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, get_type_hints
 
-from tuningd import config_store
+from tuningd import config_values
 from tuningd.config_values import (
     FrozenMap,
     from_toml,
@@ -22,8 +22,8 @@ from tuningd.config_values import (
     type_problem,
 )
 from tuningd.config_values import key as _key
-from tuningd.errors import ConfigError
-from tuningd.models import ADAPTER_SIZES_BY_NUMBER, DEFAULT_MODEL_SIZES, UnknownModels
+from tuningd.core.errors import ConfigError
+from tuningd.vertex.models import ADAPTER_SIZES_BY_NUMBER, DEFAULT_MODEL_SIZES, UnknownModels
 
 __all__ = ["SECTIONS", "FrozenMap", "Settings", "find_config_file", "load_settings",
            "read_toml", "settings_from"]
@@ -113,22 +113,22 @@ class StoreSettings(_Section):
 
     section: ClassVar[str] = "store"
 
-    path: str = _key(config_store.DEFAULT_STORE_PATH)
+    path: str = _key(config_values.DEFAULT_STORE_PATH)
     url: str = _key("")
 
     def _cross_check(self) -> None:
         if not self.path:
             raise ConfigError("config key store.path: must not be empty")
-        if (problem := config_store.url_problem(self.url)) is not None:
+        if (problem := config_values.url_problem(self.url)) is not None:
             raise ConfigError(f"config key store.url: {problem}")
 
     @property
     def sqlite_path(self) -> str:  # the sqlite:// url's file, else path
-        return config_store.sqlite_path(self.url, self.path)
+        return config_values.sqlite_path(self.url, self.path)
 
     @property
     def shown(self) -> str:  # for logs: a URL's password as ***
-        return config_store.redact_url(self.url) if self.url else self.path
+        return config_values.redact_url(self.url) if self.url else self.path
 
 
 @dataclass(frozen=True)
@@ -358,7 +358,7 @@ class Settings:
             for f in fields(cls):  # type: ignore[arg-type]
                 values[f.name] = plain(getattr(section, f.name))
             if name == "store":
-                values["url"] = config_store.redact_url(values["url"])
+                values["url"] = config_values.redact_url(values["url"])
             out[name] = values
         return out
 
@@ -411,7 +411,7 @@ def settings_from(data: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
                 )
         values: dict[str, Any] = {}
         if section_name == "store":
-            values["path"] = config_store.default_store_path(env)
+            values["path"] = config_values.default_store_path(env)
         for f in fields(cls):  # type: ignore[arg-type]
             hint = hints[f.name]
             dotted = f"{section_name}.{f.name}"

@@ -19,8 +19,8 @@ from helpers import (
 )
 
 from tests.integration.store_jobs import full_job, make_job
-from tuningd.model import LocalState
-from tuningd.store import Store
+from tuningd.adapters.sqlite.store import Store
+from tuningd.core.model import LocalState
 
 pytestmark = pytest.mark.acceptance
 

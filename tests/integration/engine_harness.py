@@ -18,18 +18,25 @@ from typing import Any
 import aiohttp
 from structlog.testing import capture_logs
 
-from tuningd import policy, recovery
-from tuningd.auth import AnonymousTokenSource
+from tuningd.adapters.google_auth import AnonymousTokenSource
+from tuningd.adapters.memory import MemoryStore
+from tuningd.adapters.metrics import Metrics, build_registry
+from tuningd.adapters.sqlite.store import Store
+from tuningd.adapters.vertex_http import VertexClient
 from tuningd.config import PollingSettings, SchedulingSettings
+from tuningd.core import policy, recovery
+from tuningd.core.model import (
+    ACTIVE_STATES,
+    LABEL_JOB_ID,
+    LABEL_MANAGED,
+    MANAGED_VALUE,
+    Job,
+    LocalState,
+)
 from tuningd.emulator import Emulator, EmulatorConfig, Faults, ManualClock
 from tuningd.emulator.state import EmulatedJob
-from tuningd.engine import Engine, EngineSettings
-from tuningd.metrics import Metrics, build_registry
-from tuningd.model import ACTIVE_STATES, LABEL_JOB_ID, LABEL_MANAGED, MANAGED_VALUE, Job, LocalState
 from tuningd.ports import JobStore
-from tuningd.store import Store
-from tuningd.store_memory import MemoryStore
-from tuningd.vertex import VertexClient
+from tuningd.service.engine import Engine, EngineSettings
 
 PROJECT = "my-proj"
 LOCATION = "us-central1"

@@ -16,8 +16,8 @@ from engine_harness import (
     spec,
 )
 
-from tuningd import errors, policy
-from tuningd.model import LocalState
+from tuningd.core import errors, policy
+from tuningd.core.model import LocalState
 
 EU = "europe-west4"
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.integration.store_jobs import make_job
-from tuningd.model import LocalState
+from tuningd.core.model import LocalState
 from tuningd.ports import ChangeFeed, Fenced, JobStore, Leases
 
 WAIT_S = 10.0

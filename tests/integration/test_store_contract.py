@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.integration.store_jobs import full_job, make_job
-from tuningd import errors
-from tuningd.model import Job, LocalState, Outcome
+from tuningd.adapters.memory import MemoryStore
+from tuningd.adapters.sqlite.store import Store
+from tuningd.core import errors
+from tuningd.core.model import Job, LocalState, Outcome
 from tuningd.ports import JobStore, StaleWrite, page_key
-from tuningd.store import Store
-from tuningd.store_memory import MemoryStore
 
 
 @pytest.fixture(params=["sqlite", "memory", "postgres"])

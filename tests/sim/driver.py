@@ -23,9 +23,9 @@ from tests.sim.faults import CLEAR, draw_regime
 from tests.sim.gate import Parked, Phase, SimStuck
 from tests.sim.invariants import Checker, SimJob, Violation
 from tests.sim.world import BAD_DATASET, GOOD_DATASET, World, spec
-from tuningd import policy
-from tuningd.errors import TuningdError
-from tuningd.model import LocalState
+from tuningd.core import policy
+from tuningd.core.errors import TuningdError
+from tuningd.core.model import LocalState
 
 TAIL_LINES = 40
 _SHORT = {LocalState.QUEUED: "q", LocalState.SUBMITTING: "s", LocalState.PENDING: "p",

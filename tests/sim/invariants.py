@@ -13,9 +13,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from tests.sim.world import World
-from tuningd import policy, wire
+from tuningd.core import policy
+from tuningd.core.model import LABEL_JOB_ID, REMOTE_TO_LOCAL, Job, LocalState, Outcome
 from tuningd.emulator.state import EmulatedJob
-from tuningd.model import LABEL_JOB_ID, REMOTE_TO_LOCAL, Job, LocalState, Outcome
+from tuningd.vertex import wire
 
 ScopeKey = tuple[str, str]
 GLOBAL: ScopeKey = ("global", "")

@@ -27,16 +27,16 @@ import aiohttp
 from tests.sim.faults import CLEAR, Regime
 from tests.sim.gate import Gate
 from tests.sim.options import LOCATIONS, PROJECTS, SimOptions, WorldParams
-from tuningd import policy, recovery
-from tuningd.auth import AnonymousTokenSource
+from tuningd.adapters.google_auth import AnonymousTokenSource
+from tuningd.adapters.metrics import Metrics, build_registry
+from tuningd.adapters.sqlite.store import Store
+from tuningd.adapters.vertex_http import VertexClient
 from tuningd.config import PollingSettings, RetrySettings
+from tuningd.core import policy, recovery
+from tuningd.core.model import Job, LocalState
 from tuningd.emulator import Emulator, EmulatorConfig, ManualClock, QuotaMode, make_app
 from tuningd.emulator.state import EmulatedJob, EmulatorState
-from tuningd.engine import Engine, EngineSettings
-from tuningd.metrics import Metrics, build_registry
-from tuningd.model import Job, LocalState
-from tuningd.store import Store
-from tuningd.vertex import VertexClient
+from tuningd.service.engine import Engine, EngineSettings
 
 GOOD_DATASET = "gs://sim-bucket/train.jsonl"
 BAD_DATASET = "gs://sim-bucket/missing.jsonl"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tuningd import config_store
+from tuningd import config_values
 from tuningd.config import (
     SECTIONS,
     FrozenMap,
@@ -22,8 +22,8 @@ from tuningd.config import (
     load_settings,
     settings_from,
 )
-from tuningd.errors import ConfigError
-from tuningd.models import DEFAULT_MODEL_SIZES
+from tuningd.core.errors import ConfigError
+from tuningd.vertex.models import DEFAULT_MODEL_SIZES
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CONFIG = REPO / "config" / "tuningd.toml"
@@ -406,7 +406,7 @@ def test_store_url_names_the_store(url: str, postgres: bool, sqlite_path: str | 
     """store.url "" keeps the SQLite file at store.path; sqlite:// names another file and
     postgresql:// (or postgres://) a PostgreSQL database."""
     s = settings_from({"store": {"path": "/data/x.db", "url": url}}, {})
-    assert config_store.is_postgres(s.store.url) is postgres
+    assert config_values.is_postgres(s.store.url) is postgres
     if sqlite_path is not None:
         assert s.store.sqlite_path == sqlite_path and s.store.shown == (url or "/data/x.db")
 

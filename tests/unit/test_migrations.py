@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tuningd.adapters.migrations import LATEST, MIGRATIONS, Dialect, scripts
-from tuningd.store_schema import MIGRATIONS as SQLITE_MIGRATIONS
-from tuningd.store_schema import SCHEMA_VERSION
+from tuningd.adapters.sqlite.schema import MIGRATIONS as SQLITE_MIGRATIONS
+from tuningd.adapters.sqlite.schema import SCHEMA_VERSION
 
 
 def test_numbers_run_from_one_without_gaps() -> None:

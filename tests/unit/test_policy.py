@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tuningd.budget import Budgets, BudgetSettings, BudgetSnapshot, LocationBudget, TokenBucket
 from tuningd.config import PollingSettings, RetrySettings, SchedulingSettings
-from tuningd.model import ACTIVE_STATES, Job, LocalState
-from tuningd.policy import (
+from tuningd.core.budget import Budgets, BudgetSettings, BudgetSnapshot, LocationBudget, TokenBucket
+from tuningd.core.model import ACTIVE_STATES, Job, LocalState
+from tuningd.core.policy import (
     GLOBAL,
     ActionKind,
     AdaptiveLimits,

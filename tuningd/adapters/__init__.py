@@ -1,1 +1,1 @@
-"""Adapters: the concrete stores, the Vertex client and the other ties to the outside world."""
+"""Adapters behind the ports: stores, the Vertex HTTP client, auth, metrics, systemd, logs."""

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from urllib.request import pathname2url
 
-from tuningd import config_store, errors
+from tuningd import config_values
+from tuningd.core import errors
 
 __all__ = ["add_copy_command", "add_migrate_command", "migrate_store"]
 
@@ -37,16 +38,16 @@ def _sqlite_version(path: str) -> int:
 async def migrate_store(url: str, path: str) -> tuple[str, int, int]:
     """Apply the pending migrations to the configured store (url, else the SQLite file at
     `path`); (where, version before, version after)."""
-    if config_store.is_postgres(url):
+    if config_values.is_postgres(url):
         from tuningd.adapters.stores import open_postgres
 
         store = await open_postgres(url)
         await store.close()
         before, after = store.migrated
-        return config_store.redact_url(url), before, after
-    from tuningd.store import SCHEMA_VERSION, Store
+        return config_values.redact_url(url), before, after
+    from tuningd.adapters.sqlite.store import SCHEMA_VERSION, Store
 
-    file = config_store.sqlite_path(url, path)
+    file = config_values.sqlite_path(url, path)
     before = await asyncio.to_thread(_sqlite_version, file)
     async with await Store.open(file):
         pass

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 from urllib.request import pathname2url
 
-from tuningd import config_store, errors
+from tuningd import config_values
+from tuningd.adapters.sqlite.rows import JOB_COLUMNS, decode_text, row_to_event, row_to_job
+from tuningd.adapters.sqlite.schema import SELECT_JOB, job_to_row
+from tuningd.adapters.sqlite.store import Store
 from tuningd.adapters.stores import open_postgres
+from tuningd.core import errors
 from tuningd.ports import RowDamaged
-from tuningd.store import Store
-from tuningd.store_rows import JOB_COLUMNS, decode_text, row_to_event, row_to_job
-from tuningd.store_schema import SELECT_JOB, job_to_row
 
 __all__ = ["Copied", "CopyError", "copy_store", "sqlite_file_of"]
 
@@ -48,9 +49,9 @@ class _Rows:
 
 def sqlite_file_of(url: str) -> str | None:
     """The SQLite file a --from/--to value names (sqlite:///PATH or a plain path), else None."""
-    if config_store.is_postgres(url):
+    if config_values.is_postgres(url):
         return None
-    return config_store.sqlite_path(url, url)
+    return config_values.sqlite_path(url, url)
 
 
 def _read_sqlite(path: str) -> _Rows:
@@ -84,7 +85,7 @@ async def copy_store(source: str, target: str) -> Copied:
     """Copy the SQLite store `source` into the empty PostgreSQL database `target` (migrated
     first). The source is opened as the daemon opens it (its lock: stop the daemon first)."""
     path = sqlite_file_of(source)
-    if path is None or not config_store.is_postgres(target):
+    if path is None or not config_values.is_postgres(target):
         raise errors.ConfigError(
             "store copy copies an SQLite file (--from sqlite:///PATH or a path) into a "
             "PostgreSQL database (--to postgresql://...)")
@@ -93,7 +94,7 @@ async def copy_store(source: str, target: str) -> Copied:
     # Open as the daemon would: no daemon may be using it, and its schema is brought up to date.
     async with await Store.open(path):
         rows = await asyncio.to_thread(_read_sqlite, path)
-    shown = config_store.redact_url(target)
+    shown = config_values.redact_url(target)
     store = await open_postgres(target)
     try:
         await store.in_transaction(lambda conn: _fill(conn, rows, shown))

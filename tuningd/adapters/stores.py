@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tuningd import config_store, errors
+from tuningd import config_values
+from tuningd.core import errors
 from tuningd.ports import JobStore
 
 if TYPE_CHECKING:
@@ -20,15 +21,15 @@ async def open_postgres(url: str) -> PostgresStore:
         from tuningd.adapters.postgres import PostgresStore
     except ImportError as exc:
         raise errors.ConfigError(
-            f"config key store.url: {config_store.redact_url(url)} is a PostgreSQL database, "
+            f"config key store.url: {config_values.redact_url(url)} is a PostgreSQL database, "
             f"but its driver is missing ({exc.name}): pip install 'tuningd[postgres]'") from None
     return await PostgresStore.open(url)
 
 
 async def open_store(settings: StoreSettings) -> JobStore:
     """Open (and migrate) the store the settings name."""
-    if config_store.is_postgres(settings.url):
+    if config_values.is_postgres(settings.url):
         return await open_postgres(settings.url)
-    from tuningd.store import Store
+    from tuningd.adapters.sqlite.store import Store
 
     return await Store.open(settings.sqlite_path)

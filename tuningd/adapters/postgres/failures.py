@@ -8,7 +8,7 @@ from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from tuningd import errors
+from tuningd.core import errors
 
 __all__ = ["FAILURES", "Conn", "redact", "scrub", "store_error"]
 

@@ -7,9 +7,9 @@ import contextlib
 import asyncpg
 import structlog
 
-from tuningd import errors
 from tuningd.adapters.migrations import LATEST, MIGRATIONS, Dialect
 from tuningd.adapters.postgres.failures import Conn
+from tuningd.core import errors
 
 __all__ = ["migrate", "schema_version"]
 

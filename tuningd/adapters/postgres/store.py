@@ -10,16 +10,13 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import asyncpg
 
-from tuningd import errors
 from tuningd.adapters.postgres import leases
 from tuningd.adapters.postgres.failures import FAILURES, Conn, redact, scrub, store_error
 from tuningd.adapters.postgres.feed import CHANNEL, ListenFeed
 from tuningd.adapters.postgres.schema import migrate
-from tuningd.model import Job, LocalState
-from tuningd.ports import ChangeFeed, JobStore, Lease, Leases, StaleWrite
-from tuningd.store_reads import StoreReads
-from tuningd.store_rows import row_to_job
-from tuningd.store_schema import (
+from tuningd.adapters.sqlite.reads import StoreReads
+from tuningd.adapters.sqlite.rows import row_to_job
+from tuningd.adapters.sqlite.schema import (
     ASSIGN_ALL,
     INSERT_JOB,
     SELECT_JOB,
@@ -27,6 +24,9 @@ from tuningd.store_schema import (
     job_to_row,
     labels_of,
 )
+from tuningd.core import errors
+from tuningd.core.model import Job, LocalState
+from tuningd.ports import ChangeFeed, JobStore, Lease, Leases, StaleWrite
 
 __all__ = ["PostgresStore"]
 
