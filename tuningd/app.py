@@ -29,7 +29,8 @@ from tuningd.adapters.google_auth import (
 from tuningd.adapters.log import configure_logging
 from tuningd.adapters.metrics import Metrics, build_registry, metrics_handler
 from tuningd.adapters.secret_files import TokenFileError, bind_private_unix_socket, read_token_file
-from tuningd.adapters.sqlite.store import EXIT_STORE_UNUSABLE, Store, StoreUnusable
+from tuningd.adapters.sqlite.store import EXIT_STORE_UNUSABLE, StoreUnusable
+from tuningd.adapters.stores import open_store
 from tuningd.adapters.systemd_notify import Notifier, Watchdog
 from tuningd.adapters.vertex_http import VertexClient
 from tuningd.config import ServerSettings, Settings, load_settings
@@ -46,6 +47,7 @@ from tuningd.http.connections import (
 )
 from tuningd.http.passthrough import Passthrough
 from tuningd.http.protocol import EnvelopeAppRunner
+from tuningd.ports import JobStore
 from tuningd.service.engine import Engine, EngineSettings
 from tuningd.vertex import wire
 from tuningd.vertex.models import ModelCatalog, UnknownModels, catalog_from_sizes
@@ -120,7 +122,7 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         self.emulator: Any = None
-        self.store: Store | None = None
+        self.store: JobStore | None = None
         self.engine: Engine | None = None
         self.catalog = model_catalog(settings)
         self._session: aiohttp.ClientSession | None = None
@@ -146,14 +148,15 @@ class Daemon:
         self.settings = dataclasses.replace(
             self.settings, vertex=dataclasses.replace(self.settings.vertex,
                                                       endpoint=self.emulator.url))
-        if self._config_path is None and "TUNINGD_STORE_PATH" not in self._env:
+        if self._config_path is None and not {"TUNINGD_STORE_PATH",
+                                               "TUNINGD_STORE_URL"} & set(self._env):
             # The emulator forgets its jobs when it stops, so a database that outlived it would
             # only hold jobs Vertex "lost": keep the two lifetimes equal unless told otherwise.
             self._tempdir = tempfile.TemporaryDirectory(prefix="tuningd-")
             self.settings = dataclasses.replace(
                 self.settings, store=dataclasses.replace(
                     self.settings.store, path=str(Path(self._tempdir.name) / "tuningd.db")))
-        log.info("emulator.embedded", url=self.emulator.url, store=self.settings.store.path)
+        log.info("emulator.embedded", url=self.emulator.url, store=self.settings.store.shown)
 
     def _token_source(self) -> TokenSource:
         if self.emulator is not None:
@@ -169,7 +172,7 @@ class Daemon:
                                   and self._emulator_args.emulator):
             await self._start_emulator()
             s = self.settings
-        self.store = await Store.open(s.store.path)
+        self.store = await open_store(s.store)
         self._session = aiohttp.ClientSession()
         vertex = VertexClient(self._session, self._token_source(), endpoint=s.vertex.endpoint,
                               api_version=s.vertex.api_version,
@@ -188,7 +191,7 @@ class Daemon:
             passthrough=Passthrough(vertex, self.engine))
         await self._serve(app, s.server)
         log.info("daemon.ready", version=__version__, listen=self.urls,
-                 store=s.store.path, vertex=s.vertex.endpoint or "googleapis",
+                 store=s.store.shown, vertex=s.vertex.endpoint or "googleapis",
                  max_active=s.limits.max_active)
 
     async def _serve(self, app: web.Application, server: ServerSettings) -> None:

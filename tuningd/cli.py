@@ -1,5 +1,5 @@
 """Command line entry point: `tuningd serve | emulator | submit | list | show | cancel | config |
-store`."""
+store | migrate`."""
 
 from __future__ import annotations
 
@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tuningd.adapters.sqlite.tools import add_store_commands
 
     add_store_commands(subparsers)
+    from tuningd.adapters.store_commands import add_migrate_command
+
+    add_migrate_command(subparsers)
     return parser
 
 

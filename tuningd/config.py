@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, get_type_hints
 
+from tuningd import config_values
 from tuningd.config_values import (
     FrozenMap,
     from_toml,
@@ -30,8 +31,6 @@ __all__ = ["SECTIONS", "FrozenMap", "Settings", "find_config_file", "load_settin
 ENV_PREFIX = "TUNINGD_"
 ENV_CONFIG_PATH = "TUNINGD_CONFIG"
 CONFIG_FILE_NAME = "tuningd.toml"
-DB_FILE_NAME = "tuningd.db"
-DEFAULT_STORE_PATH = "./tuningd.db"
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("auto", "json", "console")
@@ -109,15 +108,27 @@ def is_loopback_host(host: str) -> bool:
 
 @dataclass(frozen=True)
 class StoreSettings(_Section):
-    """Where the SQLite database lives ("" only before defaults are applied; see load)."""
+    """Where the jobs live: `url` "" is the SQLite file at `path`, else sqlite:///PATH or
+    postgresql://USER@HOST/DB (its password best in PGPASSWORD or ~/.pgpass, shown as ***)."""
 
     section: ClassVar[str] = "store"
 
-    path: str = _key(DEFAULT_STORE_PATH)
+    path: str = _key(config_values.DEFAULT_STORE_PATH)
+    url: str = _key("")
 
     def _cross_check(self) -> None:
         if not self.path:
             raise ConfigError("config key store.path: must not be empty")
+        if (problem := config_values.url_problem(self.url)) is not None:
+            raise ConfigError(f"config key store.url: {problem}")
+
+    @property
+    def sqlite_path(self) -> str:  # the sqlite:// url's file, else path
+        return config_values.sqlite_path(self.url, self.path)
+
+    @property
+    def shown(self) -> str:  # for logs: a URL's password as ***
+        return config_values.redact_url(self.url) if self.url else self.path
 
 
 @dataclass(frozen=True)
@@ -346,6 +357,8 @@ class Settings:
             values: dict[str, Any] = {}
             for f in fields(cls):  # type: ignore[arg-type]
                 values[f.name] = plain(getattr(section, f.name))
+            if name == "store":
+                values["url"] = config_values.redact_url(values["url"])
             out[name] = values
         return out
 
@@ -375,15 +388,6 @@ def _hints(cls: type) -> dict[str, Any]:
     return _HINTS_CACHE[cls]
 
 
-def default_store_path(env: Mapping[str, str]) -> str:
-    """`$STATE_DIRECTORY/tuningd.db` under systemd's StateDirectory=, else `./tuningd.db`."""
-    # systemd joins several StateDirectory= entries with ':'; the first is ours.
-    state_dir = env.get("STATE_DIRECTORY", "").split(":")[0]
-    if state_dir:
-        return str(Path(state_dir) / DB_FILE_NAME)
-    return DEFAULT_STORE_PATH
-
-
 def settings_from(data: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
     """Validated settings from parsed TOML `data` with `env` overrides on top (pure)."""
     for section_name, section_data in data.items():
@@ -407,7 +411,7 @@ def settings_from(data: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
                 )
         values: dict[str, Any] = {}
         if section_name == "store":
-            values["path"] = default_store_path(env)
+            values["path"] = config_values.default_store_path(env)
         for f in fields(cls):  # type: ignore[arg-type]
             hint = hints[f.name]
             dotted = f"{section_name}.{f.name}"

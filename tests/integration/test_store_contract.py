@@ -1,4 +1,5 @@
-"""The JobStore contract (tuningd.ports): every store (SQLite, memory) passes these same tests."""
+"""The JobStore contract (tuningd.ports): every store (SQLite, memory, PostgreSQL) passes these
+same tests."""
 
 from __future__ import annotations
 
@@ -17,12 +18,16 @@ from tuningd.core.model import Job, LocalState, Outcome
 from tuningd.ports import JobStore, StaleWrite, page_key
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
-    """Each kind of store, fresh and empty."""
+    """Each kind of store, fresh and empty (PostgreSQL: a new database of the test cluster)."""
     s: JobStore
     if request.param == "sqlite":
         s = await Store.open(tmp_path / "tuningd.db")
+    elif request.param == "postgres":
+        from tuningd.adapters.postgres import PostgresStore
+
+        s = await PostgresStore.open(request.getfixturevalue("pg_url"))
     else:
         s = await MemoryStore.open()
     try:

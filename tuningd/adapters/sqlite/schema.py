@@ -9,106 +9,16 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from tuningd.adapters import failpoints
+from tuningd.adapters.migrations import Dialect, scripts
 from tuningd.adapters.sqlite.rows import FLOAT_COLUMNS, JOB_COLUMNS
 from tuningd.core import errors
 from tuningd.core.model import TERMINAL_STATES, Job, LocalState, Outcome
 from tuningd.ports import parse_page_key
 
 # Numbered schema migrations: MIGRATIONS[i] moves the schema from version i to i + 1
-# (PRAGMA user_version). Never edit a shipped entry; append a new one.
-# Plain (non-STRICT) tables so that SQLite < 3.37 (Debian 11, RHEL 8) can open the file;
-# CHECK constraints keep enum columns honest instead.
-MIGRATIONS: tuple[str, ...] = (
-    # 1: jobs and their events.
-    """
-    CREATE TABLE jobs (
-        id                 TEXT    PRIMARY KEY NOT NULL,
-        project            TEXT    NOT NULL,
-        location           TEXT    NOT NULL,
-        spec_json          TEXT    NOT NULL,
-        base_model         TEXT    NOT NULL,
-        state              TEXT    NOT NULL CHECK (state IN ('queued', 'submitting', 'pending',
-                                   'running', 'cancelling', 'succeeded', 'failed', 'cancelled')),
-        created_at         REAL    NOT NULL,
-        updated_at         REAL    NOT NULL,
-        priority           INTEGER NOT NULL DEFAULT 0,
-        request_id         TEXT,
-        display_name       TEXT    NOT NULL DEFAULT '',
-        attempts           INTEGER NOT NULL DEFAULT 0,
-        remote_name        TEXT,
-        remote_state       TEXT,
-        remote_substate    TEXT,
-        remote_json        TEXT,
-        cancel_requested   INTEGER NOT NULL DEFAULT 0 CHECK (cancel_requested IN (0, 1)),
-        cancel_sent_at     REAL,
-        next_action_at     REAL    NOT NULL DEFAULT 0,
-        poll_interval_s    REAL    NOT NULL DEFAULT 0,
-        retry_count        INTEGER NOT NULL DEFAULT 0,
-        submit_started_at  REAL,
-        submitted_at       REAL,
-        ended_at           REAL,
-        error_code         INTEGER,
-        error_message      TEXT,
-        outcome            TEXT,
-        remote_update_time TEXT
-    );
-    CREATE INDEX jobs_state ON jobs (state);
-    CREATE INDEX jobs_state_next_action ON jobs (state, next_action_at);
-    CREATE UNIQUE INDEX jobs_request_id ON jobs (project, location, request_id)
-        WHERE request_id IS NOT NULL;
-    CREATE INDEX jobs_created ON jobs (created_at, id);
-    CREATE INDEX jobs_scope_created ON jobs (project, location, created_at, id);
-
-    CREATE TABLE job_events (
-        job_id      TEXT    NOT NULL REFERENCES jobs (id),
-        seq         INTEGER NOT NULL,
-        at          REAL    NOT NULL,
-        from_state  TEXT,
-        to_state    TEXT    NOT NULL,
-        reason      TEXT    NOT NULL,
-        detail_json TEXT    NOT NULL DEFAULT '{}',
-        PRIMARY KEY (job_id, seq)
-    );
-
-    -- One row that check_writable() rewrites: proves the disk still takes commits.
-    CREATE TABLE health (id INTEGER PRIMARY KEY CHECK (id = 1), writes INTEGER NOT NULL);
-    INSERT INTO health (id, writes) VALUES (1, 0);
-    """,
-    # 2: list filters served by indexes, so filtered pages cost the page, not the history.
-    # job_labels copies the (immutable) client labels of each job with its scope and creation
-    # time: `labels.k = "v"` pages walk job_labels_lookup in list order.
-    """
-    CREATE INDEX jobs_scope_state_created ON jobs (project, location, state, created_at, id);
-    CREATE TABLE job_labels (
-        job_id     TEXT NOT NULL REFERENCES jobs (id),
-        key        TEXT NOT NULL,
-        value      TEXT NOT NULL,
-        project    TEXT NOT NULL,
-        location   TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        PRIMARY KEY (job_id, key)
-    ) WITHOUT ROWID;
-    CREATE INDEX job_labels_lookup ON job_labels (project, location, key, value, created_at,
-                                                  job_id);
-    INSERT OR IGNORE INTO job_labels (job_id, key, value, project, location, created_at)
-        SELECT j.id, l.key, l.value, j.project, j.location, j.created_at
-        FROM jobs AS j, json_each(j.spec_json, '$.labels') AS l
-        WHERE json_type(j.spec_json, '$.labels') = 'object' AND l.type = 'text';
-    """,
-    # 3: evidence for the two "is it really gone?" decisions (a create presumed absent, a remote
-    # job presumed lost), so they survive a restart.
-    """
-    ALTER TABLE jobs ADD COLUMN attempt_ended_at REAL;
-    ALTER TABLE jobs ADD COLUMN absent_checks INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE jobs ADD COLUMN missing_checks INTEGER NOT NULL DEFAULT 0;
-    """,
-    # 4: the API version each job's create came in on, which its upstream calls use. Jobs stored
-    # before keep NULL: they were created at the configured vertex.api_version and stay at it.
-    # No CHECK: the set of versions is Google's and grows; the API stores only those it serves.
-    """
-    ALTER TABLE jobs ADD COLUMN api_version TEXT;
-    """,
-)
+# (PRAGMA user_version). They live, with their intent and PostgreSQL's SQL, in
+# tuningd.adapters.migrations: never edit a shipped entry there; append a new one.
+MIGRATIONS: tuple[str, ...] = scripts(Dialect.SQLITE)
 
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -25,6 +25,7 @@ from tuningd.adapters.sqlite.opening import (
 )
 from tuningd.adapters.sqlite.rows import decode_text, row_to_event, row_to_job
 from tuningd.adapters.sqlite.schema import SCHEMA_VERSION, SELECT_JOB
+from tuningd.config_values import is_postgres
 from tuningd.core import errors
 from tuningd.ports import RowDamaged
 
@@ -204,8 +205,9 @@ class StoreToolUnusable(ToolError):
 
 def add_store_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
-        "store", help="check or back up the jobs database",
-        description="Check or back up the jobs database. Both run beside a running daemon.")
+        "store", help="check, back up or copy the jobs database",
+        description="Check or back up the jobs database (both run beside a running daemon), "
+        "or copy it from SQLite into PostgreSQL.")
     actions = p.add_subparsers(dest="store_command", metavar="ACTION", required=True)
     c = actions.add_parser(
         "check", help="check the database file and every row",
@@ -223,6 +225,9 @@ def add_store_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
                          help="the database file (default: store.path of the config)")
     c.set_defaults(func=run_check)
     b.set_defaults(func=run_backup)
+    from tuningd.adapters.store_commands import add_copy_command
+
+    add_copy_command(actions)
 
 
 def _db_path(args: argparse.Namespace) -> str:
@@ -230,7 +235,11 @@ def _db_path(args: argparse.Namespace) -> str:
         return str(args.db)
     from tuningd.config import load_settings
 
-    return load_settings(args.config, os.environ).store.path
+    store = load_settings(args.config, os.environ).store
+    if is_postgres(store.url):
+        raise ToolError(f"store.url is a PostgreSQL database ({store.shown}): `store check` and "
+                        "`store backup` work on SQLite files; back PostgreSQL up with pg_dump")
+    return store.sqlite_path
 
 
 def run_check(args: argparse.Namespace) -> int:
