@@ -98,6 +98,10 @@ class Store(StoreReads):
         # exceed commits); for benchmarks and tests.
         self.commits = 0
         self.writes = 0
+        # Whether the last transaction that reached the disk committed (False after SQLite
+        # refused a BEGIN or COMMIT: full, read-only, I/O error). /readyz reads it, so a probe
+        # writes only to find out whether a refusing disk has recovered.
+        self._medium_ok = True
         # Damaged rows (table, key, column) reported so far: each is logged once.
         self.damaged: set[tuple[str, str, str]] = set()
 
@@ -235,6 +239,7 @@ class Store(StoreReads):
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
+            self._medium_ok = False
             return [(False, exc)] * len(bodies)
         outcomes: list[_Outcome] = []
         for body in bodies:
@@ -262,13 +267,14 @@ class Store(StoreReads):
             conn.execute("COMMIT")
         except Exception as exc:
             return self._abort(conn, exc, len(bodies))
+        self._medium_ok = True
         self.commits += 1
         self.writes += len(bodies)
         return outcomes
 
-    @staticmethod
-    def _abort(conn: sqlite3.Connection, exc: Exception, count: int) -> list[_Outcome]:
+    def _abort(self, conn: sqlite3.Connection, exc: Exception, count: int) -> list[_Outcome]:
         """Roll the open transaction back (if SQLite has not already): every write fails."""
+        self._medium_ok = False
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         return [(False, exc)] * count
@@ -390,9 +396,20 @@ class Store(StoreReads):
         await self._write(body)
 
     async def check_writable(self) -> bool:
-        """True if the database still accepts a durable commit (for /readyz)."""
+        """True if the database still accepts a durable commit (for /readyz).
+
+        While commits succeed this writes nothing (a prober every second would otherwise be an
+        fsync a second): the writer's connection answers and is not query-only. After SQLite
+        refused a commit, a probe commit tells whether the disk has recovered."""
         if self._closed:
             return False
+        if self._medium_ok:
+            try:
+                (query_only,) = await self._in_writer(
+                    lambda conn: conn.execute("PRAGMA query_only").fetchone())
+            except (sqlite3.Error, OSError, ValueError):
+                return False
+            return not query_only
 
         def body(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE health SET writes = writes + 1 WHERE id = 1")
