@@ -3,6 +3,7 @@ migrations' bookkeeping, and a second daemon's writes seen at once."""
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -78,7 +79,7 @@ async def test_unreachable_database_names_it_without_the_password() -> None:
 async def test_failed_writes_and_reads_are_store_errors(store: PostgresStore,
                                                         pg_url: str) -> None:
     """A statement PostgreSQL refuses is a StoreError (503) saying reading or writing, without
-    the password; the job is left as it was; /readyz's check turns False."""
+    the password; the job is left as it was."""
     job = make_job()
     await store.insert_job(job)
     await _admin(pg_url, "ALTER TABLE job_events RENAME TO job_events_gone; "
@@ -93,7 +94,40 @@ async def test_failed_writes_and_reads_are_store_errors(store: PostgresStore,
         await store.history(job.id)
     assert not read.value.writing
     assert await store.get(job.id) == job
-    assert await store.check_writable() is False
+
+
+async def test_readiness_check_writes_nothing_and_sees_a_read_only_database(pg_url: str) -> None:
+    """check_writable() commits nothing (health.writes stays), is False on a database whose
+    sessions are read-only (as on a standby server) and True again once they are not; a pooled
+    session the server ended on the way is a False, not an asyncpg error."""
+    async def writes() -> int:
+        conn = await asyncpg.connect(pg_url)
+        try:
+            return int(await conn.fetchval("SELECT writes FROM health WHERE id = 1"))
+        finally:
+            await conn.close()
+
+    database = urllib.parse.urlsplit(pg_url).path.lstrip("/")
+    drop_sessions = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    async with await PostgresStore.open(pg_url) as store:
+        before = await writes()
+        assert await store.check_writable() is True
+        assert await writes() == before
+        # New sessions only see the setting: end the pool's, which it then replaces.
+        await _admin(pg_url, f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
+        await _admin(pg_url, drop_sessions)
+        assert await store.check_writable() in (True, False)  # may meet an ended session
+        assert await store.check_writable() is False
+        admin = await asyncpg.connect(pg_url)  # a session of its own may write again
+        try:
+            await admin.execute("SET default_transaction_read_only = off")
+            await admin.execute(f'ALTER DATABASE "{database}" RESET default_transaction_read_only')
+            await admin.execute(drop_sessions)
+        finally:
+            await admin.close()
+        assert await store.check_writable() in (True, False)
+        assert await store.check_writable() is True
 
 
 async def test_a_second_daemons_writes_are_read_at_once(store: PostgresStore,

@@ -281,18 +281,19 @@ class PostgresStore(StoreReads):
         await self._write(body)
 
     async def check_writable(self) -> bool:
-        """True if the database still accepts a commit (for /readyz); never fenced."""
+        """True if the database answers and would take a write (for /readyz); never fenced.
+
+        Without writing: a prober every second would otherwise be a commit a second. A standby
+        server in recovery or a read-only default refuses writes, so those count as not."""
         if self._shared.closed:
             return False
-
-        async def body(conn: Conn) -> None:
-            await conn.execute("UPDATE health SET writes = writes + 1 WHERE id = 1")
-
         try:
-            await PostgresStore(self._shared)._write(body)
+            rows = await self._read(
+                "SELECT NOT pg_is_in_recovery() "
+                "AND NOT current_setting('transaction_read_only')::boolean AS writable")
         except errors.StoreError:
             return False
-        return True
+        return bool(rows and rows[0]["writable"])
 
     # ----- the engine's lease (ports.Leases) -----
 
