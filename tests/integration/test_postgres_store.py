@@ -152,3 +152,19 @@ async def test_a_write_racing_a_takeover_is_fenced(store: PostgresStore, pg_url:
         await taker.close()
     assert await store.get(job.id) == job
     assert len(await store.history(job.id)) == 1
+
+
+async def test_nul_in_free_text_is_stored_as_a_replacement_character(
+        store: PostgresStore) -> None:
+    """PostgreSQL text cannot hold U+0000: a NUL in a display name, an error message or a note
+    is stored as U+FFFD (not a 503), while the spec's JSON keeps its escaped \\u0000."""
+    job = make_job(display_name="a\x00b", spec_json='{"tunedModelDisplayName": "a\\u0000b"}')
+    await store.insert_job(job)
+    failed = job.evolve(state=LocalState.FAILED, updated_at=job.updated_at + 1,
+                        error_message="remote said \x00")
+    await store.apply(job, failed, "failed", notes=("note \x00",))
+    got = await store.get(job.id)
+    assert got is not None
+    assert (got.display_name, got.error_message) == ("a\ufffdb", "remote said \ufffd")
+    assert got.spec_json == job.spec_json
+    assert [e.reason for e in await store.history(job.id)][1] == "note \ufffd"
