@@ -3,6 +3,7 @@ migrations' bookkeeping, and a second daemon's writes seen at once."""
 
 from __future__ import annotations
 
+import asyncio
 import urllib.parse
 from collections.abc import AsyncIterator
 
@@ -14,6 +15,7 @@ from tuningd.adapters.migrations import LATEST, MIGRATIONS
 from tuningd.adapters.postgres import PostgresStore
 from tuningd.core import errors
 from tuningd.core.model import LocalState
+from tuningd.ports import Fenced
 
 SECRET = "hunter2-not-shown"
 
@@ -151,3 +153,52 @@ async def test_closed_store_refuses_leases_too(store: PostgresStore) -> None:
         await store.acquire("a", 10.0)
     with pytest.raises(errors.StoreError):
         await store.get("x")
+
+
+async def test_a_write_racing_a_takeover_is_fenced(store: PostgresStore, pg_url: str) -> None:
+    """A fenced write that starts while a takeover's transaction holds the lease row waits for
+    it, then sees the new epoch: Fenced, and nothing written."""
+    lease = await store.acquire("a", 30.0)
+    assert lease is not None
+    job = make_job()
+    await store.insert_job(job)
+    taker = await asyncpg.connect(pg_url)
+    try:
+        takeover = taker.transaction()
+        await takeover.start()
+        await taker.execute("UPDATE lease SET holder = 'b', epoch = epoch + 1 "
+                            "WHERE name = 'engine'")
+        moved = job.evolve(state=LocalState.SUBMITTING, updated_at=job.updated_at + 1)
+        write = asyncio.ensure_future(store.fenced(lease.epoch).apply(job, moved, "submit"))
+        # No event tells that the write waits on the row lock: the server's view is polled.
+        for _ in range(500):
+            waiting = await taker.fetchval(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'")
+            if waiting or write.done():
+                break
+            await asyncio.sleep(0.01)
+        assert not write.done(), "the fenced write did not wait for the takeover"
+        await takeover.commit()
+        with pytest.raises(Fenced):
+            await write
+    finally:
+        await taker.close()
+    assert await store.get(job.id) == job
+    assert len(await store.history(job.id)) == 1
+
+
+async def test_nul_in_free_text_is_stored_as_a_replacement_character(
+        store: PostgresStore) -> None:
+    """PostgreSQL text cannot hold U+0000: a NUL in a display name, an error message or a note
+    is stored as U+FFFD (not a 503), while the spec's JSON keeps its escaped \\u0000."""
+    job = make_job(display_name="a\x00b", spec_json='{"tunedModelDisplayName": "a\\u0000b"}')
+    await store.insert_job(job)
+    failed = job.evolve(state=LocalState.FAILED, updated_at=job.updated_at + 1,
+                        error_message="remote said \x00")
+    await store.apply(job, failed, "failed", notes=("note \x00",))
+    got = await store.get(job.id)
+    assert got is not None
+    assert (got.display_name, got.error_message) == ("a\ufffdb", "remote said \ufffd")
+    assert got.spec_json == job.spec_json
+    assert [e.reason for e in await store.history(job.id)][1] == "note \ufffd"

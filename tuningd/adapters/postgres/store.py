@@ -28,7 +28,7 @@ from tuningd.core import errors
 from tuningd.core.model import Job, LocalState
 from tuningd.ports import ChangeFeed, JobStore, Lease, Leases, StaleWrite
 
-__all__ = ["PostgresStore"]
+__all__ = ["PostgresStore", "pg_row", "pg_text"]
 
 T = TypeVar("T")
 
@@ -81,6 +81,18 @@ class _Shared:
                                                  timeout=CONNECT_TIMEOUT_S), url)
 
 
+def pg_text(value: Any) -> Any:
+    """A value as PostgreSQL text can hold it: U+0000 cannot be stored, so a NUL in free text
+    (a client's display name, a remote error message) becomes U+FFFD. JSON columns never hold
+    one: JSON text escapes it as \\u0000."""
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+
+def pg_row(job: Job) -> tuple[Any, ...]:
+    """The job's row as PostgreSQL stores it (see pg_text)."""
+    return tuple(pg_text(v) for v in job_to_row(job))
+
+
 def _settled(future: asyncio.Future[Any]) -> None:
     """A write whose caller went away: its outcome is still fetched (no 'never retrieved')."""
     if not future.cancelled():
@@ -91,7 +103,7 @@ async def _event(conn: Conn, job_id: str, at: float, from_state: LocalState | No
                  to_state: LocalState, reason: str, detail_text: str) -> None:
     await conn.execute(_INSERT_EVENT, job_id, float(at),
                        None if from_state is None else from_state.value, to_state.value,
-                       reason, detail_text)
+                       pg_text(reason), detail_text)
 
 
 async def _notify(conn: Conn, job_id: str) -> None:
@@ -205,7 +217,7 @@ class PostgresStore(StoreReads):
                             detail: Mapping[str, Any] | None = None) -> tuple[Job, bool]:
         """Insert `job` with its first event, or return the job already holding its request_id
         in its project and location; (stored job, created)."""
-        row = job_to_row(job)
+        row = pg_row(job)
         detail_text = detail_json(detail)  # fail on unserializable detail before writing
         labels = [(job.id, key, value, job.project, job.location, float(job.created_at))
                   for key, value in labels_of(job.spec_json)]
@@ -247,7 +259,7 @@ class PostgresStore(StoreReads):
         nothing, if the stored row is not `before` any more."""
         if before.id != after.id:
             raise ValueError(f"apply() got two different jobs: {before.id} -> {after.id}")
-        row = job_to_row(after)
+        row = pg_row(after)
         detail_text = detail_json(detail)
 
         async def body(conn: Conn) -> None:
@@ -270,7 +282,7 @@ class PostgresStore(StoreReads):
     async def update_job(self, job: Job) -> None:
         """Store non-transition fields without an event; StaleWrite if the stored row has
         another state or does not exist."""
-        row = job_to_row(job)
+        row = pg_row(job)
 
         async def body(conn: Conn) -> None:
             if await conn.fetchval(_UPDATE, *row[1:], job.id, job.state.value) is None:
