@@ -19,6 +19,7 @@ from tuningd.adapters.sqlite.rows import row_to_job
 from tuningd.adapters.sqlite.schema import (
     ASSIGN_ALL,
     INSERT_JOB,
+    PRUNE_CANDIDATES,
     SELECT_JOB,
     detail_json,
     job_to_row,
@@ -53,6 +54,7 @@ def dollars(sql: str) -> str:
 
 _SELECT_BY_REQUEST = dollars(f"{SELECT_JOB} WHERE project = ? AND location = ? AND request_id = ?")
 _INSERT_JOB = dollars(INSERT_JOB)
+_PRUNE_CANDIDATES = dollars(PRUNE_CANDIDATES)
 _INSERT_JOB_ONCE = (f"{_INSERT_JOB} ON CONFLICT (project, location, request_id) "
                     "WHERE request_id IS NOT NULL DO NOTHING RETURNING id")
 _INSERT_LABEL = ("INSERT INTO job_labels (job_id, key, value, project, location, created_at) "
@@ -291,6 +293,27 @@ class PostgresStore(StoreReads):
             await _notify(conn, job.id)
 
         await self._write(body)
+
+    async def prune_ended(self, ended_before: float, limit: int) -> int:
+        """Delete up to `limit` ended jobs, oldest first, that ended before `ended_before`, with
+        their events and labels, in one transaction; the number deleted."""
+        if limit <= 0:
+            return 0
+
+        async def body(conn: Conn) -> int:
+            ids = [row["id"] for row in await conn.fetch(_PRUNE_CANDIDATES, ended_before, limit)]
+            if ids:
+                await conn.execute("DELETE FROM job_events WHERE job_id = ANY($1::text[])", ids)
+                await conn.execute("DELETE FROM job_labels WHERE job_id = ANY($1::text[])", ids)
+                await conn.execute("DELETE FROM jobs WHERE id = ANY($1::text[])", ids)
+            return len(ids)
+
+        return await self._write(body)
+
+    async def size_bytes(self) -> int | None:
+        """The database's size as PostgreSQL counts it (every table and index of it)."""
+        rows = await self._read("SELECT pg_database_size(current_database()) AS size")
+        return int(rows[0]["size"])
 
     async def check_writable(self) -> bool:
         """True if the database answers and would take a write (for /readyz); never fenced.

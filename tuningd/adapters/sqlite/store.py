@@ -36,6 +36,7 @@ from tuningd.adapters.sqlite.schema import (
     ASSIGN_ALL,
     INSERT_JOB,
     MIGRATIONS,
+    PRUNE_CANDIDATES,
     SCHEMA_VERSION,
     SELECT_JOB,
     detail_json,
@@ -394,6 +395,30 @@ class Store(StoreReads):
                     f"job {job.id}: no stored row in state {job.state.value}; update not stored")
 
         await self._write(body)
+
+    async def prune_ended(self, ended_before: float, limit: int) -> int:
+        """Delete up to `limit` ended jobs, oldest first, that ended before `ended_before`, with
+        their events and labels, in one transaction; the number deleted."""
+        if limit <= 0:
+            return 0
+
+        def body(conn: sqlite3.Connection) -> int:
+            ids = [row[0] for row in conn.execute(PRUNE_CANDIDATES, (ended_before, limit))]
+            if ids:
+                marks = ", ".join("?" * len(ids))
+                for table, column in (("job_events", "job_id"), ("job_labels", "job_id"),
+                                      ("jobs", "id")):
+                    conn.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})",  # noqa: S608
+                                 ids)
+            return len(ids)
+
+        return await self._write(body)
+
+    async def size_bytes(self) -> int | None:
+        """The database file's size in pages times the page size (free pages included)."""
+        rows = await self._read("SELECT page_count * page_size FROM pragma_page_count(), "
+                                "pragma_page_size()")
+        return int(rows[0][0])
 
     async def check_writable(self) -> bool:
         """True if the database still accepts a durable commit (for /readyz).
