@@ -11,7 +11,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "tuningd"
 
 CORE = {"model", "models", "wire", "machine", "policy", "recovery", "settings", "budget", "config",
-        "config_values", "errors", "codec", "wire_json", "validation", "listfilter",
+        "config_values", "config_ha", "errors", "codec", "wire_json", "validation", "listfilter",
         "vertex_schema", "vertex_schema_common", "vertex_schema_v1", "vertex_schema_v1beta1",
         "vertex_schema_extra", "ports"}
 # Adapters may use the core (and auth, for the Vertex client's token source), never the
