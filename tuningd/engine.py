@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from tuningd import errors, failpoints, machine, policy, recovery, wire
+from tuningd import errors, failpoints, policy, recovery
 from tuningd.actions import Actions
 from tuningd.breaker import Breaker
 from tuningd.capacity import Capacity
@@ -28,6 +28,8 @@ from tuningd.machine import Event
 from tuningd.metrics import Metrics
 from tuningd.model import ACTIVE_STATES, LOCAL_TO_REMOTE, Job, JobEvent, LocalState
 from tuningd.ports import JobStore, VertexApi, page_key
+from tuningd.service import gauges
+from tuningd.service.gauges import scope_label
 from tuningd.settings import EngineSettings
 
 JobPredicate = Callable[[Job], bool]
@@ -59,11 +61,6 @@ class _QueueCache:
 _QUEUE_RESORT_S = 1.0
 
 
-def scope_label(scope: policy.Scope) -> str:
-    """The `scope` label value of a limit scope in metrics."""
-    return scope.kind.value if not scope.name else f"{scope.kind.value}:{scope.name}"
-
-
 class Engine:
     """The daemon's heart: accepts jobs, plans, has the actions called, serves the facade."""
 
@@ -71,7 +68,8 @@ class Engine:
                  metrics: Metrics | None = None, clock: Clock = time.time,
                  rng: random.Random | None = None,
                  on_progress: Callable[[], None] | None = None,
-                 new_id: Callable[[], str] | None = None) -> None:
+                 new_id: Callable[[], str] | None = None,
+                 may_create: Callable[[], bool] | None = None, shared: bool = False) -> None:
         self._store = store
         self.settings = settings
         self._metrics = metrics
@@ -80,15 +78,17 @@ class Engine:
         self._on_progress = on_progress
         # Local job ids; injectable so that a simulation replays a seed exactly.
         self._new_id = new_id or (lambda: str(uuid.uuid4()))
+        # shared: other instances write the store too (see ledger); may_create: asked right
+        # before every Vertex create (a leader's lease still valid by its own clock).
         self._ledger = Ledger(store, metrics=metrics, clock=clock, rng=self._rng,
-                              polling=lambda: self.settings.polling)
+                              polling=lambda: self.settings.polling, shared=shared)
         self._capacity = Capacity(settings.budget)
         # Places whose creates are paused after a project-wide error.
         self._breaker = Breaker(lambda: self.settings.breaker, clock, self._rng, metrics)
         self._actions = Actions(ledger=self._ledger, capacity=self._capacity,
                                 breaker=self._breaker, vertex_client=vertex,
                                 settings=lambda: self.settings, metrics=metrics, clock=clock,
-                                rng=self._rng, wake=self.wake)
+                                rng=self._rng, wake=self.wake, may_create=may_create)
         self._wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._queue_cache: _QueueCache | None = None
@@ -129,7 +129,8 @@ class Engine:
             except errors.StoreError as exc:
                 self._store_failed("accept", exc)
                 raise
-            if created:
+            # (On a shared store the change feed may have brought the job in already.)
+            if created and stored.id not in self._ledger.jobs:
                 self._ledger.jobs[stored.id] = stored
                 self._ledger.counts[stored.state] += 1
                 self._ledger.version += 1
@@ -217,9 +218,8 @@ class Engine:
                 raise errors.FailedPrecondition(
                     f"The tuning job {job_id} is already in a terminal state: "
                     f"{LOCAL_TO_REMOTE[job.state].value}.")
-            tr = machine.apply(job, Event.cancel_requested(), self._clock())
             try:
-                job = await self._ledger.commit_locked(tr)
+                job = await self._ledger.apply_locked(job, Event.cancel_requested()) or job
             except errors.StoreError as exc:
                 self._store_failed("cancel", exc)
                 raise
@@ -288,8 +288,8 @@ class Engine:
             if job.state in (LocalState.SUBMITTING, LocalState.PENDING, LocalState.RUNNING,
                              LocalState.CANCELLING) and job.next_action_at > now:
                 # After a restart we do not know what happened meanwhile: look now.
-                job = job.evolve(next_action_at=now)
-                await self._store.update_job(job)
+                job, before = job.evolve(next_action_at=now), job
+                await self._ledger.update_locked(before, job)
             self._ledger.jobs[job.id] = job
             if job.state is LocalState.SUBMITTING and (
                     job.attempt_ended_at is None or job.submit_started_at is None
@@ -333,6 +333,35 @@ class Engine:
 
     def wake(self) -> None:
         self._wakeup.set()
+
+    def halt(self) -> None:
+        """Stop acting at once (this instance lost the lease): no new action, every call in
+        flight abandoned as a crash would; the store says what happened to them."""
+        self.draining = True
+        self._started = False
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def absorb(self, job_id: str) -> None:
+        """Another instance created or changed this job (the change feed): take it in."""
+        if job_id in self._accepting:
+            return  # this instance's own create, which submit() takes in
+        async with self._ledger.lock:
+            before = self._ledger.jobs.get(job_id)
+            job = await self._ledger.reload_locked(job_id)
+        if job is not None and job is not before:
+            self._actions.sweep_at.setdefault((job.project, job.location),
+                                              self._clock() + self.settings.sweep_interval_s)
+            self._wakeup.set()
+
+    async def absorb_all(self) -> None:
+        """After a gap in the change feed: reread every non-terminal job and the counts."""
+        for job in await self._store.active_and_queued():
+            await self.absorb(job.id)
+        for job_id in [j for j in self._ledger.jobs if j not in self._accepting]:
+            await self.absorb(job_id)
+        self._ledger.counts = Counter(await self._store.count_by_state())
+        self._ledger.publish_counts()
 
     async def run(self, stop: asyncio.Event) -> None:
         """The loop: plan, start the actions, sleep until something is due or happens."""
@@ -408,8 +437,9 @@ class Engine:
                                                            name=f"{action.kind}:{target}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        self._publish_scopes(jobs)
-        self._publish_oldest(jobs)
+        if self._metrics is not None:
+            gauges.publish_scopes(self._metrics, jobs, self._capacity.adaptive, s.limits)
+            gauges.publish_oldest(self._metrics, jobs)
         delay = s.tick_s
         if plan.next_due_at is not None:
             delay = min(delay, max(0.0, plan.next_due_at - now))
@@ -445,40 +475,6 @@ class Engine:
             self._wakeup.set()
 
     # ------------------------------------------------------------------ metrics
-
-    def _publish_oldest(self, jobs: Sequence[Job]) -> None:
-        """Backlog age and longest run; once per loop round, since both scan every job."""
-        m = self._metrics
-        if m is None:
-            return
-        queued = [j.created_at for j in jobs if j.state is LocalState.QUEUED]
-        m.set_oldest_queued(min(queued) if queued else 0.0)
-        running = [j for j in jobs if j.state is LocalState.RUNNING]
-        starts: list[float] = []
-        for job in running:
-            start = (job.remote or {}).get("startTime")
-            if isinstance(start, str):
-                try:
-                    starts.append(wire.parse_timestamp(start))
-                except errors.TuningdError:
-                    continue
-        m.set_oldest_running(min(starts) if starts else 0.0)
-
-    def _publish_scopes(self, jobs: Sequence[Job]) -> None:
-        m = self._metrics
-        if m is None:
-            return
-        counts = policy.active_counts(jobs)
-        scopes = {policy.GLOBAL, *counts.keys()}
-        labels = []
-        for scope in scopes:
-            limit = self._capacity.adaptive.effective(scope, self.settings.limits)
-            if limit is None:  # an unlimited scope has no limit series
-                continue
-            label = scope_label(scope)
-            labels.append(label)
-            m.set_active(label, counts.get(scope, 0), limit or 0)
-        m.set_scopes(labels)
 
     def _store_failed(self, operation: str, exc: errors.StoreError) -> None:
         """One log line and one count per store error (the disk is full, the db read-only)."""

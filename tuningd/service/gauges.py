@@ -1,0 +1,46 @@
+"""The engine's gauges published once per loop round: active jobs per limit scope, oldest jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tuningd import errors, policy, wire
+from tuningd.metrics import Metrics
+from tuningd.model import Job, LocalState
+
+
+def scope_label(scope: policy.Scope) -> str:
+    """The `scope` label value of a limit scope in metrics."""
+    return scope.kind.value if not scope.name else f"{scope.kind.value}:{scope.name}"
+
+
+def publish_oldest(m: Metrics, jobs: Sequence[Job]) -> None:
+    """Backlog age and longest run; once per loop round, since both scan every job."""
+    queued = [j.created_at for j in jobs if j.state is LocalState.QUEUED]
+    m.set_oldest_queued(min(queued) if queued else 0.0)
+    starts: list[float] = []
+    for job in jobs:
+        if job.state is not LocalState.RUNNING:
+            continue
+        start = (job.remote or {}).get("startTime")
+        if isinstance(start, str):
+            try:
+                starts.append(wire.parse_timestamp(start))
+            except errors.TuningdError:
+                continue
+    m.set_oldest_running(min(starts) if starts else 0.0)
+
+
+def publish_scopes(m: Metrics, jobs: Sequence[Job], adaptive: policy.AdaptiveLimits,
+                   limits: policy.Limits) -> None:
+    """Active jobs and the effective limit of every limited scope."""
+    counts = policy.active_counts(jobs)
+    labels = []
+    for scope in {policy.GLOBAL, *counts.keys()}:
+        limit = adaptive.effective(scope, limits)
+        if limit is None:  # an unlimited scope has no limit series
+            continue
+        label = scope_label(scope)
+        labels.append(label)
+        m.set_active(label, counts.get(scope, 0), limit or 0)
+    m.set_scopes(labels)
