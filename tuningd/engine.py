@@ -7,14 +7,11 @@ hands their results to the `Ledger`, the one commit path of every job change.
 from __future__ import annotations
 
 import asyncio
-import bisect
-import json
 import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -26,39 +23,26 @@ from tuningd.capacity import Capacity
 from tuningd.ledger import Ledger
 from tuningd.machine import Event
 from tuningd.metrics import Metrics
-from tuningd.model import ACTIVE_STATES, LOCAL_TO_REMOTE, Job, JobEvent, LocalState
-from tuningd.ports import JobStore, VertexApi, page_key
+from tuningd.model import ACTIVE_STATES, Job, JobEvent, LocalState
+from tuningd.ports import JobStore, VertexApi
 from tuningd.service import gauges
+from tuningd.service.facade import (
+    QUEUE_RESORT_S,
+    JobPredicate,
+    Page,
+    QueueOrder,
+    check_cancellable,
+    list_page,
+    queued_job,
+)
 from tuningd.service.gauges import scope_label
 from tuningd.settings import EngineSettings
 
-JobPredicate = Callable[[Job], bool]
 Clock = Callable[[], float]
 
 log = structlog.get_logger("tuningd.engine")
 
 __all__ = ["Clock", "Engine", "EngineSettings", "JobPredicate", "Page", "scope_label"]
-
-
-@dataclass(frozen=True)
-class Page:
-    """One page of a job listing, newest first."""
-
-    jobs: Sequence[Job]
-    next_key: str | None
-
-
-@dataclass(frozen=True)
-class _QueueCache:
-    """The queue order as of one sort, for queue positions."""
-
-    version: int
-    computed_at: float
-    positions: dict[str, int]
-    neg_priorities: list[int]  # ascending, i.e. by effective priority descending
-
-
-_QUEUE_RESORT_S = 1.0
 
 
 class Engine:
@@ -91,7 +75,7 @@ class Engine:
                                 rng=self._rng, wake=self.wake, may_create=may_create)
         self._wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._queue_cache: _QueueCache | None = None
+        self._queue_cache: QueueOrder | None = None
         self._accepting: dict[str, asyncio.Event] = {}
         self._started = False
         self.draining = False
@@ -108,16 +92,8 @@ class Engine:
         if self.draining:
             raise errors.Unavailable("tuningd is shutting down; retry against the next instance.")
         now = self._clock()
-        base_model = str(spec.get("baseModel")
-                         or (spec.get("preTunedModel") or {}).get("tunedModelName") or "")
-        job = Job(
-            id=self._new_id(), project=project, location=location,
-            spec_json=json.dumps(spec, sort_keys=True, separators=(",", ":")),
-            base_model=base_model, state=LocalState.QUEUED, created_at=now, updated_at=now,
-            priority=priority, request_id=request_id,
-            display_name=str(spec.get("tunedModelDisplayName", "")), next_action_at=now,
-            api_version=api_version,
-        )
+        job = queued_job(self._new_id(), project, location, spec, priority=priority,
+                         request_id=request_id, api_version=api_version, now=now)
         # The store write runs outside the engine lock so that concurrent creates share one
         # group commit. Nothing else can touch a job before it is in memory, except a cancel
         # by id (a requestId replay hands out the id early): cancel() waits on this event.
@@ -141,7 +117,7 @@ class Engine:
             self._actions.sweep_at.setdefault((project, location),
                                       now + self.settings.sweep_interval_s)
             log.info("job.accepted", job_id=stored.id, project=project, location=location,
-                     base_model=base_model, priority=priority, request_id=request_id,
+                     base_model=job.base_model, priority=priority, request_id=request_id,
                      api_version=api_version)
             if self._metrics is not None:
                 self._metrics.set_job_counts(self._ledger.counts)
@@ -176,34 +152,15 @@ class Engine:
                         page_size: int, after_key: str | None,
                         states: frozenset[LocalState] | None = None,
                         labels: Mapping[str, str] | None = None) -> Page:
-        """Newest first; keeps reading store pages until `page_size` jobs match.
-
-        `states` / `labels` are necessary conditions of `predicate` (store_pushdown) that the
-        store answers from its indexes, so a rare match does not read the whole history;
-        `predicate` stays the final check. An empty `states` matches nothing."""
-        if states is not None and not states:
-            return Page([], None)
-        out: list[Job] = []
-        key = after_key
-        batch_size = max(page_size, 100)
-        while True:
-            try:
-                batch, next_key = await self._store.list_page(
-                    project, location, states=states or None, after_key=key,
-                    limit=batch_size, labels=labels or None)
-            except errors.StoreError as exc:
-                self._store_failed("list", exc)
-                raise
-            for i, job in enumerate(batch):
-                job = self._ledger.jobs.get(job.id, job)
-                if predicate is None or predicate(job):
-                    out.append(job)
-                    if len(out) == page_size:
-                        more = i + 1 < len(batch) or next_key is not None
-                        return Page(out, page_key(job) if more else None)
-            if next_key is None:
-                return Page(out, None)
-            key = next_key
+        """Newest first, as the working set has each job (see facade.list_page)."""
+        try:
+            return await list_page(self._store, project, location, predicate=predicate,
+                                   page_size=page_size, after_key=after_key, states=states,
+                                   labels=labels,
+                                   fresher=lambda job: self._ledger.jobs.get(job.id, job))
+        except errors.StoreError as exc:
+            self._store_failed("list", exc)
+            raise
 
     async def cancel(self, job_id: str) -> Job:
         """Queued: cancelled at once. Active: the intent is stored and carried out by the loop."""
@@ -211,13 +168,8 @@ class Engine:
         if accepting is not None:
             await accepting.wait()
         async with self._ledger.lock:
-            job = self._ledger.jobs.get(job_id) or await self._store.get(job_id)
-            if job is None:
-                raise errors.NotFound(f"The TuningJob {job_id} does not exist.")
-            if job.state.is_terminal:
-                raise errors.FailedPrecondition(
-                    f"The tuning job {job_id} is already in a terminal state: "
-                    f"{LOCAL_TO_REMOTE[job.state].value}.")
+            job = check_cancellable(
+                self._ledger.jobs.get(job_id) or await self._store.get(job_id), job_id)
             try:
                 job = await self._ledger.apply_locked(job, Event.cancel_requested()) or job
             except errors.StoreError as exc:
@@ -239,20 +191,11 @@ class Engine:
         now = self._clock()
         cache = self._queue_cache
         if cache is None or (cache.version != self._ledger.version
-                             and now - cache.computed_at >= _QUEUE_RESORT_S):
-            order = policy.queue_order(self._ledger.jobs.values(), now, self.settings.scheduling)
-            cache = self._queue_cache = _QueueCache(
-                version=self._ledger.version, computed_at=now,
-                positions={j.id: i + 1 for i, j in enumerate(order)},
-                neg_priorities=[-policy.effective_priority(j, now, self.settings.scheduling)
-                                for j in order])
-        known = cache.positions.get(job.id)
-        if known is not None:
-            return known
-        # Newer than every sorted job, so it goes after all those of equal or higher priority.
-        ahead = bisect.bisect_right(
-            cache.neg_priorities, -policy.effective_priority(job, now, self.settings.scheduling))
-        return ahead + 1
+                             and now - cache.computed_at >= QUEUE_RESORT_S):
+            cache = self._queue_cache = QueueOrder.of(
+                self._ledger.jobs.values(), now, self.settings.scheduling,
+                version=self._ledger.version)
+        return cache.position(job, now, self.settings.scheduling)
 
     def spend_request(self, location: str) -> float:
         """Take one request token of the location's budget for a call made outside the loop
