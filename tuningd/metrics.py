@@ -162,6 +162,7 @@ class Metrics:
             "tuningd_engine_loop_iterations_total", "Engine loop iterations.", registry=r
         )
         self._init_reliability(r)
+        self._leading = False
         self._precreate()
 
     def _init_reliability(self, r: CollectorRegistry) -> None:
@@ -216,6 +217,17 @@ class Metrics:
             "tuningd_unknown_create_outcomes_total",
             "Creates whose outcome was unknown (timeout, connection reset, 5xx) and that "
             "must be reconciled.",
+            registry=r,
+        )
+        self.leader = Gauge(
+            "tuningd_leader",
+            "1 while this instance runs the engine (the leader of the instances sharing the "
+            "store, or a single instance on SQLite), 0 on a standby.",
+            registry=r,
+        )
+        self.leader_changes = Counter(
+            "tuningd_leader_changes_total",
+            "Times this instance became or stopped being the leader.",
             registry=r,
         )
 
@@ -332,6 +344,13 @@ class Metrics:
         if operation not in STORE_OPERATIONS:
             raise ValueError(f"unknown store operation: {operation!r}")
         self.store_errors.labels(operation=operation).inc()
+
+    def set_leader(self, leading: bool) -> None:
+        """This instance took (True) or lost (False) the engine's lease."""
+        if self._leading != leading:
+            self.leader_changes.inc()
+        self._leading = leading
+        self.leader.set(1 if leading else 0)
 
     def count_unknown_create_outcome(self) -> None:
         self.unknown_create_outcomes.inc()
