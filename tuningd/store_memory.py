@@ -338,6 +338,7 @@ class MemoryStore:
 
     async def release(self, holder: str, epoch: int) -> None:
         """Give the lease up at once, if `holder` still holds it at `epoch`."""
+        self._check_open()
         lease = self.backing.lease
         if lease is not None and lease.holder == holder and lease.epoch == epoch:
             lease.released = True

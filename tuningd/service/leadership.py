@@ -182,18 +182,20 @@ class Leadership:
             asyncio.create_task(self._renew_loop(lease.epoch), name="lease-renew")]
         clean = False
         try:
-            tasks.append(asyncio.create_task(engine.start(), name="engine-start"))
-            if not await self._until_lost(stop, tasks[1]):
+            starting = asyncio.create_task(engine.start(), name="engine-start")
+            tasks.append(starting)
+            if not await self._until_lost(stop, starting):
                 return
-            tasks[1].result()
+            starting.result()
             self.engine = engine
             self._set_role(Role.LEADER)
             log.info("leader.acquired", instance_id=self.holder, epoch=lease.epoch)
-            tasks.append(asyncio.create_task(engine.run(engine_stop), name="engine"))
-            tasks.append(asyncio.create_task(self._consume(feed, engine), name="change-feed"))
-            await self._until_lost(stop, *tasks)
+            running = [asyncio.create_task(engine.run(engine_stop), name="engine"),
+                       asyncio.create_task(self._consume(feed, engine), name="change-feed")]
+            tasks.extend(running)
+            await self._until_lost(stop, tasks[0], *running)
             clean = stop.is_set() and not self._lost.is_set()
-            for task in tasks:
+            for task in (tasks[0], *running):
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     log.error("leader.task_failed", task=task.get_name(),
                               error=repr(task.exception()))
@@ -288,6 +290,7 @@ class Leadership:
         if engine is not None:
             engine.halt()
         self.engine = None
+        self._set_role(Role.STANDBY)
         log.warning("leader.lost", instance_id=self.holder, epoch=self.epoch, reason=reason,
                     detail=detail)
 
