@@ -168,8 +168,11 @@ class Engine:
         if accepting is not None:
             await accepting.wait()
         async with self._ledger.lock:
-            job = check_cancellable(
-                self._ledger.jobs.get(job_id) or await self._store.get(job_id), job_id)
+            job = self._ledger.jobs.get(job_id)
+            if job is None and self._ledger.shared:
+                # Created on another instance and not taken in from the feed yet: take it now.
+                job = await self._ledger.reload_locked(job_id)
+            job = check_cancellable(job or await self._store.get(job_id), job_id)
             try:
                 job = await self._ledger.apply_locked(job, Event.cancel_requested()) or job
             except errors.StoreError as exc:

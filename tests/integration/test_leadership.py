@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
-from engine_harness import emulator_config, settings
+from engine_harness import LOCATION, PROJECT, emulator_config, open_harness, settings, spec
 from ha_cluster import Cluster, eventually, open_cluster
 from structlog.testing import capture_logs
 
 from tuningd.config_ha import HaSettings
+from tuningd.engine import Engine
 from tuningd.model import LocalState
 
 # A 1 s lease tried every 0.1 s: a crashed leader is replaced within about 1.1 s.
@@ -180,3 +182,19 @@ async def test_a_leader_whose_own_clock_passed_the_fence_stops_before_any_create
                          what="the job's end")
         assert (await cluster.job(job_id)).state is LocalState.SUCCEEDED
         assert len(cluster.remote_for(job_id)) == 1
+
+
+async def test_an_engine_whose_lease_is_not_valid_sends_no_create(tmp_path: Path) -> None:
+    """With `may_create` saying no, a planned create writes its intent but is never sent: the
+    job stays submitting with its attempt open, for the next leader to reconcile."""
+    async with open_harness(tmp_path, store="memory") as h:
+        engine = Engine(h.store, h.vertex, h.settings, clock=h.clock.now,
+                        may_create=lambda: False, shared=True)
+        await engine.start()
+        job, _ = await engine.submit(PROJECT, LOCATION, spec())
+        with capture_logs() as logs:
+            await engine.step()
+        stored = await h.job(job.id)
+        assert stored.state is LocalState.SUBMITTING and stored.attempt_ended_at is None
+        assert h.requests("create") == 0
+        assert "leader.create_withheld" in [e["event"] for e in logs]
