@@ -42,8 +42,8 @@ from _common import (
     write_toml,
 )
 
-from tuningd.model import Job, LocalState, Outcome
-from tuningd.store import JOB_COLUMNS, _job_to_row
+from tuningd.adapters.sqlite.store import JOB_COLUMNS, _job_to_row
+from tuningd.core.model import Job, LocalState, Outcome
 
 PROJECT = "bench-proj"
 LOCATION = "us-central1"
@@ -64,7 +64,7 @@ def fill(db: Path, size: int, seed: int) -> float:
     """Create the schema (Store.open) and insert `size` terminal jobs with their events."""
     import asyncio
 
-    from tuningd.store import Store
+    from tuningd.adapters.sqlite.store import Store
 
     async def create() -> None:
         store = await Store.open(db)
@@ -168,7 +168,7 @@ def store_level(db: Path, rounds: int = 20) -> dict[str, Any]:
     """p50/p99 of the store's own filtered pages (what an API that pushes filters down gets)."""
     import asyncio
 
-    from tuningd.store import Store
+    from tuningd.adapters.sqlite.store import Store
 
     async def run() -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -31,20 +31,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine_info, percentile, table, write_json
 
-from tuningd import policy, wire
-from tuningd.auth import AnonymousTokenSource
+from tuningd.adapters.google_auth import AnonymousTokenSource
+from tuningd.adapters.log import configure_logging
+from tuningd.adapters.sqlite.store import Store
+from tuningd.adapters.vertex_http import VertexClient
 from tuningd.config import PollingSettings
+from tuningd.core import limits
+from tuningd.core.model import LABEL_JOB_ID, LocalState
 from tuningd.emulator.config import EmulatorConfig, ManualClock
 from tuningd.emulator.server import Emulator, make_app
 from tuningd.emulator.state import (
     EmulatedJob,
     EmulatorState,
 )
-from tuningd.engine import Engine, EngineSettings
-from tuningd.log import configure_logging
-from tuningd.model import LABEL_JOB_ID, LocalState
-from tuningd.store import Store
-from tuningd.vertex import VertexClient
+from tuningd.service.engine import Engine, EngineSettings
+from tuningd.vertex import wire
 
 PROJECT = "bench-proj"
 LOCATION = "us-central1"
@@ -114,7 +115,7 @@ async def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str
     session = aiohttp.ClientSession()
     try:
         vertex = VertexClient(session, AnonymousTokenSource(), endpoint=emu.url)
-        settings = EngineSettings(limits=policy.Limits(max_active=args.max_active),
+        settings = EngineSettings(limits=limits.Limits(max_active=args.max_active),
                                   polling=scenario.polling)
         engine = Engine(store, vertex, settings, clock=clock.now,
                         rng=random.Random(args.seed + 1))

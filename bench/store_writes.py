@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import machine_info, percentile, table, write_json
 
-from tuningd.model import Job, LocalState
-from tuningd.store import Store
+from tuningd.adapters.sqlite.store import Store
+from tuningd.core.model import Job, LocalState
 
 
 def make_job(n: int) -> Job:

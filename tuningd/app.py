@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import os
 import signal
 import socket
@@ -20,33 +21,40 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from tuningd import __version__, policy, recovery, wire
-from tuningd.api import make_api_app
-from tuningd.api_protocol import EnvelopeAppRunner
-from tuningd.auth import AnonymousTokenSource, TokenSource, token_source_from_settings
-from tuningd.budget import BudgetSettings
+from tuningd import __version__
+from tuningd.adapters.google_auth import (
+    AnonymousTokenSource,
+    TokenSource,
+    token_source_from_settings,
+)
+from tuningd.adapters.log import configure_logging
+from tuningd.adapters.metrics import Metrics, build_registry, metrics_handler
+from tuningd.adapters.secret_files import TokenFileError, bind_private_unix_socket, read_token_file
+from tuningd.adapters.sqlite.store import EXIT_STORE_UNUSABLE, StoreUnusable
+from tuningd.adapters.stores import open_store
+from tuningd.adapters.systemd_notify import Notifier, Watchdog
+from tuningd.adapters.vertex_http import VertexClient
 from tuningd.config import ServerSettings, Settings, load_settings
-from tuningd.connections import (
+from tuningd.core import limits, recovery
+from tuningd.core.budget import BudgetSettings
+from tuningd.core.errors import ConfigError, TuningdError
+from tuningd.http.api import make_api_app
+from tuningd.http.connections import (
     ConnectionGuard,
     ConnectionLimits,
     raise_descriptor_limit,
     tcp_listeners,
     throttle_asyncio_accept_errors,
 )
-from tuningd.engine import Engine, EngineSettings
-from tuningd.errors import ConfigError, TuningdError
-from tuningd.log import configure_logging
-from tuningd.metrics import Metrics, build_registry, metrics_handler
-from tuningd.models import ModelCatalog, UnknownModels, catalog_from_sizes
-from tuningd.notify import Notifier, Watchdog
-from tuningd.passthrough import Passthrough
+from tuningd.http.passthrough import Passthrough
+from tuningd.http.protocol import EnvelopeAppRunner
 from tuningd.ports import ChangeFeed, JobStore, Leases
-from tuningd.secret_files import TokenFileError, bind_private_unix_socket, read_token_file
+from tuningd.service.engine import Engine, EngineSettings
 from tuningd.service.facade import JobService
 from tuningd.service.leadership import Leadership
 from tuningd.service.standby import Standby
-from tuningd.store import EXIT_STORE_UNUSABLE, Store, StoreUnusable
-from tuningd.vertex import VertexClient
+from tuningd.vertex import wire
+from tuningd.vertex.models import ModelCatalog, UnknownModels, catalog_from_sizes
 
 log = structlog.get_logger("tuningd.app")
 
@@ -56,7 +64,7 @@ def engine_settings(settings: Settings, *, shared: bool = False) -> EngineSettin
     store, whose unknown creates also wait out a former leader's lease)."""
     lim, pol, rec = settings.limits, settings.polling, settings.reconcile
     return EngineSettings(
-        limits=policy.Limits(max_active=lim.max_active, per_location=dict(lim.per_location),
+        limits=limits.Limits(max_active=lim.max_active, per_location=dict(lim.per_location),
                              per_base_model=dict(lim.per_base_model)),
         polling=pol,
         retry=settings.retry,
@@ -135,25 +143,29 @@ class Daemon:
         from tuningd.emulator.config import EmulatorConfig
         from tuningd.emulator.server import Emulator
 
+        # `serve`'s --emulator-* flags when given (their defaults otherwise); where it listens
+        # comes from [emulator].
         a = self._emulator_args
-        assert a is not None
-        gcs_root = Path(a.emulator_gcs_root) if a.emulator_gcs_root else None
+        gcs = getattr(a, "emulator_gcs_root", None)
         self.emulator = Emulator(EmulatorConfig(
-            job_seconds=a.emulator_job_seconds, pending_seconds=a.emulator_pending_seconds,
-            max_concurrent=a.emulator_max_concurrent, gcs_root=gcs_root,
-            strict_unknown_fields=False))
+            job_seconds=getattr(a, "emulator_job_seconds", 20.0),
+            pending_seconds=getattr(a, "emulator_pending_seconds", 2.0),
+            max_concurrent=getattr(a, "emulator_max_concurrent", 2),
+            gcs_root=Path(gcs) if gcs else None, strict_unknown_fields=False),
+            host=self.settings.emulator.host, port=self.settings.emulator.port)
         await self.emulator.start()
         self.settings = dataclasses.replace(
             self.settings, vertex=dataclasses.replace(self.settings.vertex,
                                                       endpoint=self.emulator.url))
-        if self._config_path is None and "TUNINGD_STORE_PATH" not in self._env:
+        if self._config_path is None and not {"TUNINGD_STORE_PATH",
+                                               "TUNINGD_STORE_URL"} & set(self._env):
             # The emulator forgets its jobs when it stops, so a database that outlived it would
             # only hold jobs Vertex "lost": keep the two lifetimes equal unless told otherwise.
             self._tempdir = tempfile.TemporaryDirectory(prefix="tuningd-")
             self.settings = dataclasses.replace(
                 self.settings, store=dataclasses.replace(
                     self.settings.store, path=str(Path(self._tempdir.name) / "tuningd.db")))
-        log.info("emulator.embedded", url=self.emulator.url, store=self.settings.store.path)
+        log.info("emulator.embedded", url=self.emulator.url, store=self.settings.store.shown)
 
     def _token_source(self) -> TokenSource:
         if self.emulator is not None:
@@ -165,10 +177,11 @@ class Daemon:
         s = self.settings
         # First: a refused token file must stop the start before the store or Vertex is touched.
         token = _read_token(s.server.token_file, self._env)
-        if self._emulator_args is not None and self._emulator_args.emulator:
+        if s.emulator.enabled or (self._emulator_args is not None
+                                  and self._emulator_args.emulator):
             await self._start_emulator()
             s = self.settings
-        self.store = await Store.open(s.store.path)
+        self.store = await open_store(s.store)
         self._session = aiohttp.ClientSession()
         vertex = VertexClient(self._session, self._token_source(), endpoint=s.vertex.endpoint,
                               api_version=s.vertex.api_version,
@@ -194,7 +207,7 @@ class Daemon:
             instance=None if self.leadership is None else self.leadership.status)
         await self._serve(app, s.server)
         log.info("daemon.ready", version=__version__, listen=self.urls,
-                 store=s.store.path, vertex=s.vertex.endpoint or "googleapis",
+                 store=s.store.shown, vertex=s.vertex.endpoint or "googleapis",
                  max_active=s.limits.max_active)
 
     def _leadership(self, store: JobStore, vertex: VertexClient) -> Leadership:
@@ -222,7 +235,15 @@ class Daemon:
         assert self._runner.server is not None
         self._guard = ConnectionGuard(self._runner.server, limits)
         throttle_asyncio_accept_errors(asyncio.get_running_loop(), self._guard.accept_report)
-        for sock in tcp_listeners(server.host, server.port):
+        try:
+            listeners = tcp_listeners(server.host, server.port)
+        except OSError as exc:
+            hint = (" (another program holds it: stop it, or choose another server.port)"
+                    if exc.errno == errno.EADDRINUSE else "")
+            raise ConfigError(f"config keys server.host/server.port: cannot listen on "
+                              f"{server.host}:{server.port}: "
+                              f"{os.strerror(exc.errno) if exc.errno else exc}{hint}") from None
+        for sock in listeners:
             await self._guard.start_site(self._runner, sock, f"http://{server.host}")
         if server.socket:
             _remove_stale_socket(server.socket)

@@ -1,13 +1,17 @@
 """Command line entry point: `tuningd serve | emulator | submit | list | show | cancel | config |
-store`."""
+store | migrate`."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from tuningd import __version__
+
+# What a shell reports for a command killed by SIGPIPE (128 + 13), the usual Unix outcome.
+EXIT_BROKEN_PIPE = 141
 
 
 def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -65,7 +69,7 @@ def _run_config(args: argparse.Namespace) -> int:
     import os
 
     from tuningd.config import load_settings
-    from tuningd.errors import ConfigError
+    from tuningd.core.errors import ConfigError
 
     try:
         settings = load_settings(args.config, os.environ)
@@ -89,9 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_client_commands(subparsers)
     _add_config(subparsers)
-    from tuningd.store_tools import add_store_commands
+    from tuningd.adapters.sqlite.tools import add_store_commands
 
     add_store_commands(subparsers)
+    from tuningd.adapters.store_commands import add_migrate_command
+
+    add_migrate_command(subparsers)
     return parser
 
 
@@ -101,7 +108,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader left (`tuningd list | head`): stop quietly, as a Unix tool does. Python would
+        # flush stdout again at exit and print a second error, so point it at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return result
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuningd.secret_files import TokenFileError, read_token_file
+from tuningd.adapters.secret_files import TokenFileError, read_token_file
 
 DEFAULT_SERVER = "http://127.0.0.1:8470"
 DEFAULT_LOCATION = "us-central1"

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+from tuningd import config_values
 from tuningd.config_ha import HaSettings
 from tuningd.config_values import (
     FrozenMap,
@@ -23,8 +24,8 @@ from tuningd.config_values import (
 from tuningd.config_values import Section as _Section
 from tuningd.config_values import hints as _hints
 from tuningd.config_values import key as _key
-from tuningd.errors import ConfigError
-from tuningd.models import ADAPTER_SIZES_BY_NUMBER, DEFAULT_MODEL_SIZES, UnknownModels
+from tuningd.core.errors import ConfigError
+from tuningd.vertex.models import ADAPTER_SIZES_BY_NUMBER, DEFAULT_MODEL_SIZES, UnknownModels
 
 __all__ = ["SECTIONS", "FrozenMap", "Settings", "find_config_file", "load_settings",
            "read_toml", "settings_from"]
@@ -32,8 +33,6 @@ __all__ = ["SECTIONS", "FrozenMap", "Settings", "find_config_file", "load_settin
 ENV_PREFIX = "TUNINGD_"
 ENV_CONFIG_PATH = "TUNINGD_CONFIG"
 CONFIG_FILE_NAME = "tuningd.toml"
-DB_FILE_NAME = "tuningd.db"
-DEFAULT_STORE_PATH = "./tuningd.db"
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("auto", "json", "console")
@@ -90,15 +89,27 @@ def is_loopback_host(host: str) -> bool:
 
 @dataclass(frozen=True)
 class StoreSettings(_Section):
-    """Where the SQLite database lives ("" only before defaults are applied; see load)."""
+    """Where the jobs live: `url` "" is the SQLite file at `path`, else sqlite:///PATH or
+    postgresql://USER@HOST/DB (its password best in PGPASSWORD or ~/.pgpass, shown as ***)."""
 
     section: ClassVar[str] = "store"
 
-    path: str = _key(DEFAULT_STORE_PATH)
+    path: str = _key(config_values.DEFAULT_STORE_PATH)
+    url: str = _key("")
 
     def _cross_check(self) -> None:
         if not self.path:
             raise ConfigError("config key store.path: must not be empty")
+        if (problem := config_values.url_problem(self.url)) is not None:
+            raise ConfigError(f"config key store.url: {problem}")
+
+    @property
+    def sqlite_path(self) -> str:  # the sqlite:// url's file, else path
+        return config_values.sqlite_path(self.url, self.path)
+
+    @property
+    def shown(self) -> str:  # for logs: a URL's password as ***
+        return config_values.redact_url(self.url) if self.url else self.path
 
 
 @dataclass(frozen=True)
@@ -328,6 +339,8 @@ class Settings:
             values: dict[str, Any] = {}
             for f in fields(cls):  # type: ignore[arg-type]
                 values[f.name] = plain(getattr(section, f.name))
+            if name == "store":
+                values["url"] = config_values.redact_url(values["url"])
             out[name] = values
         return out
 
@@ -349,13 +362,6 @@ SECTIONS: Mapping[str, type[_Section]] = {
     "ha": HaSettings,
 }
 
-def default_store_path(env: Mapping[str, str]) -> str:
-    """`$STATE_DIRECTORY/tuningd.db` under systemd's StateDirectory=, else `./tuningd.db`."""
-    # systemd joins several StateDirectory= entries with ':'; the first is ours.
-    state_dir = env.get("STATE_DIRECTORY", "").split(":")[0]
-    if state_dir:
-        return str(Path(state_dir) / DB_FILE_NAME)
-    return DEFAULT_STORE_PATH
 
 
 def settings_from(data: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
@@ -381,7 +387,7 @@ def settings_from(data: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
                 )
         values: dict[str, Any] = {}
         if section_name == "store":
-            values["path"] = default_store_path(env)
+            values["path"] = config_values.default_store_path(env)
         for f in fields(cls):  # type: ignore[arg-type]
             hint = hints[f.name]
             dotted = f"{section_name}.{f.name}"

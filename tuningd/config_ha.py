@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from tuningd.config_values import Section, key
-from tuningd.errors import ConfigError
+from tuningd.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

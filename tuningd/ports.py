@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, runtime_checkable
 
-from tuningd import errors
-from tuningd.model import Job, JobEvent, LocalState
+from tuningd.core import errors
+from tuningd.core.model import Job, JobEvent, LocalState
 
 __all__ = ["ChangeFeed", "Fenced", "Forwarded", "JobDict", "JobList", "JobStore", "Lease",
-           "Leases", "RowDamaged", "StaleWrite", "VertexApi", "page_key", "split_job_name"]
+           "Leases", "RowDamaged", "StaleWrite", "VertexApi", "page_key", "parse_page_key",
+           "split_job_name"]
 
 # A TuningJob in canonical (camelCase proto3 JSON) form, and a list of them.
 JobDict = dict[str, Any]
@@ -35,6 +36,17 @@ def split_job_name(name: str) -> tuple[str, str, str]:
 def page_key(job: Job) -> str:
     """The keyset-pagination key of a job: list_jobs(after_key=...) continues after it."""
     return f"{job.created_at!r}|{job.id}"
+
+
+def parse_page_key(key: str) -> tuple[float, str]:
+    """(created_at, job id) of a page_key; InvalidArgument for anything page_key cannot give."""
+    created, sep, job_id = key.partition("|")
+    try:
+        if not sep:
+            raise ValueError(key)
+        return float(created), job_id
+    except ValueError:
+        raise errors.InvalidArgument(f"invalid page key {key!r}") from None
 
 
 class StaleWrite(errors.Internal):

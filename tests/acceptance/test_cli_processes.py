@@ -146,3 +146,48 @@ def test_standalone_emulator_refuses_a_bad_error_rule() -> None:
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "--error-rule" in done.stdout + done.stderr
+
+
+def test_serve_on_a_port_in_use_says_so_without_a_traceback(tmp_path: Path) -> None:
+    """`tuningd serve` on a port another program holds exits 2 with one line naming the port."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "tuningd.cli", "serve", "--emulator"], cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin", "TUNINGD_SERVER_PORT": str(port),
+                 "TUNINGD_SERVER_HOST": "127.0.0.1"},
+            capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
+
+
+def test_the_emulator_section_starts_the_embedded_emulator_where_it_says(tmp_path: Path) -> None:
+    """`[emulator] enabled = true` runs `serve` on the embedded emulator (no --emulator flag),
+    listening on `[emulator] port`."""
+    api_port, emu_port = _free_port(), _free_port()
+    env = {"PATH": "/usr/bin:/bin", "TUNINGD_SERVER_PORT": str(api_port),
+           "TUNINGD_EMULATOR_ENABLED": "true", "TUNINGD_EMULATOR_PORT": str(emu_port),
+           "TUNINGD_STORE_PATH": str(tmp_path / "tuningd.db")}
+    proc = subprocess.Popen([sys.executable, "-m", "tuningd.cli", "serve"], cwd=tmp_path,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(f"http://127.0.0.1:{api_port}/readyz")
+        status, listed = _call(
+            f"http://127.0.0.1:{emu_port}/v1/projects/my-project/locations/us-central1/tuningJobs")
+        assert status == 200 and listed == {}, listed
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+
+
+def test_a_reader_that_leaves_ends_the_command_quietly(tmp_path: Path) -> None:
+    """`tuningd config | head -0`: the closed pipe ends the command with 141 and no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "tuningd.cli", "config"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the command writes a byte
+    assert proc.wait(timeout=30) == 141
+    assert proc.stderr.read() == b""

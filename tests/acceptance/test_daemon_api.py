@@ -63,7 +63,8 @@ BAD_CREATES: list[tuple[str, bytes, int, str]] = [
 
 def test_bad_input_gets_google_errors_and_creates_nothing(procs: Processes) -> None:
     """Malformed, incomplete, invalid and oversize requests, unknown ids and bad list parameters
-    each get a 4xx in Google's error envelope, nothing is created, and the daemon keeps serving."""
+    each get a 4xx in Google's error envelope, nothing is created, the daemon keeps serving, and
+    its info-level log has no access lines."""
     emu = procs.emulator()
     daemon = procs.daemon(emu.url, {"server": {"max_body_bytes": MAX_BODY}})
     base = daemon.collection_url()
@@ -104,6 +105,10 @@ def test_bad_input_gets_google_errors_and_creates_nothing(procs: Processes) -> N
     # A good request after all that is accepted.
     job = daemon.submit(job_body("after-the-storm"))
     assert job["state"] == "JOB_STATE_QUEUED"
+    # At info, the log holds what happened to jobs, not one access line per request.
+    daemon.stop()
+    events = [r["event"] for r in daemon.log_records()]
+    assert "job.accepted" in events and "request.answered" not in events
 
 
 def _token_daemon(procs: Processes, tmp_path: Path) -> tuple[DaemonProc, str]:

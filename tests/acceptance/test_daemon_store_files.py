@@ -21,8 +21,8 @@ from helpers import (
     wait_until,
 )
 
-from tuningd.model import Job, LocalState, Outcome
-from tuningd.store import EXIT_STORE_UNUSABLE, Store
+from tuningd.adapters.sqlite.store import EXIT_STORE_UNUSABLE, Store
+from tuningd.core.model import Job, LocalState, Outcome
 
 pytestmark = pytest.mark.acceptance
 

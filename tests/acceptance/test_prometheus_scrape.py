@@ -16,8 +16,8 @@ import pytest
 from aiohttp import web
 from prom import Prometheus, find_prometheus, value_is
 
-from tuningd.metrics import Metrics, build_registry, metrics_handler
-from tuningd.model import LocalState
+from tuningd.adapters.metrics import Metrics, build_registry, metrics_handler
+from tuningd.core.model import LocalState
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "config" / "prometheus" / "tuningd.rules.yml"

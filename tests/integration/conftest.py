@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from engine_harness import Harness, open_harness
 
-from tuningd.api import make_api_app
+from tuningd.http.api import make_api_app
 
 Client = TestClient[web.Request, web.Application]
 

@@ -18,18 +18,25 @@ from typing import Any
 import aiohttp
 from structlog.testing import capture_logs
 
-from tuningd import policy, recovery
-from tuningd.auth import AnonymousTokenSource
+from tuningd.adapters.google_auth import AnonymousTokenSource
+from tuningd.adapters.memory import MemoryStore
+from tuningd.adapters.metrics import Metrics, build_registry
+from tuningd.adapters.sqlite.store import Store
+from tuningd.adapters.vertex_http import VertexClient
 from tuningd.config import PollingSettings, SchedulingSettings
+from tuningd.core import limits, recovery
+from tuningd.core.model import (
+    ACTIVE_STATES,
+    LABEL_JOB_ID,
+    LABEL_MANAGED,
+    MANAGED_VALUE,
+    Job,
+    LocalState,
+)
 from tuningd.emulator import Emulator, EmulatorConfig, Faults, ManualClock
 from tuningd.emulator.state import EmulatedJob
-from tuningd.engine import Engine, EngineSettings
-from tuningd.metrics import Metrics, build_registry
-from tuningd.model import ACTIVE_STATES, LABEL_JOB_ID, LABEL_MANAGED, MANAGED_VALUE, Job, LocalState
 from tuningd.ports import JobStore
-from tuningd.store import Store
-from tuningd.store_memory import MemoryStore
-from tuningd.vertex import VertexClient
+from tuningd.service.engine import Engine, EngineSettings
 
 PROJECT = "my-proj"
 LOCATION = "us-central1"
@@ -59,7 +66,7 @@ def settings(*, max_active: int = 2, per_location: Mapping[str, int] | None = No
     """Engine settings with short, test-friendly polling and reconcile windows (a create is
     presumed absent 15 s after a failed attempt: 10 s timeout, then two lists 5 s apart)."""
     return EngineSettings(
-        limits=policy.Limits(max_active=max_active, per_location=dict(per_location or {}),
+        limits=limits.Limits(max_active=max_active, per_location=dict(per_location or {}),
                              per_base_model=dict(per_base_model or {})),
         polling=PollingSettings(initial_interval_s=initial_s,
                                        max_interval_s=max_interval_s, jitter=jitter,
@@ -95,7 +102,7 @@ class Harness:
         self.clock = ManualClock()
         self.emulator = Emulator(emulator_config, clock=self.clock)
         # Highest number of active jobs seen per limit scope, sampled after every round.
-        self.peak_active: Counter[policy.Scope] = Counter()
+        self.peak_active: Counter[limits.Scope] = Counter()
         # Every structlog event of the run (set by open_harness).
         self.logs: list[dict[str, Any]] = []
 
@@ -189,7 +196,7 @@ class Harness:
 
     async def _sample_active(self) -> None:
         jobs = await self.store.active_and_queued()
-        for scope, n in policy.active_counts(jobs).items():
+        for scope, n in limits.active_counts(jobs).items():
             self.peak_active[scope] = max(self.peak_active[scope], n)
 
     # ------------------------------------------------------------------ looking

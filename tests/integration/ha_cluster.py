@@ -18,19 +18,19 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 from engine_harness import LOCATION, PROJECT, spec
 
-from tuningd.api import make_api_app
-from tuningd.auth import AnonymousTokenSource
+from tuningd.adapters.google_auth import AnonymousTokenSource
+from tuningd.adapters.memory import MemoryBacking, MemoryStore
+from tuningd.adapters.metrics import Metrics, build_registry
+from tuningd.adapters.vertex_http import VertexClient
 from tuningd.config_ha import HaSettings
+from tuningd.core.model import LABEL_JOB_ID, Job
 from tuningd.emulator import Emulator, EmulatorConfig
 from tuningd.emulator.state import EmulatedJob
-from tuningd.engine import Engine, EngineSettings
-from tuningd.metrics import Metrics, build_registry
-from tuningd.model import LABEL_JOB_ID, Job
+from tuningd.http.api import make_api_app
 from tuningd.ports import JobStore
+from tuningd.service.engine import Engine, EngineSettings
 from tuningd.service.leadership import Leadership, Role
 from tuningd.service.standby import Standby
-from tuningd.store_memory import MemoryBacking, MemoryStore
-from tuningd.vertex import VertexClient
 
 BASE = f"/v1/projects/{PROJECT}/locations/{LOCATION}/tuningJobs"
 

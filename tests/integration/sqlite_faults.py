@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from tuningd.store import Store
+from tuningd.adapters.sqlite.store import Store
 
 # SQLite's default, and largest, max_page_count: the file may grow again.
 UNLIMITED_PAGES = 4_294_967_294

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tuningd.model import Job, LocalState, Outcome
+from tuningd.core.model import Job, LocalState, Outcome
 
 
 def make_job(n: int = 1, **changes: object) -> Job:

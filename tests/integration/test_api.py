@@ -14,11 +14,12 @@ import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from tuningd import models, recovery, wire
-from tuningd.api import job_view, make_api_app
-from tuningd.engine import Engine, JobPredicate, Page
-from tuningd.errors import ConfigError, FailedPrecondition, NotFound, Unavailable
-from tuningd.model import Job, JobEvent, LocalState, Outcome
+from tuningd.core import recovery
+from tuningd.core.errors import ConfigError, FailedPrecondition, NotFound, Unavailable
+from tuningd.core.model import Job, JobEvent, LocalState, Outcome
+from tuningd.http.api import job_view, make_api_app
+from tuningd.service.engine import Engine, JobPredicate, Page
+from tuningd.vertex import models, wire
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 BASE = "/v1/projects/proj-a/locations/us-central1/tuningJobs"

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 from engine_harness import Harness, spec
 from sqlite_faults import disk_full, disk_has_room, read_only
 
-from tuningd.model import LocalState
+from tuningd.core.model import LocalState
 
 Client = TestClient[web.Request, web.Application]
 

@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tuningd.auth import (
+from tuningd.adapters.google_auth import (
     AnonymousTokenSource,
     GoogleCredentialsSource,
     StaticTokenSource,
@@ -25,10 +25,10 @@ from tuningd.auth import (
     refresh_margin_s,
     token_source_from_settings,
 )
+from tuningd.adapters.vertex_http import VertexClient
+from tuningd.core.errors import ConfigError, RemoteError
 from tuningd.emulator import Emulator
 from tuningd.emulator.config import EmulatorConfig, ManualClock
-from tuningd.errors import ConfigError, RemoteError
-from tuningd.vertex import VertexClient
 
 PROJECT = "my-proj"
 LOCATION = "us-central1"

@@ -13,8 +13,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from test_auth import private_key_pem, write_service_account
 
-from tuningd.auth import GoogleCredentialsSource
-from tuningd.errors import RemoteError
+from tuningd.adapters.google_auth import GoogleCredentialsSource
+from tuningd.core.errors import RemoteError
 
 # Builds the answer (status, content type, body) from the form the endpoint received.
 Answer = Callable[[str], tuple[int, str, str]]

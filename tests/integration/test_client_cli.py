@@ -16,8 +16,8 @@ from aiohttp.test_utils import TestServer
 from test_api import VALID_JOB, FakeEngine
 
 from tuningd import client
-from tuningd.api import make_api_app
-from tuningd.model import LocalState
+from tuningd.core.model import LocalState
+from tuningd.http.api import make_api_app
 
 TOKEN = "cli-test-token"
 

@@ -19,8 +19,9 @@ import pytest
 import structlog
 from aiohttp import web
 
+from tuningd.adapters.secret_files import bind_private_unix_socket
 from tuningd.config import ServerSettings
-from tuningd.connections import (
+from tuningd.http.connections import (
     ASYNCIO_ACCEPT_MESSAGE,
     RESERVED_FDS,
     ConnectionGuard,
@@ -30,7 +31,6 @@ from tuningd.connections import (
     tcp_listeners,
     throttle_asyncio_accept_errors,
 )
-from tuningd.secret_files import bind_private_unix_socket
 
 GET = b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,10 @@ from tuningd.emulator import Emulator, EmulatorConfig, ManualClock
 PARENT = "projects/my-proj/locations/us-central1"
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "train-sample.jsonl"
 SAMPLE_LINES = SAMPLE.read_text().splitlines()
-GOOD = "\n".join(SAMPLE_LINES[:4]) + "\n"  # the Gemini `contents` lines
-LEGACY_LINE = SAMPLE_LINES[4]  # the gemini-1.0-pro-002 `messages` line
+GOOD = "\n".join(SAMPLE_LINES) + "\n"  # the Gemini `contents` lines
+# The gemini-1.0-pro-002 `messages` format: a fixture for the validator, never an example.
+LEGACY_LINE = (Path(__file__).resolve().parents[1] / "fixtures"
+               / "train-legacy-messages.jsonl").read_text().strip()
 
 
 @pytest.fixture
@@ -64,12 +65,14 @@ def text_chars(line: str) -> tuple[int, int, int]:
 
 async def test_good_dataset_succeeds_with_real_stats(http: aiohttp.ClientSession,
                                                      gcs: Path) -> None:
-    """The sample's `contents` examples succeed; tuningDataStats describe exactly that file."""
-    uri = write(gcs, "train.jsonl", GOOD)
+    """examples/train-sample.jsonl, copied as it is, succeeds; tuningDataStats describe exactly
+    that file."""
+    (gcs / "bkt" / "train.jsonl").write_bytes(SAMPLE.read_bytes())
+    uri = "gs://bkt/train.jsonl"
     job = await run_job(http, gcs, uri, epochs=3)
     assert job["state"] == "JOB_STATE_SUCCEEDED"
     stats = job["tuningDataStats"]["supervisedTuningDataStats"]
-    per_example = [text_chars(line) for line in SAMPLE_LINES[:4]]
+    per_example = [text_chars(line) for line in SAMPLE_LINES]
     total = sum(i + o for i, o, _ in per_example)
     assert stats["tuningDatasetExampleCount"] == "4"
     assert stats["totalTuningCharacterCount"] == str(total)
@@ -87,9 +90,9 @@ async def test_good_dataset_succeeds_with_real_stats(http: aiohttp.ClientSession
 
 async def test_sample_file_with_legacy_line_fails_for_gemini_2(http: aiohttp.ClientSession,
                                                                 gcs: Path) -> None:
-    """The full sample mixes in a legacy `messages` line, which gemini-2.5-flash rejects: the
-    job FAILS with code 3 naming line 5."""
-    shutil.copy(SAMPLE, gcs / "bkt" / "train.jsonl")
+    """A legacy `messages` line after the sample, which gemini-2.5-flash rejects: the job FAILS
+    with code 3 naming line 5."""
+    (gcs / "bkt" / "train.jsonl").write_text(GOOD + LEGACY_LINE + "\n")
     job = await run_job(http, gcs, "gs://bkt/train.jsonl")
     assert job["state"] == "JOB_STATE_FAILED"
     assert job["error"]["code"] == 3

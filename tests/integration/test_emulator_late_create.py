@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 from emulator_faults_helpers import COLLECTION, PARENT, call, counts, job_body, listed, set_faults
 
-from tuningd import wire
 from tuningd.emulator import Emulator, EmulatorConfig, Faults, ManualClock, QuotaMode
+from tuningd.vertex import wire
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 
 from tuningd.emulator import Emulator, EmulatorConfig, ManualClock, QuotaMode
-from tuningd.wire import parse_timestamp
+from tuningd.vertex.wire import parse_timestamp
 
 PARENT = "projects/my-proj/locations/us-central1"
 BODY: dict[str, Any] = {

@@ -10,10 +10,10 @@ import aiohttp
 import pytest
 from emulator_faults_helpers import LOCATION, PROJECT, job_body, set_faults
 
-from tuningd.auth import AnonymousTokenSource
+from tuningd.adapters.google_auth import AnonymousTokenSource
+from tuningd.adapters.vertex_http import VertexClient
+from tuningd.core.errors import RemoteError
 from tuningd.emulator import Emulator, EmulatorConfig, ManualClock
-from tuningd.errors import RemoteError
-from tuningd.vertex import VertexClient
 
 NUMBER = "123456789012"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from engine_harness import Harness, emulator_config, open_harness, settings
 
-from tuningd import errors
+from tuningd.core import errors
+from tuningd.core.model import JobState, LocalState, Outcome
 from tuningd.emulator import LostReplyMode
-from tuningd.model import JobState, LocalState, Outcome
 
 
 async def _until_state(h: Harness, job_id: str, state: LocalState, limit_s: float = 600) -> None:

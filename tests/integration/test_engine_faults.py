@@ -8,10 +8,10 @@ import pytest
 from engine_harness import LOCATION, PROJECT, emulator_config, open_harness, settings, spec
 from sqlite_faults import read_only
 
-from tuningd.api import job_view
+from tuningd.core.limits import GLOBAL
+from tuningd.core.model import LocalState, Outcome
 from tuningd.emulator import ErrorRule
-from tuningd.model import LocalState, Outcome
-from tuningd.policy import GLOBAL
+from tuningd.http.api import job_view
 
 
 async def test_a_job_for_an_invalid_location_fails_with_its_reason_and_frees_the_slot(

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from engine_harness import emulator_config, open_harness, settings
 
+from tuningd.adapters.memory import MemoryStore
+from tuningd.core.model import LocalState
 from tuningd.emulator import LostReplyMode
-from tuningd.model import LocalState
-from tuningd.store_memory import MemoryStore
 
 
 async def test_jobs_run_to_the_end_within_limits_on_the_memory_store(tmp_path: Path) -> None:

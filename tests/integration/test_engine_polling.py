@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from engine_harness import LOCATION, Harness, emulator_config, open_harness, settings
 
-from tuningd.errors import Code
-from tuningd.model import LocalState, Outcome
+from tuningd.core.errors import Code
+from tuningd.core.model import LocalState, Outcome
 
 
 async def _until_state(h: Harness, job_id: str, state: LocalState, limit_s: float = 600) -> None:

@@ -16,8 +16,8 @@ from engine_harness import (
     spec,
 )
 
-from tuningd import errors, policy
-from tuningd.model import LocalState
+from tuningd.core import errors, limits
+from tuningd.core.model import LocalState
 
 EU = "europe-west4"
 
@@ -33,7 +33,7 @@ async def test_global_limit_and_remote_quota_hold_and_every_job_runs_once(
 
         assert await h.states(*ids) == [LocalState.SUCCEEDED] * 6
         assert h.emulator.state.max_active == 2
-        assert h.peak_active[policy.GLOBAL] == 2
+        assert h.peak_active[limits.GLOBAL] == 2
         assert sorted(h.created_order()) == sorted(ids)
         for job_id in ids:
             (remote,) = h.remote_for(job_id)
@@ -53,12 +53,12 @@ async def test_per_location_and_per_base_model_limits_hold(tmp_path: Path) -> No
         await h.run_until_ended(limit_s=1200)
 
         assert await h.states(*ids) == [LocalState.SUCCEEDED] * len(ids)
-        location = policy.Scope(policy.ScopeKind.LOCATION, LOCATION)
-        pro = policy.Scope(policy.ScopeKind.BASE_MODEL, PRO)
+        location = limits.Scope(limits.ScopeKind.LOCATION, LOCATION)
+        pro = limits.Scope(limits.ScopeKind.BASE_MODEL, PRO)
         assert h.peak_active[location] == 1
         assert h.peak_active[pro] == 1
         # The unlimited scopes really ran in parallel, so the caps above were binding.
-        assert h.peak_active[policy.Scope(policy.ScopeKind.LOCATION, EU)] >= 2
+        assert h.peak_active[limits.Scope(limits.ScopeKind.LOCATION, EU)] >= 2
         assert len(h.remote_jobs()) == len(ids)
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from engine_harness import Harness, emulator_config, open_harness, settings
 
+from tuningd.core.model import LocalState
 from tuningd.emulator import LostReplyMode, QuotaMode
-from tuningd.model import LocalState
 
 
 async def _until_state(h: Harness, job_id: str, state: LocalState, limit_s: float = 600) -> None:

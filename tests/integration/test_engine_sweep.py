@@ -7,7 +7,7 @@ from pathlib import Path
 
 from engine_harness import LOCATION, PROJECT, open_harness, settings
 
-from tuningd.model import JobState, LocalState
+from tuningd.core.model import JobState, LocalState
 
 
 async def test_sweep_cancels_a_late_landing_of_a_job_cancelled_before_creation(

@@ -20,8 +20,8 @@ from engine_harness import LOCATION, PROJECT, open_harness, settings
 from google.cloud import aiplatform_v1, aiplatform_v1beta1
 
 from tests.tools.gen_vertex_schema import collect
-from tuningd.api import make_api_app
-from tuningd.model import LABEL_JOB_ID
+from tuningd.core.model import LABEL_JOB_ID
+from tuningd.http.api import make_api_app
 
 PROTO_TYPES = {"v1": aiplatform_v1, "v1beta1": aiplatform_v1beta1}
 BASE = "gemini-2.5-flash"

@@ -13,16 +13,16 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from engine_harness import LOCATION, PROJECT, Harness, emulator_config, open_harness, settings, spec
 
-from tuningd.api import make_api_app
-from tuningd.emulator.state import EmulatedJob
-from tuningd.model import (
+from tuningd.core.model import (
     LABEL_JOB_ID,
     LABEL_MANAGED,
     LEGACY_LABEL_MANAGED_BY,
     LEGACY_MANAGED_BY_VALUE,
     LocalState,
 )
-from tuningd.models import DEFAULT_MODEL_SIZES, catalog_from_sizes
+from tuningd.emulator.state import EmulatedJob
+from tuningd.http.api import make_api_app
+from tuningd.vertex.models import DEFAULT_MODEL_SIZES, catalog_from_sizes
 
 Client = TestClient[web.Request, web.Application]
 COLLECTION = f"projects/{PROJECT}/locations/{LOCATION}/tuningJobs"

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_api import FakeEngine
 
-from tuningd.api import make_api_app
-from tuningd.api_protocol import EnvelopeAppRunner
 from tuningd.emulator import EmulatorConfig, ThreadedEmulator
+from tuningd.http.api import make_api_app
+from tuningd.http.protocol import EnvelopeAppRunner
 
 JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
 FUZZ = settings(max_examples=100, deadline=None, derandomize=True,

@@ -13,8 +13,8 @@ from ha_cluster import Cluster, eventually, open_cluster
 from structlog.testing import capture_logs
 
 from tuningd.config_ha import HaSettings
-from tuningd.engine import Engine
-from tuningd.model import LocalState
+from tuningd.core.model import LocalState
+from tuningd.service.engine import Engine
 
 # A 1 s lease tried every 0.1 s: a crashed leader is replaced within about 1.1 s.
 HA = HaSettings(lease_ttl_s=1.0, acquire_interval_s=0.1, fence_margin_s=0.3)

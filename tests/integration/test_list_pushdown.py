@@ -13,13 +13,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from tuningd import wire
-from tuningd.api import job_view, make_api_app
-from tuningd.engine import Engine, EngineSettings, JobPredicate, Page
-from tuningd.model import Job, LocalState
-from tuningd.store import Store
-from tuningd.store_pushdown import FilterPushdown, filter_pushdown
-from tuningd.vertex import VertexClient
+from tuningd.adapters.pushdown import FilterPushdown, filter_pushdown
+from tuningd.adapters.sqlite.store import Store
+from tuningd.adapters.vertex_http import VertexClient
+from tuningd.core.model import Job, LocalState
+from tuningd.http.api import job_view, make_api_app
+from tuningd.service.engine import Engine, EngineSettings, JobPredicate, Page
+from tuningd.vertex import wire
 
 PROJECT, LOCATION = "proj-a", "us-central1"
 BASE = f"/v1/projects/{PROJECT}/locations/{LOCATION}/tuningJobs"

@@ -17,8 +17,8 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from tuningd import __version__
-from tuningd.metrics import Metrics, build_registry, metrics_handler
-from tuningd.model import LocalState
+from tuningd.adapters.metrics import Metrics, build_registry, metrics_handler
+from tuningd.core.model import LocalState
 
 REQUIRED = {
     # name -> type as seen by the classic text parser

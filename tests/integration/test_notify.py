@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tuningd.notify import Notifier, Watchdog
+from tuningd.adapters.systemd_notify import Notifier, Watchdog
 
 
 class Listener:

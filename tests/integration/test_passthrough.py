@@ -14,10 +14,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from engine_harness import LOCATION, PROJECT, Harness, open_harness, settings
 
-from tuningd.api import make_api_app
-from tuningd.budget import BudgetSettings
-from tuningd.errors import InvalidArgument
-from tuningd.passthrough import Passthrough
+from tuningd.core.budget import BudgetSettings
+from tuningd.core.errors import InvalidArgument
+from tuningd.http.api import make_api_app
+from tuningd.http.passthrough import Passthrough
 
 Client = TestClient[web.Request, web.Application]
 PARENT = f"projects/{PROJECT}/locations/{LOCATION}"

@@ -12,9 +12,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from engine_harness import Harness, open_harness, spec
 from yarl import URL
 
-from tuningd import wire
-from tuningd.api import make_api_app
-from tuningd.model import LocalState
+from tuningd.core.model import LocalState
+from tuningd.http.api import make_api_app
+from tuningd.vertex import wire
 
 Client = TestClient[web.Request, web.Application]
 

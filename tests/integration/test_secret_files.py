@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tuningd.secret_files import (
+from tuningd.adapters.secret_files import (
     MAX_TOKEN_FILE_BYTES,
     TokenFileError,
     bind_private_unix_socket,

@@ -17,7 +17,7 @@ from tests.sim.driver import Driver, Outcome, engine_log_capture, run_seed
 from tests.sim.invariants import SimJob
 from tests.sim.options import CI_BASELINE, SimOptions
 from tests.sim.world import GOOD_DATASET, spec
-from tuningd.model import LocalState, ours_labels
+from tuningd.core.model import LocalState, ours_labels
 
 ROOT = Path(__file__).resolve().parents[2]
 CI_OPTIONS = SimOptions().with_features(CI_BASELINE)

@@ -1,4 +1,4 @@
-"""Integration tests of tuningd.store against real SQLite files in a temp directory.
+"""Integration tests of tuningd.adapters.sqlite.store against real SQLite files in a temp directory.
 
 What every store must do is in test_store_contract.py; these are SQLite's own behaviours."""
 
@@ -20,9 +20,7 @@ from typing import TypeVar
 import pytest
 
 from tests.integration.store_jobs import full_job, make_job
-from tuningd import errors
-from tuningd.model import Job, LocalState
-from tuningd.store import (
+from tuningd.adapters.sqlite.store import (
     JOB_COLUMNS,
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -30,6 +28,8 @@ from tuningd.store import (
     _job_to_row,
     page_key,
 )
+from tuningd.core import errors
+from tuningd.core.model import Job, LocalState
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -47,7 +47,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 def run_child(code: str, db: Path) -> subprocess.Popen[str]:
     """Start a Python child that has `db` (a path string) and the tuningd package available."""
     prelude = ("import asyncio, os, sys\n"
-               "from tuningd.store import Store\nfrom tuningd import errors\n")
+               "from tuningd.adapters.sqlite.store import Store\nfrom tuningd.core import errors\n")
     return subprocess.Popen(
         [sys.executable, "-c", prelude + code, str(db)],
         cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -85,7 +85,7 @@ async def test_commit_survives_kill_9(tmp_path: Path) -> None:
     """A write that returned before the process was SIGKILLed is in the database afterwards."""
     db = tmp_path / "tuningd.db"
     child = run_child(
-        "from tuningd.model import Job, LocalState\n"
+        "from tuningd.core.model import Job, LocalState\n"
         "async def main():\n"
         "    s = await Store.open(sys.argv[1])\n"
         "    job = Job(id='k1', project='p', location='l', spec_json='{}', base_model='m',\n"

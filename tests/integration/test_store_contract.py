@@ -1,4 +1,5 @@
-"""The JobStore contract (tuningd.ports): every store (SQLite, memory) passes these same tests."""
+"""The JobStore contract (tuningd.ports): every store (SQLite, memory, PostgreSQL) passes these
+same tests."""
 
 from __future__ import annotations
 
@@ -10,19 +11,23 @@ from pathlib import Path
 import pytest
 
 from tests.integration.store_jobs import full_job, make_job
-from tuningd import errors
-from tuningd.model import Job, LocalState, Outcome
+from tuningd.adapters.memory import MemoryStore
+from tuningd.adapters.sqlite.store import Store
+from tuningd.core import errors
+from tuningd.core.model import Job, LocalState, Outcome
 from tuningd.ports import JobStore, StaleWrite, page_key
-from tuningd.store import Store
-from tuningd.store_memory import MemoryStore
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
-    """Each kind of store, fresh and empty."""
+    """Each kind of store, fresh and empty (PostgreSQL: a new database of the test cluster)."""
     s: JobStore
     if request.param == "sqlite":
         s = await Store.open(tmp_path / "tuningd.db")
+    elif request.param == "postgres":
+        from tuningd.adapters.postgres import PostgresStore
+
+        s = await PostgresStore.open(request.getfixturevalue("pg_url"))
     else:
         s = await MemoryStore.open()
     try:

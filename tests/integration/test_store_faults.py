@@ -17,10 +17,10 @@ import pytest
 import structlog
 from sqlite_faults import disk_full, disk_has_room, read_only
 
-from tuningd import errors
-from tuningd.log import configure_logging
-from tuningd.model import Job, LocalState
-from tuningd.store import Store, store_error
+from tuningd.adapters.log import configure_logging
+from tuningd.adapters.sqlite.store import Store, store_error
+from tuningd.core import errors
+from tuningd.core.model import Job, LocalState
 
 FULL = "the job store cannot be written: database or disk is full"
 READ_ONLY = "the job store cannot be written: the database is read-only"
@@ -189,14 +189,14 @@ def test_store_error_keeps_sqlites_text_for_other_errors() -> None:
 def test_process_exits_with_store_left_open(tmp_path: Path) -> None:
     """A process whose store is never closed (a crash path) still exits, keeping its commits."""
     code = ("import asyncio, sys\n"
-            "from tuningd.store import Store\n"
+            "from tuningd.adapters.sqlite.store import Store\n"
             "async def main():\n"
             "    store = await Store.open(sys.argv[1])\n"
             "    await store.insert_job(Job(id='left', project='p', location='l',\n"
             "        spec_json='{}', base_model='m', state=LocalState.QUEUED,\n"
             "        created_at=1.0, updated_at=1.0))\n"
             "    raise SystemExit(3)\n"
-            "from tuningd.model import Job, LocalState\n"
+            "from tuningd.core.model import Job, LocalState\n"
             "asyncio.run(main())\n")
     db = tmp_path / "tuningd.db"
     child = subprocess.run([sys.executable, "-c", code, str(db)], capture_output=True,

@@ -19,10 +19,10 @@ from aiohttp.test_utils import TestClient
 from engine_harness import Harness, spec
 from structlog.testing import capture_logs
 
-from tuningd import errors
-from tuningd.model import Job, LocalState, Outcome
-from tuningd.store import EXIT_STORE_UNUSABLE, RowDamaged, Store, StoreUnusable
-from tuningd.store_tools import StoreToolUnusable, ToolError, backup, check
+from tuningd.adapters.sqlite.store import EXIT_STORE_UNUSABLE, RowDamaged, Store, StoreUnusable
+from tuningd.adapters.sqlite.tools import StoreToolUnusable, ToolError, backup, check
+from tuningd.core import errors
+from tuningd.core.model import Job, LocalState, Outcome
 
 Client = TestClient[web.Request, web.Application]
 
@@ -244,8 +244,9 @@ async def test_hard_link_alias_in_another_process_is_refused(tmp_path: Path) -> 
         os.link(db, other / "tuningd.db")
         with pytest.raises(errors.StoreLocked, match="another path to the same file"):
             await Store.open(other / "tuningd.db")
-        code = ("import asyncio, sys\nfrom tuningd import errors\nfrom tuningd.store import "
-                "Store\ntry:\n    asyncio.run(Store.open(sys.argv[1]))\nexcept errors.StoreLocked"
+        code = ("import asyncio, sys\nfrom tuningd.core import errors\n"
+                "from tuningd.adapters.sqlite.store import Store"
+                "\ntry:\n    asyncio.run(Store.open(sys.argv[1]))\nexcept errors.StoreLocked"
                 " as exc:\n    print(exc)\n    sys.exit(3)\n")
         child = await asyncio.create_subprocess_exec(
             sys.executable, "-c", code, str(other / "tuningd.db"),

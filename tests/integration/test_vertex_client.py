@@ -10,12 +10,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tuningd.auth import AnonymousTokenSource, StaticTokenSource
+from tuningd.adapters.google_auth import AnonymousTokenSource, StaticTokenSource
+from tuningd.adapters.vertex_http import VertexClient, default_endpoint, split_job_name
+from tuningd.core.errors import InvalidArgument, RemoteError
 from tuningd.emulator import Emulator
 from tuningd.emulator.config import EmulatorConfig, ManualClock
 from tuningd.emulator.faults import LostReplyMode
-from tuningd.errors import InvalidArgument, RemoteError
-from tuningd.vertex import VertexClient, default_endpoint, split_job_name
 
 PROJECT = "my-proj"
 LOCATION = "us-central1"

@@ -23,9 +23,9 @@ from tests.sim.faults import CLEAR, draw_regime
 from tests.sim.gate import Parked, Phase, SimStuck
 from tests.sim.invariants import Checker, SimJob, Violation
 from tests.sim.world import BAD_DATASET, GOOD_DATASET, World, spec
-from tuningd import policy
-from tuningd.errors import TuningdError
-from tuningd.model import LocalState
+from tuningd.core.errors import TuningdError
+from tuningd.core.limits import Limits
+from tuningd.core.model import LocalState
 
 TAIL_LINES = 40
 _SHORT = {LocalState.QUEUED: "q", LocalState.SUBMITTING: "s", LocalState.PENDING: "p",
@@ -336,7 +336,7 @@ class Driver:
 
     async def _step_limits(self) -> str:
         max_active, per_location, per_model = opt.draw_limits(self.rng, self.options)
-        limits = policy.Limits(max_active=max_active, per_location=per_location,
+        limits = Limits(max_active=max_active, per_location=per_location,
                                per_base_model=per_model)
         self.world.reload(limits)
         self.checker.on_limits(limits)

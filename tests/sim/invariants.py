@@ -13,9 +13,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from tests.sim.world import World
-from tuningd import policy, wire
+from tuningd.core import limits
+from tuningd.core.model import LABEL_JOB_ID, REMOTE_TO_LOCAL, Job, LocalState, Outcome
 from tuningd.emulator.state import EmulatedJob
-from tuningd.model import LABEL_JOB_ID, REMOTE_TO_LOCAL, Job, LocalState, Outcome
+from tuningd.vertex import wire
 
 ScopeKey = tuple[str, str]
 GLOBAL: ScopeKey = ("global", "")
@@ -37,7 +38,7 @@ class SimJob:
     cancelled_at_s: float | None = None
 
 
-def configured_bounds(limits: policy.Limits) -> dict[ScopeKey, float]:
+def configured_bounds(limits: limits.Limits) -> dict[ScopeKey, float]:
     bounds: dict[ScopeKey, float] = {GLOBAL: float(limits.max_active)}
     for loc, n in limits.per_location.items():
         bounds[("location", loc)] = float(n)
@@ -82,7 +83,7 @@ class Checker:
 
     # ------------------------------------------------------------------ bookkeeping
 
-    def on_limits(self, limits: policy.Limits) -> None:
+    def on_limits(self, limits: limits.Limits) -> None:
         """A raised limit binds at once. A lowered one binds once the remote count is down to
         it and every create already in flight at the reload (a `submitting` job) is resolved:
         tuningd cancels nothing to obey a new limit, and cannot recall a POST it has sent."""

@@ -27,16 +27,16 @@ import aiohttp
 from tests.sim.faults import CLEAR, Regime
 from tests.sim.gate import Gate
 from tests.sim.options import LOCATIONS, PROJECTS, SimOptions, WorldParams
-from tuningd import policy, recovery
-from tuningd.auth import AnonymousTokenSource
+from tuningd.adapters.google_auth import AnonymousTokenSource
+from tuningd.adapters.metrics import Metrics, build_registry
+from tuningd.adapters.sqlite.store import Store
+from tuningd.adapters.vertex_http import VertexClient
 from tuningd.config import PollingSettings, RetrySettings
+from tuningd.core import limits, recovery
+from tuningd.core.model import Job, LocalState
 from tuningd.emulator import Emulator, EmulatorConfig, ManualClock, QuotaMode, make_app
 from tuningd.emulator.state import EmulatedJob, EmulatorState
-from tuningd.engine import Engine, EngineSettings
-from tuningd.metrics import Metrics, build_registry
-from tuningd.model import Job, LocalState
-from tuningd.store import Store
-from tuningd.vertex import VertexClient
+from tuningd.service.engine import Engine, EngineSettings
 
 GOOD_DATASET = "gs://sim-bucket/train.jsonl"
 BAD_DATASET = "gs://sim-bucket/missing.jsonl"
@@ -117,7 +117,7 @@ class World:
         self.incarnation = 0
         self.regime: Regime = CLEAR
         self.settings = EngineSettings(
-            limits=policy.Limits(max_active=params.max_active,
+            limits=limits.Limits(max_active=params.max_active,
                                  per_location=dict(params.per_location),
                                  per_base_model=dict(params.per_base_model)),
             polling=PollingSettings(initial_interval_s=params.initial_interval_s,
@@ -265,6 +265,6 @@ class World:
         self.regime = regime
         self.emulator.state.faults = regime.faults
 
-    def reload(self, limits: policy.Limits) -> None:
+    def reload(self, limits: limits.Limits) -> None:
         self.settings = dataclasses.replace(self.settings, limits=limits)
         self.engine.reload(self.settings)

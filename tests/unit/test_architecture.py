@@ -1,4 +1,5 @@
-"""The dependency rule of design §10: a pure core, adapters around it, one composition root."""
+"""The dependency rules of the layout: a pure core, the Vertex wire, ports, adapters, the service,
+the HTTP adapter and one composition root, each import running one way only."""
 
 from __future__ import annotations
 
@@ -10,147 +11,175 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "tuningd"
 
-CORE = {"model", "models", "wire", "machine", "policy", "recovery", "settings", "budget", "config",
-        "config_values", "config_ha", "errors", "codec", "wire_json", "validation", "listfilter",
-        "vertex_schema", "vertex_schema_common", "vertex_schema_v1", "vertex_schema_v1beta1",
-        "vertex_schema_extra", "ports"}
-# Adapters may use the core (and auth, for the Vertex client's token source), never the
-# engine, the API or the composition root.
-ADAPTERS = {"store", "store_files", "store_schema", "store_open", "store_rows", "store_reads",
-            "store_tools", "vertex", "auth", "metrics", "notify", "log", "failpoints",
-            "secret_files", "store_memory", "store_pushdown"}
-# The Vertex wire code the emulator shares (schema, codec, validation, filters, paging): it knows
-# Vertex's JobState, never the daemon's LocalState (push-down to local states is the store's).
-WIRE = {"wire", "codec", "validation", "wire_json", "listfilter", "models", "errors",
-        "vertex_schema", "vertex_schema_common", "vertex_schema_v1", "vertex_schema_v1beta1",
-        "vertex_schema_extra"}
+# Modules of the pure core and the wire may do I/O-free work only: no event loop, no sockets, no
+# files other than config's one TOML read.
+FORBIDDEN_IN_PURE = {"asyncio", "aiohttp", "aiosqlite", "asyncpg", "socket", "sqlite3",
+                     "structlog", "prometheus_client", "logging", "subprocess", "threading"}
+# Settings are read by config (one type per concern) and used as they are by the core.
+SETTINGS = {"tuningd.config", "tuningd.config_values", "tuningd.config_ha"}
+# The concrete job stores and Vertex client: everything but the adapters themselves and the
+# composition root reaches them through tuningd.ports.
+CONCRETE = ("tuningd.adapters.sqlite", "tuningd.adapters.memory", "tuningd.adapters.postgres",
+            "tuningd.adapters.vertex_http", "tuningd.adapters.google_auth")
+COMPOSITION = {"tuningd.app", "tuningd.cli"}
 # HTTP plumbing the daemon's API and the emulator share (aiohttp over the core, nothing else).
-SHARED_HTTP = {"http_envelope"}
-# The store's own parts, which only the store's modules use among themselves.
-STORE_PARTS = {"store_files", "store_schema", "store_open", "store_rows", "store_reads"}
-# The concrete job stores and Vertex client: everything else reaches them through tuningd.ports.
-CONCRETE_PORTS = {"store", "store_memory", "vertex"} | STORE_PARTS
-# Modules that may name a concrete store or Vertex client: the adapters' own families (the
-# store's parts, its maintenance tool) and the composition root that wires them.
-MAY_NAME_CONCRETE = {"store", "store_tools", "store_memory", "vertex"} | STORE_PARTS
-COMPOSITION = {"app", "cli"}
-# Modules of the core that may do I/O-free work only: no event loop, no sockets, no files
-# other than config's one TOML read.
-FORBIDDEN_IN_CORE = {"asyncio", "aiohttp", "aiosqlite", "socket", "sqlite3", "structlog",
-                     "prometheus_client", "logging", "subprocess", "threading"}
+SHARED_HTTP = {"tuningd.http.envelope"}
 
 
 def _module_name(path: Path) -> str:
     rel = path.relative_to(PACKAGE.parent).with_suffix("")
-    return ".".join(rel.parts)
+    return ".".join(rel.parts).removesuffix(".__init__")
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _in(module: str, *packages: str) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def _resolve(name: str) -> str:
+    """The tuningd module an import names (`from tuningd.core import errors` -> core.errors)."""
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        candidate = ".".join(parts[:i])
+        if candidate in MODULES:
+            return candidate
+    return name
 
 
 def _imports(path: Path) -> set[str]:
-    """Every module imported by a file, absolute names (relative imports resolved)."""
+    """Every module a file imports, with `from package import module` resolved to the module."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module is not None:
-            if node.module == "tuningd":
-                found.update(f"tuningd.{alias.name}" for alias in node.names)
+            if node.module.split(".")[0] == "tuningd":
+                found.update(_resolve(f"{node.module}.{alias.name}") for alias in node.names)
             else:
                 found.add(node.module)
     return found
 
 
-def _tuningd_deps(path: Path) -> set[str]:
-    """The first-level tuningd modules a file depends on ("emulator" for the subpackage)."""
-    deps = set()
-    for name in _imports(path):
-        parts = name.split(".")
-        if parts[0] == "tuningd" and len(parts) > 1:
-            deps.add(parts[1])
-    return deps
+def _deps(module: str) -> set[str]:
+    """The tuningd modules a module imports (not the package's own __version__)."""
+    return {d for d in _imports(MODULES[module])
+            if d.split(".")[0] == "tuningd" and d != "tuningd"}
 
 
-@pytest.mark.parametrize("name", sorted(CORE))
-def test_core_imports_only_stdlib_and_core(name: str) -> None:
-    """Core modules import the standard library and other core modules only."""
-    path = PACKAGE / f"{name}.py"
-    for imported in _imports(path):
+def _of(*packages: str) -> list[str]:
+    return [m for m in MODULES if _in(m, *packages)]
+
+
+@pytest.mark.parametrize("module", _of("tuningd.core", "tuningd.vertex", "tuningd.ports",
+                                       "tuningd.config", "tuningd.config_values"))
+def test_the_pure_layer_imports_only_stdlib_and_itself(module: str) -> None:
+    """The core, the wire, the ports and config import the standard library and each other."""
+    for imported in _imports(MODULES[module]):
         top = imported.split(".")[0]
         if top == "tuningd":
-            dep = imported.split(".")[1] if "." in imported else ""
-            assert dep in CORE, f"{name} imports {imported}"
+            assert _in(imported, "tuningd.core", "tuningd.vertex", "tuningd.ports") \
+                or imported in SETTINGS, f"{module} imports {imported}"
         else:
             assert top in sys.stdlib_module_names or top == "__future__", \
-                f"{name} imports third-party {imported}"
-            assert top not in FORBIDDEN_IN_CORE, f"{name} imports {imported}"
+                f"{module} imports third-party {imported}"
+            assert top not in FORBIDDEN_IN_PURE, f"{module} imports {imported}"
 
 
-@pytest.mark.parametrize("name", sorted(ADAPTERS))
-def test_adapters_never_import_engine_api_or_app(name: str) -> None:
-    """Adapters depend on the core (and vertex on auth), never on the engine, API or app."""
-    deps = _tuningd_deps(PACKAGE / f"{name}.py") - {"__version__"}
-    allowed = CORE | {"auth", "failpoints"} | (STORE_PARTS if name.startswith("store") else set())
-    assert deps <= allowed, f"{name} depends on {sorted(deps - allowed)}"
+@pytest.mark.parametrize("module", _of("tuningd.vertex"))
+def test_wire_code_knows_no_daemon_state(module: str) -> None:
+    """The wire the emulator shares uses itself and the error root only, not the daemon's
+    LocalState (push-down to local states is the store's: adapters.pushdown)."""
+    outside = {d for d in _deps(module) if not _in(d, "tuningd.vertex")} - {"tuningd.core.errors"}
+    assert not outside, f"{module} depends on {sorted(outside)}"
 
 
-def test_only_the_composition_root_imports_everything() -> None:
-    """No module but cli imports app, and nothing outside app/cli imports the emulator."""
-    for path in PACKAGE.rglob("*.py"):
-        module = _module_name(path)
-        short = module.split(".")[1] if module.count(".") else module
-        deps = _tuningd_deps(path)
-        if short not in COMPOSITION:
-            assert "app" not in deps, f"{module} imports tuningd.app"
-        if short not in COMPOSITION and short != "emulator":
-            assert "emulator" not in deps, f"{module} imports the emulator"
+@pytest.mark.parametrize("module", _of("tuningd.adapters"))
+def test_adapters_never_import_the_service_http_or_app(module: str) -> None:
+    """Adapters depend on the core, the wire, the ports and each other, never on the service,
+    the HTTP adapter, the emulator or the composition root."""
+    bad = {d for d in _deps(module)
+           if _in(d, "tuningd.service", "tuningd.http", "tuningd.emulator") or d in COMPOSITION}
+    assert not bad, f"{module} depends on {sorted(bad)}"
 
 
-def test_emulator_uses_only_the_core() -> None:
-    """The emulator is built on the wire codec, core values and the shared HTTP plumbing only."""
-    allowed = CORE | SHARED_HTTP
-    for path in (PACKAGE / "emulator").glob("*.py"):
-        deps = _tuningd_deps(path) - {"emulator", "__version__"}
-        assert deps <= allowed, f"{path.name} depends on {sorted(deps - allowed)}"
+# Beside the SQLite store: the PostgreSQL store shares its row mapping and its standard-SQL
+# queries (reads, rows, schema); the store opener, `migrate` and `store copy` open SQLite files.
+SQLITE_NEIGHBOURS = ("tuningd.adapters.postgres", "tuningd.adapters.stores",
+                     "tuningd.adapters.store_commands", "tuningd.adapters.store_copy")
 
 
-def test_engine_and_api_reach_store_and_vertex_only_through_ports() -> None:
-    """Outside the adapters and the composition root, no module imports a concrete store or
-    Vertex client: the engine, its parts and the API are typed against tuningd.ports."""
-    for path in PACKAGE.glob("*.py"):
-        name = path.stem
-        if name in MAY_NAME_CONCRETE | COMPOSITION:
+@pytest.mark.parametrize("module", _of("tuningd.adapters.sqlite"))
+def test_the_sqlite_parts_are_the_sqlite_stores_own(module: str) -> None:
+    """Only the SQLite store's modules, its neighbours and the composition root use its parts."""
+    for other in MODULES:
+        if _in(other, "tuningd.adapters.sqlite", *SQLITE_NEIGHBOURS) or other in COMPOSITION:
             continue
-        concrete = _tuningd_deps(path) & CONCRETE_PORTS
-        assert not concrete, f"{name} imports {sorted(concrete)}; use tuningd.ports"
+        assert module not in _deps(other), f"{other} imports {module}"
 
 
-def test_the_engine_and_api_modules_use_the_ports() -> None:
-    """The engine, ledger, actions and pass-through name the ports (so the rule above bites)."""
-    for name in ("engine", "ledger", "actions", "sweep", "passthrough"):
-        assert "ports" in _tuningd_deps(PACKAGE / f"{name}.py"), f"{name} does not use ports"
+@pytest.mark.parametrize("module", [m for m in MODULES if not _in(m, "tuningd.adapters")
+                                    and m not in COMPOSITION])
+def test_outside_adapters_stores_and_vertex_are_reached_through_ports(module: str) -> None:
+    """The service, the HTTP adapter, the core and the emulator never import a concrete store,
+    Vertex client or token source: they are typed against tuningd.ports."""
+    concrete = {d for d in _deps(module) if _in(d, *CONCRETE)}
+    assert not concrete, f"{module} imports {sorted(concrete)}; use tuningd.ports"
 
 
-@pytest.mark.parametrize("name", sorted(WIRE))
-def test_wire_code_knows_no_daemon_state(name: str) -> None:
-    """The wire modules the emulator shares depend on each other only, not on model's states."""
-    deps = _tuningd_deps(PACKAGE / f"{name}.py")
-    assert deps <= WIRE, f"{name} depends on {sorted(deps - WIRE)}"
+def test_the_service_modules_use_the_ports() -> None:
+    """The engine, ledger, actions and sweep name the ports (so the rule above bites)."""
+    for name in ("engine", "ledger", "actions", "sweep"):
+        assert "tuningd.ports" in _deps(f"tuningd.service.{name}"), f"{name} does not use ports"
+    assert "tuningd.ports" in _deps("tuningd.http.passthrough")
 
 
-@pytest.mark.parametrize("name", sorted(SHARED_HTTP))
-def test_shared_http_depends_on_the_core_only(name: str) -> None:
+def test_only_the_composition_root_imports_app_and_the_emulator() -> None:
+    """No module but cli imports app, and nothing outside app/cli imports the emulator."""
+    for module in MODULES:
+        deps = _deps(module)
+        if module not in COMPOSITION:
+            assert "tuningd.app" not in deps, f"{module} imports tuningd.app"
+        if module not in COMPOSITION and not _in(module, "tuningd.emulator"):
+            assert not any(_in(d, "tuningd.emulator") for d in deps), \
+                f"{module} imports the emulator"
+
+
+@pytest.mark.parametrize("module", _of("tuningd.emulator"))
+def test_emulator_uses_only_the_core_the_wire_and_shared_http(module: str) -> None:
+    """The emulator is built on the wire codec, core values and the shared HTTP plumbing only."""
+    bad = {d for d in _deps(module) if not _in(d, "tuningd.emulator", "tuningd.core",
+                                                "tuningd.vertex") and d not in SHARED_HTTP}
+    assert not bad, f"{module} depends on {sorted(bad)}"
+
+
+@pytest.mark.parametrize("module", sorted(SHARED_HTTP))
+def test_shared_http_depends_on_the_core_only(module: str) -> None:
     """The HTTP plumbing shared with the emulator knows nothing of the daemon beyond the core."""
-    deps = _tuningd_deps(PACKAGE / f"{name}.py")
-    assert deps <= CORE, f"{name} depends on {sorted(deps - CORE)}"
+    bad = {d for d in _deps(module) if not _in(d, "tuningd.core", "tuningd.vertex")}
+    assert not bad, f"{module} depends on {sorted(bad)}"
 
 
 def test_http_helpers_are_defined_once() -> None:
     """JSON answers, the envelope answer and the request-line limit live in one shared module."""
     shared = ("def json_response(", "def error_response(", "def _error_response(",
               "JSON_CONTENT_TYPE =", "MAX_REQUEST_LINE_BYTES =", "def malformed_request(")
-    for path in PACKAGE.rglob("*.py"):
-        if path.stem in SHARED_HTTP:
+    for module, path in MODULES.items():
+        if module in SHARED_HTTP:
             continue
         text = path.read_text(encoding="utf-8")
         for needle in shared:
-            assert needle not in text, f"{_module_name(path)} defines {needle!r} again"
+            assert needle not in text, f"{module} defines {needle!r} again"
+
+
+def test_every_module_is_in_a_room() -> None:
+    """Besides the composition root, config, the ports and the CLI's client, every module lives
+    in a package named for its layer (core, vertex, adapters, service, http, emulator)."""
+    top = {m for m in MODULES if m.count(".") == 1}
+    rooms = {"tuningd.core", "tuningd.vertex", "tuningd.adapters", "tuningd.service",
+             "tuningd.http", "tuningd.emulator"}
+    assert top - rooms <= {"tuningd.app", "tuningd.cli", "tuningd.client", "tuningd.config",
+                           "tuningd.config_values", "tuningd.config_ha", "tuningd.ports"}, \
+        sorted(top - rooms)

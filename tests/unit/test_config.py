@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tuningd import config_values
 from tuningd.config import (
     SECTIONS,
     FrozenMap,
@@ -21,8 +22,8 @@ from tuningd.config import (
     load_settings,
     settings_from,
 )
-from tuningd.errors import ConfigError
-from tuningd.models import DEFAULT_MODEL_SIZES
+from tuningd.core.errors import ConfigError
+from tuningd.vertex.models import DEFAULT_MODEL_SIZES
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CONFIG = REPO / "config" / "tuningd.toml"
@@ -181,6 +182,9 @@ BAD: list[tuple[dict[str, Any], dict[str, str], str]] = [
     ({}, {"TUNINGD_SERVER_KEEPALIVE_TIMEOUT_S": "-1"}, "server.keepalive_timeout_s"),
     ({"server": {"allow_insecure": "yes"}}, {}, "server.allow_insecure"),
     ({"store": {"path": 1}}, {}, "store.path"),
+    ({"store": {"url": "mysql://u@h/db"}}, {}, "store.url"),
+    ({"store": {"url": "sqlite://"}}, {}, "store.url"),
+    ({}, {"TUNINGD_STORE_URL": "postgresql://"}, "store.url"),
     ({"vertex": {"endpoint": "ftp://x"}}, {}, "vertex.endpoint"),
     ({"vertex": {"api_version": "v2"}}, {}, "vertex.api_version"),
     ({"vertex": {"credentials_file": ["a"]}}, {}, "vertex.credentials_file"),
@@ -394,6 +398,35 @@ def test_non_loopback_host_needs_token_or_allow_insecure(host: str) -> None:
 def test_loopback_hosts_need_no_token(host: str) -> None:
     """Loopback addresses and "localhost" are served without a token, as before."""
     assert settings_from({"server": {"host": host}}, {}).server.allow_insecure is False
+
+
+@pytest.mark.parametrize(("url", "postgres", "sqlite_path"), [
+    ("", False, "/data/x.db"),
+    ("sqlite:///srv/jobs.db", False, "/srv/jobs.db"),
+    ("postgresql://tuningd@db.example:5432/tuningd", True, None),
+    ("postgres://db.example/tuningd", True, None),
+])
+def test_store_url_names_the_store(url: str, postgres: bool, sqlite_path: str | None) -> None:
+    """store.url "" keeps the SQLite file at store.path; sqlite:// names another file and
+    postgresql:// (or postgres://) a PostgreSQL database."""
+    s = settings_from({"store": {"path": "/data/x.db", "url": url}}, {})
+    assert config_values.is_postgres(s.store.url) is postgres
+    if sqlite_path is not None:
+        assert s.store.sqlite_path == sqlite_path and s.store.shown == (url or "/data/x.db")
+
+
+def test_store_url_password_never_shown() -> None:
+    """A password in store.url appears neither in `config` output nor in errors nor in `shown`."""
+    env = {"TUNINGD_STORE_URL": "postgresql://tuningd:s3cret@db/tuningd?password=s3cret2"}
+    s = settings_from({}, env)
+    assert s.store.url == env["TUNINGD_STORE_URL"]
+    shown = json.dumps(s.as_dict())
+    assert "s3cret" not in shown and "postgresql://tuningd:***@db/tuningd?password=***" in shown
+    assert "s3cret" not in s.store.shown
+    with pytest.raises(ConfigError) as info:
+        settings_from({"store": {"url": "mysql://root:hunter2@db/x"}}, {})
+    assert "hunter2" not in str(info.value) and "mysql://root:***@db/x" in str(info.value)
+
 
 
 def test_ha_defaults_take_over_within_15_s() -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tuningd import recovery, wire
-from tuningd.errors import InvalidArgument
-from tuningd.model import client_labels, is_ours, ours_labels
-from tuningd.models import (
+from tuningd.core import recovery
+from tuningd.core.errors import InvalidArgument
+from tuningd.core.model import client_labels, is_ours, ours_labels
+from tuningd.vertex import wire
+from tuningd.vertex.models import (
     ALL_ADAPTER_SIZES,
     DEFAULT_MODEL_SIZES,
     UnknownModels,

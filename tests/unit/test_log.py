@@ -12,8 +12,8 @@ from datetime import datetime
 import pytest
 import structlog
 
-from tuningd.log import REDACTED, configure_logging, is_secret_key
-from tuningd.model import LocalState
+from tuningd.adapters.log import REDACTED, configure_logging, is_secret_key
+from tuningd.core.model import LocalState
 
 
 class TTYStringIO(io.StringIO):
@@ -143,7 +143,7 @@ def test_key_classification() -> None:
 def test_fast_paths_redact_exactly_what_the_value_regex_does() -> None:
     """The cheap pre-check before the value regex changes no result: any case, non-ASCII text
     that (?i) folds to the markers, scalars and str subclasses kept as the regex leaves them."""
-    from tuningd.log import _SECRET_VALUE, redact_secrets
+    from tuningd.adapters.log import _SECRET_VALUE, redact_secrets
 
     values = [
         "plain text", "", "BEARER abcdefgh1", "bearer\tabcdefgh1", "Basic dXNlcjpwYXNz",

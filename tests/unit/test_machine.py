@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tuningd.errors import Code, IllegalTransition
-from tuningd.machine import (
+from tuningd.core.errors import Code, IllegalTransition
+from tuningd.core.machine import (
     TABLE,
     Event,
     EventKind,
@@ -21,7 +21,7 @@ from tuningd.machine import (
     apply,
     is_legal,
 )
-from tuningd.model import (
+from tuningd.core.model import (
     REMOTE_TO_LOCAL,
     TERMINAL_STATES,
     Job,

@@ -9,26 +9,27 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tuningd.budget import Budgets, BudgetSettings, BudgetSnapshot, LocationBudget, TokenBucket
 from tuningd.config import PollingSettings, RetrySettings, SchedulingSettings
-from tuningd.model import ACTIVE_STATES, Job, LocalState
-from tuningd.policy import (
+from tuningd.core.budget import Budgets, BudgetSettings, BudgetSnapshot, LocationBudget, TokenBucket
+from tuningd.core.limits import (
     GLOBAL,
-    ActionKind,
     AdaptiveLimits,
     Limits,
     Scope,
     ScopeKind,
     active_counts,
+    scopes_of,
+)
+from tuningd.core.model import ACTIVE_STATES, Job, LocalState
+from tuningd.core.planner import ActionKind, plan
+from tuningd.core.schedule import (
     effective_priority,
     jittered,
     next_poll_interval,
-    plan,
     queue_order,
     retry_at,
     retry_delay,
     schedule_poll,
-    scopes_of,
 )
 
 S = LocalState

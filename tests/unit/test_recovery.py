@@ -7,8 +7,8 @@ import random
 import pytest
 
 from tuningd.config import BreakerSettings
-from tuningd.model import Job, LocalState
-from tuningd.recovery import (
+from tuningd.core.model import Job, LocalState
+from tuningd.core.recovery import (
     CreateVerdict,
     Finding,
     NotFoundStep,

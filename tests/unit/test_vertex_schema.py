@@ -11,8 +11,8 @@ from google.genai import tunings as genai_tunings
 from google.genai import types as genai_types
 
 from tests.tools import gen_vertex_schema
-from tuningd import wire
-from tuningd.vertex_schema import schema
+from tuningd.vertex import wire
+from tuningd.vertex.schema import schema
 
 
 def test_committed_modules_match_the_installed_protos() -> None:

@@ -1,4 +1,4 @@
-"""Example-based tests of tuningd.wire: parsing, rendering, errors, timestamps, envelope."""
+"""Example-based tests of tuningd.vertex.wire: parsing, rendering, errors, timestamps, envelope."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tuningd import wire
-from tuningd.errors import InvalidArgument, NotFound, PayloadTooLarge
+from tuningd.core.errors import InvalidArgument, NotFound, PayloadTooLarge
+from tuningd.vertex import wire
 
 BASIC: dict[str, Any] = {
     "baseModel": "gemini-2.5-flash",

@@ -1,4 +1,4 @@
-"""Tests of tuningd.wire list filters (AIP-160 subset), page tokens and create-time validation."""
+"""Tests of the wire's list filters (AIP-160 subset), page tokens and create-time validation."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tuningd import wire
-from tuningd.errors import InvalidArgument
+from tuningd.core.errors import InvalidArgument
+from tuningd.vertex import wire
 
 UUID = "7f3c2a9e-0b1d-4c55-9a53-2f1e0c6d8b11"
 JOB_A: dict[str, Any] = {

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tuningd import wire
-from tuningd.errors import InvalidArgument
+from tuningd.core.errors import InvalidArgument
+from tuningd.vertex import wire
 
 GOOD_PROJECTS = [
     "my-proj", "abcdef", "a" + "b" * 28 + "1", "proj-2024-x",

@@ -1,4 +1,4 @@
-"""Property tests of tuningd.wire: canonical TuningJobs survive render -> JSON -> parse."""
+"""Property tests of tuningd.vertex.wire: canonical TuningJobs survive render -> JSON -> parse."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tuningd import wire
+from tuningd.vertex import wire
 
 # ---------------------------------------------------------------- canonical strategies
 # Written out from spec §2 by hand (not derived from wire's schema) so they check it.

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from tuningd import wire
-from tuningd.errors import InvalidArgument
-from tuningd.model import LOCAL_TO_REMOTE, LocalState
-from tuningd.store_pushdown import FilterPushdown, filter_pushdown
+from tuningd.adapters.pushdown import FilterPushdown, filter_pushdown
+from tuningd.core.errors import InvalidArgument
+from tuningd.core.model import LOCAL_TO_REMOTE, LocalState
+from tuningd.vertex import wire
 
 QUEUED = frozenset({LocalState.QUEUED, LocalState.SUBMITTING})
 

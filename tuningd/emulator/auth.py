@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tuningd.errors import Unauthenticated
+from tuningd.core.errors import Unauthenticated
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 REFRESH_GRANT = "refresh_token"

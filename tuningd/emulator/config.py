@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tuningd.emulator.faults import Faults
-from tuningd.wire import ModelCatalog
+from tuningd.vertex.wire import ModelCatalog
 
 DEFAULT_PROJECT_NUMBER = "123456789012"
 

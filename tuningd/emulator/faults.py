@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from tuningd.errors import (
+from tuningd.core.errors import (
     DeadlineExceeded,
     Internal,
     ResourceExhausted,

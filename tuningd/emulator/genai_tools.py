@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from tuningd.errors import Code, InvalidArgument
+from tuningd.core.errors import Code, InvalidArgument
 
 # MatchOperation by enum number (clients asking for int enums may send them so).
 _MATCH_OPERATIONS = ("MATCH_OPERATION_UNSPECIFIED", "REGEX_CONTAINS", "PARTIAL_MATCH",

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuningd.emulator.faults import ErrorRule, injected_error
-from tuningd.errors import (
+from tuningd.core.errors import (
     Aborted,
     AlreadyExists,
     FailedPrecondition,
@@ -20,6 +19,7 @@ from tuningd.errors import (
     TuningdError,
     Unauthenticated,
 )
+from tuningd.emulator.faults import ErrorRule, injected_error
 
 SERVICE = "aiplatform.googleapis.com"
 _ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from tuningd import wire
-from tuningd.model import JobState, TuningJobState
+from tuningd.core.model import JobState, TuningJobState
+from tuningd.vertex import wire
 
 # Share of job_seconds spent in each RUNNING sub-state (their ends, cumulative).
 PROCESSING_DATASET_END = 0.1

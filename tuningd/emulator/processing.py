@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuningd import wire
+from tuningd.core.errors import NotFound
 from tuningd.emulator import dataset as ds
 from tuningd.emulator.jobs import EmulatedJob
-from tuningd.errors import NotFound
+from tuningd.vertex import wire
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import copy
 import math
 from typing import Any
 
-from tuningd import wire
+from tuningd.core.model import JobState
 from tuningd.emulator.jobs import (
     TUNING_END,
     WAITING_FOR_CAPACITY_END,
@@ -14,7 +14,7 @@ from tuningd.emulator.jobs import (
     Phase,
     VisibleMoment,
 )
-from tuningd.model import JobState
+from tuningd.vertex import wire
 
 
 def job_name(project_number: str, job: EmulatedJob) -> str:

@@ -8,11 +8,11 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from tuningd.core.errors import TuningdError
 from tuningd.emulator.faults import FaultAction, Faults
 from tuningd.emulator.google_errors import rule_error
 from tuningd.emulator.state import EmulatorState
-from tuningd.errors import TuningdError
-from tuningd.http_envelope import JSON_CONTENT_TYPE
+from tuningd.http.envelope import JSON_CONTENT_TYPE
 
 log = structlog.get_logger("tuningd.emulator")
 

@@ -12,10 +12,10 @@ from typing import Any
 
 from aiohttp import web
 
-from tuningd import wire
+from tuningd.core.errors import Code, FailedPrecondition, InvalidArgument, NotFound
 from tuningd.emulator.genai_tools import optimize_prompt, validate_reward
 from tuningd.emulator.state import EmulatedJob, EmulatorState
-from tuningd.errors import Code, FailedPrecondition, InvalidArgument, NotFound
+from tuningd.vertex import wire
 
 StateHandler = Callable[[web.Request, EmulatorState], Awaitable[Any]]
 # server._api_call: auth, rate limits, latency, counting and logging around a handler.

@@ -13,7 +13,13 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from tuningd import http_envelope, wire
+from tuningd.core.errors import (
+    InvalidArgument,
+    NotFound,
+    TuningdError,
+    Unavailable,
+    Unimplemented,
+)
 from tuningd.emulator import sdk_routes
 from tuningd.emulator.auth import OAuthError
 from tuningd.emulator.config import Clock, EmulatorConfig, ManualClock, SystemClock
@@ -25,20 +31,15 @@ from tuningd.emulator.replies import (
     rule_hit,
 )
 from tuningd.emulator.state import EmulatorState
-from tuningd.errors import (
-    InvalidArgument,
-    NotFound,
-    TuningdError,
-    Unavailable,
-    Unimplemented,
-)
-from tuningd.http_envelope import (
+from tuningd.http import envelope as http_envelope
+from tuningd.http.envelope import (
     HANDLER_ARGS,
     METHOD_NOT_FOUND_MESSAGE,
     answer_in_envelope,
     json_response,
     plain_http_error,
 )
+from tuningd.vertex import wire
 
 log = structlog.get_logger("tuningd.emulator")
 
@@ -170,9 +171,9 @@ async def _api_call(request: web.Request, method: str, handler: Handler) -> web.
         raise
     finally:
         state.record_request(method, outcome)
-        log.info("request.answered", http_method=request.method, path=request.path,
-                 api_method=method, outcome=outcome,
-                 duration_ms=round((time.monotonic() - started) * 1000, 2))
+        log.debug("request.answered", http_method=request.method, path=request.path,
+                  api_method=method, outcome=outcome,
+                  duration_ms=round((time.monotonic() - started) * 1000, 2))
 
 
 async def _guarded(request: web.Request, state: EmulatorState, method: str,

@@ -18,7 +18,8 @@ from typing import Any
 
 import structlog
 
-from tuningd import wire
+from tuningd.core.errors import Code, FailedPrecondition, InvalidArgument, NotFound
+from tuningd.core.model import JobState
 from tuningd.emulator.auth import TokenAuthority
 from tuningd.emulator.config import Clock, EmulatorConfig, QuotaMode, SystemClock
 from tuningd.emulator.faults import FaultDice, Faults, rate_limit_error
@@ -37,8 +38,7 @@ from tuningd.emulator.jobs import (
 )
 from tuningd.emulator.processing import process_datasets, with_pre_tuned_base
 from tuningd.emulator.render import job_name, render_view
-from tuningd.errors import Code, FailedPrecondition, InvalidArgument, NotFound
-from tuningd.model import JobState
+from tuningd.vertex import wire
 
 log = structlog.get_logger("tuningd.emulator")
 

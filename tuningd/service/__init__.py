@@ -1,1 +1,1 @@
-"""The service: the engine's loop and commit path, its actions, and the job facade the API calls."""
+"""The engine service: the loop, its commit path, the actions and the job facade."""

@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tuningd import errors, policy, recovery
 from tuningd.config import SchedulingSettings
-from tuningd.model import LOCAL_TO_REMOTE, Job, JobEvent, LocalState
+from tuningd.core import errors, planner, recovery, schedule
+from tuningd.core.model import LOCAL_TO_REMOTE, Job, JobEvent, LocalState
 from tuningd.ports import JobStore, page_key
 
 JobPredicate = Callable[[Job], bool]
@@ -43,10 +43,10 @@ class QueueOrder:
     @classmethod
     def of(cls, jobs: Iterable[Job], now: float, scheduling: SchedulingSettings, *,
            version: int = 0) -> QueueOrder:
-        order = policy.queue_order(jobs, now, scheduling)
+        order = schedule.queue_order(jobs, now, scheduling)
         return cls(version=version, computed_at=now,
                    positions={j.id: i + 1 for i, j in enumerate(order)},
-                   neg_priorities=[-policy.effective_priority(j, now, scheduling)
+                   neg_priorities=[-schedule.effective_priority(j, now, scheduling)
                                    for j in order])
 
     def position(self, job: Job, now: float, scheduling: SchedulingSettings) -> int:
@@ -56,7 +56,7 @@ class QueueOrder:
         if known is not None:
             return known
         ahead = bisect.bisect_right(
-            self.neg_priorities, -policy.effective_priority(job, now, scheduling))
+            self.neg_priorities, -schedule.effective_priority(job, now, scheduling))
         return ahead + 1
 
 
@@ -92,7 +92,7 @@ class JobService(Protocol):
 
     def pause_for(self, job: Job) -> recovery.Pause | None: ...
 
-    def paused_places(self) -> dict[policy.Place, recovery.Pause]: ...
+    def paused_places(self) -> dict[planner.Place, recovery.Pause]: ...
 
     def spend_request(self, location: str) -> float:
         """Take a request token for a pass-through call: 0.0, or the seconds to wait."""

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tuningd import errors, policy, wire
-from tuningd.metrics import Metrics
-from tuningd.model import Job, LocalState
+from tuningd.adapters.metrics import Metrics
+from tuningd.core import errors, limits
+from tuningd.core.model import Job, LocalState
+from tuningd.vertex import wire
 
 
-def scope_label(scope: policy.Scope) -> str:
+def scope_label(scope: limits.Scope) -> str:
     """The `scope` label value of a limit scope in metrics."""
     return scope.kind.value if not scope.name else f"{scope.kind.value}:{scope.name}"
 
@@ -31,13 +32,13 @@ def publish_oldest(m: Metrics, jobs: Sequence[Job]) -> None:
     m.set_oldest_running(min(starts) if starts else 0.0)
 
 
-def publish_scopes(m: Metrics, jobs: Sequence[Job], adaptive: policy.AdaptiveLimits,
-                   limits: policy.Limits) -> None:
+def publish_scopes(m: Metrics, jobs: Sequence[Job], adaptive: limits.AdaptiveLimits,
+                   caps: limits.Limits) -> None:
     """Active jobs and the effective limit of every limited scope."""
-    counts = policy.active_counts(jobs)
+    counts = limits.active_counts(jobs)
     labels = []
-    for scope in {policy.GLOBAL, *counts.keys()}:
-        limit = adaptive.effective(scope, limits)
+    for scope in {limits.GLOBAL, *counts.keys()}:
+        limit = adaptive.effective(scope, caps)
         if limit is None:  # an unlimited scope has no limit series
             continue
         label = scope_label(scope)

@@ -23,12 +23,12 @@ from typing import Any, cast
 
 import structlog
 
-from tuningd import errors, policy, recovery
+from tuningd.adapters.metrics import Metrics
 from tuningd.config_ha import HaSettings
-from tuningd.engine import Engine
-from tuningd.metrics import Metrics
-from tuningd.model import Job, JobEvent, LocalState
+from tuningd.core import errors, planner, recovery
+from tuningd.core.model import Job, JobEvent, LocalState
 from tuningd.ports import ChangeFeed, Fenced, JobStore, Lease, Leases
+from tuningd.service.engine import Engine
 from tuningd.service.facade import JobPredicate, JobService, Page
 from tuningd.service.standby import Standby
 
@@ -348,7 +348,7 @@ class Leadership:
     def pause_for(self, job: Job) -> recovery.Pause | None:
         return self._active().pause_for(job)
 
-    def paused_places(self) -> dict[policy.Place, recovery.Pause]:
+    def paused_places(self) -> dict[planner.Place, recovery.Pause]:
         return self._active().paused_places()
 
     def spend_request(self, location: str) -> float:

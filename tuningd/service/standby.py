@@ -22,11 +22,11 @@ from typing import Any
 
 import structlog
 
-from tuningd import errors, machine, policy, recovery
-from tuningd.budget import Budgets, BudgetSettings
 from tuningd.config import SchedulingSettings
-from tuningd.machine import Event
-from tuningd.model import Job, JobEvent, LocalState
+from tuningd.core import errors, machine, planner, recovery
+from tuningd.core.budget import Budgets, BudgetSettings
+from tuningd.core.machine import Event
+from tuningd.core.model import Job, JobEvent, LocalState
 from tuningd.ports import JobStore, StaleWrite
 from tuningd.service.facade import (
     JobPredicate,
@@ -129,7 +129,7 @@ class Standby:
     def pause_for(self, job: Job) -> recovery.Pause | None:
         return None
 
-    def paused_places(self) -> dict[policy.Place, recovery.Pause]:
+    def paused_places(self) -> dict[planner.Place, recovery.Pause]:
         return {}
 
     def spend_request(self, location: str) -> float:

@@ -1,0 +1,1 @@
+"""Adapters behind the ports: stores, the Vertex HTTP client, auth, metrics, systemd, logs."""

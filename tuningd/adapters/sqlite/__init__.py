@@ -1,0 +1,1 @@
+"""The SQLite job store (aiosqlite): files, schema, group commit, reads, tools."""

@@ -1,0 +1,1 @@
+"""The pure core: job values, errors, the state machine, limits, scheduling, verdicts."""

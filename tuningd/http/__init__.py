@@ -1,0 +1,1 @@
+"""The control API over aiohttp: envelope, answers, views, routes, OpenAPI, connections."""

@@ -1,0 +1,1 @@
+"""Vertex's tuningJobs wire: schema, codec, validation, filters and paging (no daemon states)."""
