@@ -173,29 +173,33 @@ class Leadership:
         self._lost.clear()
         self._renewed_at = renew_started
         self.epoch = lease.epoch
-        # Subscribed before the engine reads its working set, so no write falls in between.
+        # Listening before the engine reads its working set, so no write falls in between; what
+        # comes meanwhile waits in `heard` and is taken in once the engine has started.
         feed = self._feed.changes()
+        heard: asyncio.Queue[str] = asyncio.Queue()
         store = cast(JobStore, FenceWatch(self._leases.fenced(lease.epoch), self._on_fenced))
         engine = self._candidate = self._make_engine(store, self.lease_valid)
         engine_stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = [
-            asyncio.create_task(self._renew_loop(lease.epoch), name="lease-renew")]
+            asyncio.create_task(self._renew_loop(lease.epoch), name="lease-renew"),
+            asyncio.create_task(self._pump(feed, heard), name="change-feed")]
         clean = False
         try:
+            await self._feed_listening()
             starting = asyncio.create_task(engine.start(), name="engine-start")
-            tasks.append(starting)
-            if not await self._until_lost(stop, starting):
+            if not await self._until_lost(stop, starting, *tasks) or not starting.done():
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
                 return
             starting.result()
             self.engine = engine
             self._set_role(Role.LEADER)
             log.info("leader.acquired", instance_id=self.holder, epoch=lease.epoch)
-            running = [asyncio.create_task(engine.run(engine_stop), name="engine"),
-                       asyncio.create_task(self._consume(feed, engine), name="change-feed")]
-            tasks.extend(running)
-            await self._until_lost(stop, tasks[0], *running)
+            tasks += [asyncio.create_task(engine.run(engine_stop), name="engine"),
+                      asyncio.create_task(self._consume(heard, engine), name="feed-absorb")]
+            await self._until_lost(stop, *tasks)
             clean = stop.is_set() and not self._lost.is_set()
-            for task in (tasks[0], *running):
+            for task in tasks:
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     log.error("leader.task_failed", task=task.get_name(),
                               error=repr(task.exception()))
@@ -223,8 +227,8 @@ class Leadership:
             self._set_role(Role.STANDBY)
 
     async def _until_lost(self, stop: asyncio.Event, *tasks: asyncio.Task[None]) -> bool:
-        """Wait until the lease is lost, the daemon stops or a task ends; True if only the
-        (first) task ended."""
+        """Wait until the lease is lost, the daemon stops or one of `tasks` ends; True if
+        neither the lease was lost nor the daemon stopped."""
         lost = asyncio.create_task(self._lost.wait())
         stopping = asyncio.create_task(stop.wait())
         try:
@@ -261,9 +265,22 @@ class Leadership:
             self._renewed_at = started
             due = started + s.renew_interval_s
 
-    async def _consume(self, feed: AsyncIterator[str], engine: Engine) -> None:
-        """Creates and cancel intents of other instances, into the engine's working set."""
+    async def _feed_listening(self) -> None:
+        """Wait until the change feed surely hears the next write, where a store says so
+        (PostgreSQL's LISTEN connection); give up, and the lease with it, at the fence."""
+        listening = getattr(self._store, "feed_listening", None)
+        if isinstance(listening, asyncio.Event):
+            await asyncio.wait_for(listening.wait(), timeout=self.settings.fence_after_s)
+
+    @staticmethod
+    async def _pump(feed: AsyncIterator[str], heard: asyncio.Queue[str]) -> None:
         async for job_id in feed:
+            heard.put_nowait(job_id)
+
+    async def _consume(self, heard: asyncio.Queue[str], engine: Engine) -> None:
+        """Creates and cancel intents of other instances, into the engine's working set."""
+        while True:
+            job_id = await heard.get()
             try:
                 if job_id == FEED_GAP:
                     await engine.absorb_all()
