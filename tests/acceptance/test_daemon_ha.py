@@ -100,7 +100,11 @@ def test_three_daemons_survive_repeated_leader_kills_and_pauses(procs: Processes
     within the lease, and at the end every accepted job has exactly one remote job, is
     succeeded, and the emulator never saw more active jobs than the limit."""
     emu = procs.emulator(job_seconds=0.5, pending_seconds=0.2, max_concurrent=50)
-    overrides = {"store": {"url": pg_url},
+    # A leader frozen inside a write's transaction holds the lease row (FOR SHARE): the server
+    # must end that transaction for the next leader to take over (docs/operations.md, HA).
+    frozen_ms = int(TTL_S * 500)
+    url = f"{pg_url}{'&' if '?' in pg_url else '?'}idle_in_transaction_session_timeout={frozen_ms}"
+    overrides = {"store": {"url": url},
                  "ha": {"lease_ttl_s": TTL_S, "acquire_interval_s": ACQUIRE_S,
                         "fence_margin_s": TTL_S * 0.3},
                  "limits": {"max_active": MAX_ACTIVE}}
@@ -111,7 +115,9 @@ def test_three_daemons_survive_repeated_leader_kills_and_pauses(procs: Processes
     failover_s: list[float] = []
     try:
         for round_no in range(FAILOVERS):
-            wait_until(lambda: len(load.accepted) > 3 * (round_no + 1), 60, message=procs.dump)
+            enough = 3 * (round_no + 1)
+            wait_until(lambda n=enough: len(load.accepted) > n, 60,
+                       message=procs.dump)
             leader = wait_until(lambda: _leader(daemons), 30, message=procs.dump)
             assert leader is not None
             seen = _instance(leader)
@@ -121,14 +127,14 @@ def test_three_daemons_survive_repeated_leader_kills_and_pauses(procs: Processes
             assert leader.popen is not None
             os.kill(leader.pid, signal.SIGSTOP if pause else signal.SIGKILL)
             others = [d for d in daemons if d is not leader]
-            wait_until(lambda: _leader(others, not_epoch=seen["epoch"]), 30 + 2 * TTL_S,
-                       interval_s=0.02, message=procs.dump)
+            wait_until(lambda o=others, e=seen["epoch"]: _leader(o, not_epoch=e),
+                       30 + 2 * TTL_S, interval_s=0.02, message=procs.dump)
             failover_s.append(time.monotonic() - started)
             if pause:
                 os.kill(leader.pid, signal.SIGCONT)
                 # Woken up, it finds its lease gone: a standby again, still serving.
-                wait_until(lambda: (_instance(leader) or {}).get("role") == "standby", 30,
-                           message=procs.dump)
+                wait_until(lambda d=leader: (_instance(d) or {}).get("role") == "standby",
+                           30, message=procs.dump)
             else:
                 leader.popen.wait(timeout=10)
                 leader.start()
