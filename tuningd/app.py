@@ -9,10 +9,11 @@ import dataclasses
 import errno
 import os
 import signal
+import socket
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +48,20 @@ from tuningd.http.connections import (
 )
 from tuningd.http.passthrough import Passthrough
 from tuningd.http.protocol import EnvelopeAppRunner
-from tuningd.ports import JobStore
+from tuningd.ports import ChangeFeed, JobStore, Leases
 from tuningd.service.engine import Engine, EngineSettings
+from tuningd.service.facade import JobService
+from tuningd.service.leadership import Leadership
+from tuningd.service.standby import Standby
 from tuningd.vertex import wire
 from tuningd.vertex.models import ModelCatalog, UnknownModels, catalog_from_sizes
 
 log = structlog.get_logger("tuningd.app")
 
 
-def engine_settings(settings: Settings) -> EngineSettings:
-    """The core policy values for a configuration."""
+def engine_settings(settings: Settings, *, shared: bool = False) -> EngineSettings:
+    """The core policy values for a configuration (`shared`: one of several instances on one
+    store, whose unknown creates also wait out a former leader's lease)."""
     lim, pol, rec = settings.limits, settings.polling, settings.reconcile
     return EngineSettings(
         limits=limits.Limits(max_active=lim.max_active, per_location=dict(lim.per_location),
@@ -70,7 +75,8 @@ def engine_settings(settings: Settings) -> EngineSettings:
             request_timeout_s=settings.vertex.request_timeout_s, list_lag_s=rec.list_lag_s,
             absent_confirmations=rec.absent_confirmations,
             confirm_spacing_s=rec.confirm_spacing_s,
-            not_found_confirm_s=rec.not_found_confirm_s),
+            not_found_confirm_s=rec.not_found_confirm_s,
+            leader_grace_s=settings.ha.lease_ttl_s if shared else 0.0),
         breaker=settings.breaker,
         sweep_interval_s=settings.sweep.interval_s,
         # With both allow-lists set, tuningd knows every place it may ever use: sweep them all,
@@ -124,6 +130,9 @@ class Daemon:
         self.emulator: Any = None
         self.store: JobStore | None = None
         self.engine: Engine | None = None
+        # Several instances on one store (the store has leases): who runs the engine.
+        self.leadership: Leadership | None = None
+        self.jobs: JobService | None = None
         self.catalog = model_catalog(settings)
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
@@ -178,21 +187,44 @@ class Daemon:
                               api_version=s.vertex.api_version,
                               timeout_s=s.vertex.request_timeout_s,
                               observer=self.metrics.observe_vertex_request)
-        self.engine = Engine(self.store, vertex, engine_settings(s), metrics=self.metrics,
-                             on_progress=self.watchdog.progress)
-        await self.engine.start()
+        if isinstance(self.store, Leases) and isinstance(self.store, ChangeFeed):
+            self.jobs = self.leadership = self._leadership(self.store, vertex)
+        else:
+            # One instance owns the store (SQLite): it runs the engine, no lease.
+            self.engine = Engine(self.store, vertex, engine_settings(s), metrics=self.metrics,
+                                 on_progress=self.watchdog.progress)
+            await self.engine.start()
+            self.metrics.set_leader(True)
+            self.jobs = self.engine
         app = make_api_app(
-            self.engine, token=token,
+            self.jobs, token=token,
             allowed_projects=s.vertex.allowed_projects,
             allowed_locations=s.vertex.allowed_locations,
             max_body_bytes=s.server.max_body_bytes,
             metrics_handler=metrics_handler(self.registry), readiness=self._readiness,
             observe_request=self.metrics.observe_api_request, catalog=lambda: self.catalog,
-            passthrough=Passthrough(vertex, self.engine))
+            passthrough=Passthrough(vertex, self.jobs),
+            instance=None if self.leadership is None else self.leadership.status)
         await self._serve(app, s.server)
         log.info("daemon.ready", version=__version__, listen=self.urls,
                  store=s.store.shown, vertex=s.vertex.endpoint or "googleapis",
                  max_active=s.limits.max_active)
+
+    def _leadership(self, store: JobStore, vertex: VertexClient) -> Leadership:
+        """The lease, the engine while this instance holds it, the standby facade otherwise."""
+        s = self.settings
+
+        def make_engine(fenced: JobStore, may_create: Callable[[], bool]) -> Engine:
+            # Built at each takeover, with the settings of that moment (a reload included).
+            return Engine(fenced, vertex, engine_settings(self.settings, shared=True),
+                          metrics=self.metrics, on_progress=self.watchdog.progress,
+                          may_create=may_create, shared=True)
+
+        standby = Standby(store, scheduling=lambda: self.settings.scheduling,
+                          budget=engine_settings(s).budget)
+        return Leadership(store, settings=s.ha, holder=s.ha.holder(default_instance_id()),
+                          make_engine=make_engine, standby=standby, metrics=self.metrics,
+                          drain_s=s.server.drain_timeout_s, on_progress=self.watchdog.progress)
 
     async def _serve(self, app: web.Application, server: ServerSettings) -> None:
         limits = connection_limits(server)
@@ -251,8 +283,9 @@ class Daemon:
                                             reconcile=fresh.reconcile, sweep=fresh.sweep,
                                             breaker=fresh.breaker, models=fresh.models)
         self.catalog = model_catalog(self.settings)
-        if self.engine is not None:
-            self.engine.reload(engine_settings(self.settings))
+        engine = self.engine if self.leadership is None else self.leadership.engine
+        if engine is not None:
+            engine.reload(engine_settings(self.settings, shared=self.leadership is not None))
         log.info("daemon.reloaded", max_active=fresh.limits.max_active,
                  initial_interval_s=fresh.polling.initial_interval_s,
                  log_level=fresh.logging.level)
@@ -265,11 +298,16 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         try:
             await self.start()
-            assert self.engine is not None
             self.notifier.ready(status=f"serving on {', '.join(self.urls)}")
             # One TaskGroup: if a background task dies, the daemon stops loudly (design §7).
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.engine.run(self.stop_event), name="engine")
+                if self.leadership is not None:
+                    # Leads (engine, renew, change feed) while it holds the lease; drains and
+                    # releases the lease on stop.
+                    tg.create_task(self.leadership.run(self.stop_event), name="leadership")
+                else:
+                    assert self.engine is not None
+                    tg.create_task(self.engine.run(self.stop_event), name="engine")
                 tg.create_task(self._status_loop(), name="status")
                 watchdog = tg.create_task(self.watchdog.run(), name="watchdog")
                 await self.stop_event.wait()
@@ -279,10 +317,12 @@ class Daemon:
 
     async def _status_loop(self) -> None:
         while not self.stop_event.is_set():
-            if self.engine is not None:
-                counts = {s.value: n for s, n in self.engine.state_counts().items() if n}
-                self.notifier.status(" ".join(f"{k}={v}" for k, v in sorted(counts.items()))
-                                     or "idle")
+            if self.jobs is not None:
+                counts = {s.value: n for s, n in self.jobs.state_counts().items() if n}
+                line = " ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "idle"
+                if self.leadership is not None:
+                    line = f"{self.leadership.role} {line}"
+                self.notifier.status(line)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_event.wait(), timeout=10.0)
 
@@ -290,7 +330,9 @@ class Daemon:
         """Ordered stop: no new creates, in-flight calls finish, listeners close, store closes."""
         self.notifier.stopping()
         log.info("daemon.stopping")
-        if self.engine is not None:
+        if self.leadership is not None:
+            self.leadership.draining = True  # (its run drained the engine and left the lease)
+        elif self.engine is not None:
             await self.engine.drain(self.settings.server.drain_timeout_s)
         if self._guard is not None:
             self._guard.close()
@@ -305,6 +347,11 @@ class Daemon:
         if self._tempdir is not None:
             self._tempdir.cleanup()
         log.info("daemon.stopped")
+
+
+def default_instance_id() -> str:
+    """hostname-pid: unique among instances unless two share a host name and a pid."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def _remove_stale_socket(path: str) -> None:

@@ -9,18 +9,20 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, get_type_hints
+from typing import Any, ClassVar
 
 from tuningd import config_values
+from tuningd.config_ha import HaSettings
 from tuningd.config_values import (
     FrozenMap,
     from_toml,
-    immutable,
     parse_env,
     plain,
     rule_problem,
     type_problem,
 )
+from tuningd.config_values import Section as _Section
+from tuningd.config_values import hints as _hints
 from tuningd.config_values import key as _key
 from tuningd.core.errors import ConfigError
 from tuningd.vertex.models import ADAPTER_SIZES_BY_NUMBER, DEFAULT_MODEL_SIZES, UnknownModels
@@ -35,27 +37,6 @@ CONFIG_FILE_NAME = "tuningd.toml"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("auto", "json", "console")
 API_VERSIONS = ("v1", "v1beta1")
-
-
-class _Section:
-    """Base of every settings section: validates its fields on construction, whatever the source."""
-
-    section: ClassVar[str] = ""
-
-    def __post_init__(self) -> None:
-        hints = _hints(type(self))
-        for f in fields(self):  # type: ignore[arg-type]
-            # Accept plain lists/dicts from Python callers but store immutable values.
-            object.__setattr__(self, f.name, immutable(hints[f.name], getattr(self, f.name)))
-            problem = type_problem(hints[f.name], getattr(self, f.name))
-            if problem is None:
-                problem = rule_problem(hints[f.name], getattr(self, f.name), f.metadata)
-            if problem is not None:
-                raise ConfigError(f"config key {self.section}.{f.name}: {problem}")
-        self._cross_check()
-
-    def _cross_check(self) -> None:
-        """Rules that relate several keys of the section (none by default)."""
 
 
 @dataclass(frozen=True)
@@ -345,6 +326,7 @@ class Settings:
     retry: RetrySettings = field(default_factory=RetrySettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     emulator: EmulatorSettings = field(default_factory=EmulatorSettings)
+    ha: HaSettings = field(default_factory=HaSettings)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         """The effective settings as plain TOML/JSON-able values (for `config show`).
@@ -377,15 +359,9 @@ SECTIONS: Mapping[str, type[_Section]] = {
     "retry": RetrySettings,
     "logging": LoggingSettings,
     "emulator": EmulatorSettings,
+    "ha": HaSettings,
 }
 
-_HINTS_CACHE: dict[type, dict[str, Any]] = {}
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    if cls not in _HINTS_CACHE:
-        _HINTS_CACHE[cls] = get_type_hints(cls)
-    return _HINTS_CACHE[cls]
 
 
 def settings_from(data: Mapping[str, Any], env: Mapping[str, str]) -> Settings:

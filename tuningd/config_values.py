@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import field
+from dataclasses import field, fields
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, get_type_hints
+
+from tuningd.core.errors import ConfigError
 
 V = TypeVar("V")
 
@@ -269,3 +271,34 @@ def default_store_path(env: Mapping[str, str]) -> str:
     if state_dir:
         return str(Path(state_dir) / DB_FILE_NAME)
     return DEFAULT_STORE_PATH
+
+
+_HINTS_CACHE: dict[type, dict[str, Any]] = {}
+
+
+def hints(cls: type) -> dict[str, Any]:
+    """The resolved type hints of a settings class (cached)."""
+    if cls not in _HINTS_CACHE:
+        _HINTS_CACHE[cls] = get_type_hints(cls)
+    return _HINTS_CACHE[cls]
+
+
+class Section:
+    """Base of every settings section: validates its fields on construction, whatever the source."""
+
+    section: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        types = hints(type(self))
+        for f in fields(self):  # type: ignore[arg-type]
+            # Accept plain lists/dicts from Python callers but store immutable values.
+            object.__setattr__(self, f.name, immutable(types[f.name], getattr(self, f.name)))
+            problem = type_problem(types[f.name], getattr(self, f.name))
+            if problem is None:
+                problem = rule_problem(types[f.name], getattr(self, f.name), f.metadata)
+            if problem is not None:
+                raise ConfigError(f"config key {self.section}.{f.name}: {problem}")
+        self._cross_check()
+
+    def _cross_check(self) -> None:
+        """Rules that relate several keys of the section (none by default)."""

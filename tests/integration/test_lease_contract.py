@@ -61,8 +61,26 @@ async def _postgres(request: pytest.FixtureRequest, stack: AsyncExitStack) -> Sh
     return Shared(open_store, cut_feed)
 
 
+async def _memory(request: pytest.FixtureRequest, stack: AsyncExitStack) -> Shared:
+    """Each open() is another daemon's connection to one in-memory backing."""
+    from tuningd.adapters.memory import MemoryBacking
+
+    backing = MemoryBacking()
+
+    async def open_store() -> Any:
+        store = backing.connect()
+        stack.push_async_callback(store.close)
+        return store
+
+    async def cut_feed() -> None:
+        backing.inject_gap()
+
+    return Shared(open_store, cut_feed)
+
+
 # Each kind of shared store: another kind is one entry (a function like _postgres).
 KINDS: dict[str, Callable[[pytest.FixtureRequest, AsyncExitStack], Awaitable[Shared]]] = {
+    "memory": _memory,
     "postgres": _postgres,
 }
 

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "tuningd"
 FORBIDDEN_IN_PURE = {"asyncio", "aiohttp", "aiosqlite", "asyncpg", "socket", "sqlite3",
                      "structlog", "prometheus_client", "logging", "subprocess", "threading"}
 # Settings are read by config (one type per concern) and used as they are by the core.
-SETTINGS = {"tuningd.config", "tuningd.config_values"}
+SETTINGS = {"tuningd.config", "tuningd.config_values", "tuningd.config_ha"}
 # The concrete job stores and Vertex client: everything but the adapters themselves and the
 # composition root reaches them through tuningd.ports.
 CONCRETE = ("tuningd.adapters.sqlite", "tuningd.adapters.memory", "tuningd.adapters.postgres",
@@ -181,4 +181,5 @@ def test_every_module_is_in_a_room() -> None:
     rooms = {"tuningd.core", "tuningd.vertex", "tuningd.adapters", "tuningd.service",
              "tuningd.http", "tuningd.emulator"}
     assert top - rooms <= {"tuningd.app", "tuningd.cli", "tuningd.client", "tuningd.config",
-                           "tuningd.config_values", "tuningd.ports"}, sorted(top - rooms)
+                           "tuningd.config_values", "tuningd.config_ha", "tuningd.ports"}, \
+        sorted(top - rooms)

@@ -235,6 +235,10 @@ BAD: list[tuple[dict[str, Any], dict[str, str], str]] = [
     ({}, {"TUNINGD_LIMITS_PER_LOCATION": "us-central1:2"}, "limits.per_location"),
     ({}, {"TUNINGD_LIMITS_PER_LOCATION": "us-central1=x"}, "limits.per_location"),
     ({}, {"TUNINGD_EMULATOR_ENABLED": "maybe"}, "emulator.enabled"),
+    ({"ha": {"lease_ttl_s": 0}}, {}, "ha.lease_ttl_s"),
+    ({"ha": {"acquire_interval_s": 11}}, {}, "ha.acquire_interval_s"),
+    ({"ha": {"fence_margin_s": 7}}, {}, "ha.fence_margin_s"),
+    ({"ha": {"instance_id": 3}}, {}, "ha.instance_id"),
 ]
 
 
@@ -423,3 +427,14 @@ def test_store_url_password_never_shown() -> None:
         settings_from({"store": {"url": "mysql://root:hunter2@db/x"}}, {})
     assert "hunter2" not in str(info.value) and "mysql://root:***@db/x" in str(info.value)
 
+
+
+def test_ha_defaults_take_over_within_15_s() -> None:
+    """The [ha] defaults: a 10 s lease tried every 2 s, a renew every ttl/3, the fence at 8 s,
+    and an instance id of the default given (hostname-pid) unless one is set."""
+    ha = settings_from({}, {}).ha
+    assert (ha.lease_ttl_s, ha.acquire_interval_s, ha.fence_after_s) == (10.0, 2.0, 8.0)
+    assert ha.lease_ttl_s + ha.acquire_interval_s <= 15.0
+    assert ha.holder("host-1") == "host-1"
+    named = settings_from({"ha": {"instance_id": "node-a"}}, {}).ha
+    assert named.holder("host-1") == "node-a"

@@ -1,17 +1,35 @@
-"""An in-memory JobStore: the SQLite store's contract without a disk, for tests and simulations."""
+"""An in-memory JobStore with leases and a change feed: the shared store's contract without a disk.
+
+Several `MemoryStore`s over one `MemoryBacking` behave like several instances' connections to one
+database (PostgreSQL): one lease, one set of jobs, every write told to every feed subscriber.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
-from collections.abc import Collection, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tuningd.core import errors
 from tuningd.core.model import TERMINAL_STATES, Job, JobEvent, LocalState
-from tuningd.ports import JobStore, StaleWrite, page_key, parse_page_key
+from tuningd.ports import (
+    ChangeFeed,
+    Fenced,
+    JobStore,
+    Lease,
+    Leases,
+    StaleWrite,
+    page_key,
+    parse_page_key,
+)
 
-__all__ = ["MemoryStore"]
+__all__ = ["GAP", "MemoryBacking", "MemoryStore"]
+
+# What a feed yields after a gap: anything may have changed.
+GAP = "*"
 
 # Fields SQLite stores as REAL: an int given for one reads back as a float there, so here too.
 _FLOAT_FIELDS = tuple(f.name for f in dataclasses.fields(Job)
@@ -60,24 +78,89 @@ def _sort_key(job: Job) -> tuple[float, str]:
     return (job.created_at, job.id)
 
 
+@dataclasses.dataclass
+class _LeaseRow:
+    holder: str
+    epoch: int
+    expires_at: float
+    released: bool = False
+
+
+class _Subscription:
+    """One subscriber's queue of changed job ids; registered from creation, so nothing written
+    after `changes()` returned is missed even before the first `anext`."""
+
+    def __init__(self, backing: MemoryBacking) -> None:
+        self._backing = backing
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        backing.subscribers.add(self._queue)
+
+    def __aiter__(self) -> _Subscription:
+        return self
+
+    async def __anext__(self) -> str:
+        return await self._queue.get()
+
+    async def aclose(self) -> None:
+        self._backing.subscribers.discard(self._queue)
+
+
+class MemoryBacking:
+    """The state several MemoryStore connections share: jobs, events, the lease, subscribers.
+
+    `clock` is the store's clock for leases (injectable, so tests move time by hand).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.jobs: dict[str, Job] = {}
+        self.events: dict[str, list[_StoredEvent]] = {}
+        self.labels: dict[str, dict[str, str]] = {}
+        self.by_request: dict[tuple[str, str, str], str] = {}
+        self.lease: _LeaseRow | None = None
+        self.last_epoch = 0
+        self.subscribers: set[asyncio.Queue[str]] = set()
+
+    def changed(self, job_id: str) -> None:
+        for queue in self.subscribers:
+            queue.put_nowait(job_id)
+
+    def inject_gap(self) -> None:
+        """Tell every subscriber "*", as a feed does after it lost its connection (tests)."""
+        self.changed(GAP)
+
+    def live(self, now: float) -> _LeaseRow | None:
+        lease = self.lease
+        if lease is None or lease.released or lease.expires_at <= now:
+            return None
+        return lease
+
+    def connect(self) -> MemoryStore:
+        """A new connection to this shared state (another instance's store)."""
+        return MemoryStore(self)
+
+
 class MemoryStore:
     """Jobs and events in dicts; every write is atomic because it never awaits midway.
 
     Nothing survives the process: use it where the store's durability is not what is tested.
+    Built alone it has its own backing; `MemoryBacking.connect()` shares one.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, backing: MemoryBacking | None = None) -> None:
         self.path = ":memory:"
-        self._jobs: dict[str, Job] = {}
-        self._events: dict[str, list[_StoredEvent]] = {}
-        self._labels: dict[str, dict[str, str]] = {}
-        self._by_request: dict[tuple[str, str, str], str] = {}
+        self.backing = backing if backing is not None else MemoryBacking()
+        # Aliases of the shared dicts (never rebound), so every connection sees every write.
+        self._jobs = self.backing.jobs
+        self._events = self.backing.events
+        self._labels = self.backing.labels
+        self._by_request = self.backing.by_request
         self._closed = False
 
     @classmethod
-    async def open(cls) -> MemoryStore:
-        """A new, empty store (the same shape of call as Store.open)."""
-        return cls()
+    async def open(cls, backing: MemoryBacking | None = None) -> MemoryStore:
+        """A new, empty store, or a new connection to `backing` (the shape of Store.open)."""
+        return cls(backing)
 
     # ----- reads -----
 
@@ -171,6 +254,7 @@ class MemoryStore:
         if job.request_id is not None:
             self._by_request[(job.project, job.location, job.request_id)] = job.id
         self._event(job.id, job.created_at, None, job.state, reason, stored_detail)
+        self.backing.changed(job.id)
         return job, True
 
     async def insert_job(self, job: Job, reason: str = "accepted",
@@ -201,6 +285,7 @@ class MemoryStore:
         if reason is not None:
             self._event(after.id, after.updated_at, before.state, after.state, reason,
                         stored_detail)
+        self.backing.changed(after.id)
 
     async def update_job(self, job: Job) -> None:
         """Store non-transition fields without an event; StaleWrite on another stored state."""
@@ -210,6 +295,7 @@ class MemoryStore:
             raise StaleWrite(
                 f"job {job.id}: no stored row in state {job.state.value}; update not stored")
         self._jobs[job.id] = _normalized(job)
+        self.backing.changed(job.id)
 
     async def prune_ended(self, ended_before: float, limit: int) -> int:
         """Delete up to `limit` ended jobs, oldest first, that ended before `ended_before`."""
@@ -238,6 +324,106 @@ class MemoryStore:
         self._closed = True
 
 
+    # ----- leases (tuningd.ports.Leases) -----
+
+    async def acquire(self, holder: str, ttl_s: float) -> Lease | None:
+        """Take the lease if it is free or expired (a new epoch), or renew it if `holder` holds
+        it live already (same epoch); None while another holder's lease runs."""
+        self._check_open()
+        b = self.backing
+        now = b.clock()
+        live = b.live(now)
+        if live is not None and live.holder != holder:
+            return None
+        if live is None:
+            b.last_epoch += 1
+            b.lease = live = _LeaseRow(holder, b.last_epoch, now + ttl_s)
+        else:
+            live.expires_at = now + ttl_s
+        return Lease(live.holder, live.epoch, ttl_s)
+
+    async def renew(self, holder: str, epoch: int, ttl_s: float) -> bool:
+        """Extend the live lease `holder` holds at `epoch`; False once it expired or passed."""
+        self._check_open()
+        b = self.backing
+        now = b.clock()
+        live = b.live(now)
+        if live is None or live.holder != holder or live.epoch != epoch:
+            return False
+        live.expires_at = now + ttl_s
+        return True
+
+    async def release(self, holder: str, epoch: int) -> None:
+        """Give the lease up at once, if `holder` still holds it at `epoch`."""
+        self._check_open()
+        lease = self.backing.lease
+        if lease is not None and lease.holder == holder and lease.epoch == epoch:
+            lease.released = True
+
+    async def current(self) -> Lease | None:
+        """The lease as stored (remaining_s is 0 once expired); None if never taken or released."""
+        lease = self.backing.lease
+        if lease is None or lease.released:
+            return None
+        return Lease(lease.holder, lease.epoch,
+                     max(0.0, lease.expires_at - self.backing.clock()))
+
+    def fenced(self, epoch: int) -> JobStore:
+        """This store with every write refused (Fenced, nothing written) unless the lease's
+        epoch is still `epoch`."""
+        return _FencedMemoryStore(self, epoch)
+
+    # ----- change feed (tuningd.ports.ChangeFeed) -----
+
+    def changes(self) -> AsyncIterator[str]:
+        """Every write's job id, from now on ("*": a gap, reread everything)."""
+        return _Subscription(self.backing)
+
+
+class _FencedMemoryStore:
+    """A MemoryStore whose writes carry an epoch: the check and the write never await between."""
+
+    def __init__(self, store: MemoryStore, epoch: int) -> None:
+        self._store = store
+        self._epoch = epoch
+        self.path = store.path
+
+    def _check(self) -> None:
+        lease = self._store.backing.lease
+        current = None if lease is None else lease.epoch
+        if current != self._epoch:
+            raise Fenced(self._epoch, current)
+
+    def __getattr__(self, name: str) -> Any:
+        # Reads pass through unchanged.
+        return getattr(self._store, name)
+
+    async def close(self) -> None:
+        """A view: the store it looks through stays open."""
+
+    async def create_or_get(self, job: Job, reason: str = "accepted",
+                            detail: Mapping[str, Any] | None = None) -> tuple[Job, bool]:
+        self._check()
+        return await self._store.create_or_get(job, reason, detail)
+
+    async def insert_job(self, job: Job, reason: str = "accepted",
+                         detail: Mapping[str, Any] | None = None) -> Job:
+        self._check()
+        return await self._store.insert_job(job, reason, detail)
+
+    async def apply(self, before: Job, after: Job, reason: str | None,
+                    detail: Mapping[str, Any] | None = None, *,
+                    notes: Sequence[str] = ()) -> None:
+        self._check()
+        await self._store.apply(before, after, reason, detail, notes=notes)
+
+    async def update_job(self, job: Job) -> None:
+        self._check()
+        await self._store.update_job(job)
+
+
 if TYPE_CHECKING:
     # mypy proves here, not only the contract tests at run time, that this is a JobStore.
     _CONFORMS: JobStore = MemoryStore()
+    _LEASES: Leases = MemoryStore()
+    _FEED: ChangeFeed = MemoryStore()

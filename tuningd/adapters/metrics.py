@@ -162,6 +162,7 @@ class Metrics:
             "tuningd_engine_loop_iterations_total", "Engine loop iterations.", registry=r
         )
         self._init_reliability(r)
+        self._leading = False
         self._precreate()
 
     def _init_reliability(self, r: CollectorRegistry) -> None:
@@ -227,6 +228,17 @@ class Metrics:
         self.jobs_pruned = Counter(
             "tuningd_jobs_pruned_total",
             "Ended jobs deleted with their history after store.retention_days.",
+            registry=r,
+        )
+        self.leader = Gauge(
+            "tuningd_leader",
+            "1 while this instance runs the engine (the leader of the instances sharing the "
+            "store, or a single instance on SQLite), 0 on a standby.",
+            registry=r,
+        )
+        self.leader_changes = Counter(
+            "tuningd_leader_changes_total",
+            "Times this instance became or stopped being the leader.",
             registry=r,
         )
 
@@ -343,6 +355,13 @@ class Metrics:
         if operation not in STORE_OPERATIONS:
             raise ValueError(f"unknown store operation: {operation!r}")
         self.store_errors.labels(operation=operation).inc()
+
+    def set_leader(self, leading: bool) -> None:
+        """This instance took (True) or lost (False) the engine's lease."""
+        if self._leading != leading:
+            self.leader_changes.inc()
+        self._leading = leading
+        self.leader.set(1 if leading else 0)
 
     def count_unknown_create_outcome(self) -> None:
         self.unknown_create_outcomes.inc()

@@ -37,11 +37,15 @@ class ReconcileSettings:
     confirm_spacing_s: float = 60.0
     # A GET that answers 404 is believed only after this pause and a list that agrees.
     not_found_confirm_s: float = 60.0
+    # Several instances on one store: a former leader may have begun a create until its lease
+    # ran out by its own clock, up to one lease after the last renew this instance could see;
+    # emptiness counts that much later too (ha.lease_ttl_s there; 0 for a single instance).
+    leader_grace_s: float = 0.0
 
     @property
     def landing_window_s(self) -> float:
         """Seconds after a failed attempt before an empty list means anything."""
-        return self.request_timeout_s + self.list_lag_s
+        return self.request_timeout_s + self.list_lag_s + self.leader_grace_s
 
     @property
     def absent_after_s(self) -> float:

@@ -34,7 +34,7 @@ from tuningd.http.envelope import HANDLER_ARGS, Handler, json_response
 from tuningd.http.jobview import job_name, job_view, render_view
 from tuningd.http.openapi import openapi_document
 from tuningd.http.passthrough import Passthrough
-from tuningd.service.engine import Engine
+from tuningd.service.facade import JobService
 from tuningd.vertex import models, wire
 
 log = structlog.get_logger("tuningd.http.api")
@@ -100,7 +100,7 @@ def _query(request: web.Request, camel: str, snake: str) -> str | None:
 
 
 def make_api_app(
-    engine: Engine,
+    engine: JobService,
     *,
     token: str | None = None,
     allowed_projects: Sequence[str] = (),
@@ -111,10 +111,12 @@ def make_api_app(
     observe_request: RequestObserver | None = None,
     passthrough: Passthrough | None = None,
     catalog: Callable[[], models.ModelCatalog] = lambda: DEFAULT_DAEMON_CATALOG,
+    instance: Callable[[], Mapping[str, Any]] | None = None,
 ) -> web.Application:
     """Build the control API application.
 
-    - engine: the Engine facade every job route calls.
+    - engine: the job facade every job route calls (the Engine, or on a shared store the
+      leadership's switch between the engine and the standby facade).
     - token: when set, `Authorization: Bearer <token>` is required on every route except
       /healthz, /readyz and /metrics (401 UNAUTHENTICATED otherwise).
     - allowed_projects / allowed_locations: when non-empty, other projects or locations in a path
@@ -129,6 +131,8 @@ def make_api_app(
     - catalog: the base models checked at create ([models] in the configuration, read per
       request so that a reload applies); what it answers for a model it does not list decides
       between a 400 now and Vertex's answer.
+    - instance: this instance's role among several on one store (role, instance_id, epoch,
+      leader), shown in the /readyz answer when given.
     """
     if token is not None and not token:
         # An empty token would make "Authorization: Bearer " a valid credential.
@@ -139,6 +143,7 @@ def make_api_app(
         allowed_locations=frozenset(allowed_locations),
         readiness=readiness,
         catalog=catalog,
+        instance=instance,
     )
     app = web.Application(
         client_max_size=max_body_bytes,
@@ -178,10 +183,12 @@ def make_api_app(
 class _Api:
     """The route handlers: parse, call the engine, render. No business rules here."""
 
-    def __init__(self, engine: Engine, *, allowed_projects: frozenset[str],
+    def __init__(self, engine: JobService, *, allowed_projects: frozenset[str],
                  allowed_locations: frozenset[str], readiness: ReadinessCheck | None,
-                 catalog: Callable[[], models.ModelCatalog]) -> None:
+                 catalog: Callable[[], models.ModelCatalog],
+                 instance: Callable[[], Mapping[str, Any]] | None = None) -> None:
         self._engine = engine
+        self._instance = instance
         self._catalog = catalog
         self._projects = allowed_projects
         self._locations = allowed_locations
@@ -349,7 +356,10 @@ class _Api:
                     "metadata": failures,
                 }],
             )
-        return json_response({"status": "ready", "checks": checks})
+        body: dict[str, Any] = {"status": "ready", "checks": checks}
+        if self._instance is not None:
+            body["instance"] = dict(self._instance())
+        return json_response(body)
 
 
 def _without_extension(view: Mapping[str, Any]) -> dict[str, Any]:

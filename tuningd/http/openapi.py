@@ -269,7 +269,15 @@ def _schemas() -> dict[str, Any]:
         "Readiness": {"type": "object",
                       "properties": {"status": {"type": "string", "enum": ["ready"]},
                                      "checks": {"type": "object",
-                                                "additionalProperties": {"type": "string"}}}},
+                                                "additionalProperties": {"type": "string"}},
+                                     "instance": _ref("Instance")}},
+        "Instance": {"type": "object", "description": "Several instances on one store: this "
+                     "one's role (leader runs the engine) and who holds the lease.",
+                     "properties": {"role": {"type": "string", "enum": ["leader", "standby"]},
+                                    "instance_id": _STRING,
+                                    "epoch": {"type": "integer", "nullable": True},
+                                    "leader": {"type": "string", "nullable": True},
+                                    "leader_epoch": {"type": "integer", "nullable": True}}},
     }
 
 

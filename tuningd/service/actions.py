@@ -42,7 +42,7 @@ class Actions:
     def __init__(self, *, ledger: Ledger, capacity: Capacity, breaker: Breaker,
                  vertex_client: VertexApi, settings: Callable[[], EngineSettings],
                  metrics: Metrics | None, clock: Callable[[], float], rng: random.Random,
-                 wake: Callable[[], None]) -> None:
+                 wake: Callable[[], None], may_create: Callable[[], bool] | None = None) -> None:
         self._ledger = ledger
         self._capacity = capacity
         self._breaker = breaker
@@ -52,6 +52,7 @@ class Actions:
         self._clock = clock
         self._rng = rng
         self._wake = wake
+        self._may_create = may_create
         # Next sweep time per place; places with a sweep in flight.
         self.sweep_at: dict[planner.Place, float] = {}
         self.sweeping: set[planner.Place] = set()
@@ -84,6 +85,11 @@ class Actions:
         # The body as the client sent it (canonical, at its version), plus tuningd's labels.
         body = job.spec
         body["labels"] = {**(body.get("labels") or {}), **ours_labels(job.id)}
+        if self._may_create is not None and not self._may_create():
+            # A create is the one call Vertex cannot fence: never sent without a valid lease.
+            # The job stays submitting with its attempt open; the next leader reconciles it.
+            log.warning("leader.create_withheld", job_id=job.id)
+            return
         try:
             failpoints.hit_soon("create.awaiting_reply", 0.1)
             remote = await self._vertex.create(job.project, job.location, body,

@@ -7,63 +7,43 @@ hands their results to the `Ledger`, the one commit path of every job change.
 from __future__ import annotations
 
 import asyncio
-import bisect
-import json
 import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
 
 from tuningd.adapters import failpoints
 from tuningd.adapters.metrics import Metrics
-from tuningd.core import errors, limits, machine, planner, recovery, schedule
+from tuningd.core import errors, limits, planner, recovery
 from tuningd.core.machine import Event
-from tuningd.core.model import ACTIVE_STATES, LOCAL_TO_REMOTE, Job, JobEvent, LocalState
+from tuningd.core.model import ACTIVE_STATES, Job, JobEvent, LocalState
 from tuningd.core.settings import EngineSettings
-from tuningd.ports import JobStore, VertexApi, page_key
+from tuningd.ports import JobStore, VertexApi
+from tuningd.service import gauges
 from tuningd.service.actions import Actions
 from tuningd.service.breaker import Breaker
 from tuningd.service.capacity import Capacity
+from tuningd.service.facade import (
+    QUEUE_RESORT_S,
+    JobPredicate,
+    Page,
+    QueueOrder,
+    check_cancellable,
+    list_page,
+    queued_job,
+)
+from tuningd.service.gauges import scope_label
 from tuningd.service.ledger import Ledger
-from tuningd.vertex import wire
 
-JobPredicate = Callable[[Job], bool]
 Clock = Callable[[], float]
 
 log = structlog.get_logger("tuningd.service.engine")
 
 __all__ = ["Clock", "Engine", "EngineSettings", "JobPredicate", "Page", "scope_label"]
-
-
-@dataclass(frozen=True)
-class Page:
-    """One page of a job listing, newest first."""
-
-    jobs: Sequence[Job]
-    next_key: str | None
-
-
-@dataclass(frozen=True)
-class _QueueCache:
-    """The queue order as of one sort, for queue positions."""
-
-    version: int
-    computed_at: float
-    positions: dict[str, int]
-    neg_priorities: list[int]  # ascending, i.e. by effective priority descending
-
-
-_QUEUE_RESORT_S = 1.0
-
-
-def scope_label(scope: limits.Scope) -> str:
-    """The `scope` label value of a limit scope in metrics."""
-    return scope.kind.value if not scope.name else f"{scope.kind.value}:{scope.name}"
 
 
 class Engine:
@@ -73,7 +53,8 @@ class Engine:
                  metrics: Metrics | None = None, clock: Clock = time.time,
                  rng: random.Random | None = None,
                  on_progress: Callable[[], None] | None = None,
-                 new_id: Callable[[], str] | None = None) -> None:
+                 new_id: Callable[[], str] | None = None,
+                 may_create: Callable[[], bool] | None = None, shared: bool = False) -> None:
         self._store = store
         self.settings = settings
         self._metrics = metrics
@@ -82,18 +63,20 @@ class Engine:
         self._on_progress = on_progress
         # Local job ids; injectable so that a simulation replays a seed exactly.
         self._new_id = new_id or (lambda: str(uuid.uuid4()))
+        # shared: other instances write the store too (see ledger); may_create: asked right
+        # before every Vertex create (a leader's lease still valid by its own clock).
         self._ledger = Ledger(store, metrics=metrics, clock=clock, rng=self._rng,
-                              polling=lambda: self.settings.polling)
+                              polling=lambda: self.settings.polling, shared=shared)
         self._capacity = Capacity(settings.budget)
         # Places whose creates are paused after a project-wide error.
         self._breaker = Breaker(lambda: self.settings.breaker, clock, self._rng, metrics)
         self._actions = Actions(ledger=self._ledger, capacity=self._capacity,
                                 breaker=self._breaker, vertex_client=vertex,
                                 settings=lambda: self.settings, metrics=metrics, clock=clock,
-                                rng=self._rng, wake=self.wake)
+                                rng=self._rng, wake=self.wake, may_create=may_create)
         self._wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._queue_cache: _QueueCache | None = None
+        self._queue_cache: QueueOrder | None = None
         self._accepting: dict[str, asyncio.Event] = {}
         self._started = False
         self.draining = False
@@ -110,16 +93,8 @@ class Engine:
         if self.draining:
             raise errors.Unavailable("tuningd is shutting down; retry against the next instance.")
         now = self._clock()
-        base_model = str(spec.get("baseModel")
-                         or (spec.get("preTunedModel") or {}).get("tunedModelName") or "")
-        job = Job(
-            id=self._new_id(), project=project, location=location,
-            spec_json=json.dumps(spec, sort_keys=True, separators=(",", ":")),
-            base_model=base_model, state=LocalState.QUEUED, created_at=now, updated_at=now,
-            priority=priority, request_id=request_id,
-            display_name=str(spec.get("tunedModelDisplayName", "")), next_action_at=now,
-            api_version=api_version,
-        )
+        job = queued_job(self._new_id(), project, location, spec, priority=priority,
+                         request_id=request_id, api_version=api_version, now=now)
         # The store write runs outside the engine lock so that concurrent creates share one
         # group commit. Nothing else can touch a job before it is in memory, except a cancel
         # by id (a requestId replay hands out the id early): cancel() waits on this event.
@@ -131,7 +106,8 @@ class Engine:
             except errors.StoreError as exc:
                 self._store_failed("accept", exc)
                 raise
-            if created:
+            # (On a shared store the change feed may have brought the job in already.)
+            if created and stored.id not in self._ledger.jobs:
                 self._ledger.jobs[stored.id] = stored
                 self._ledger.counts[stored.state] += 1
                 self._ledger.version += 1
@@ -142,7 +118,7 @@ class Engine:
             self._actions.sweep_at.setdefault((project, location),
                                       now + self.settings.sweep_interval_s)
             log.info("job.accepted", job_id=stored.id, project=project, location=location,
-                     base_model=base_model, priority=priority, request_id=request_id,
+                     base_model=job.base_model, priority=priority, request_id=request_id,
                      api_version=api_version)
             if self._metrics is not None:
                 self._metrics.set_job_counts(self._ledger.counts)
@@ -177,34 +153,15 @@ class Engine:
                         page_size: int, after_key: str | None,
                         states: frozenset[LocalState] | None = None,
                         labels: Mapping[str, str] | None = None) -> Page:
-        """Newest first; keeps reading store pages until `page_size` jobs match.
-
-        `states` / `labels` are necessary conditions of `predicate` (store_pushdown) that the
-        store answers from its indexes, so a rare match does not read the whole history;
-        `predicate` stays the final check. An empty `states` matches nothing."""
-        if states is not None and not states:
-            return Page([], None)
-        out: list[Job] = []
-        key = after_key
-        batch_size = max(page_size, 100)
-        while True:
-            try:
-                batch, next_key = await self._store.list_page(
-                    project, location, states=states or None, after_key=key,
-                    limit=batch_size, labels=labels or None)
-            except errors.StoreError as exc:
-                self._store_failed("list", exc)
-                raise
-            for i, job in enumerate(batch):
-                job = self._ledger.jobs.get(job.id, job)
-                if predicate is None or predicate(job):
-                    out.append(job)
-                    if len(out) == page_size:
-                        more = i + 1 < len(batch) or next_key is not None
-                        return Page(out, page_key(job) if more else None)
-            if next_key is None:
-                return Page(out, None)
-            key = next_key
+        """Newest first, as the working set has each job (see facade.list_page)."""
+        try:
+            return await list_page(self._store, project, location, predicate=predicate,
+                                   page_size=page_size, after_key=after_key, states=states,
+                                   labels=labels,
+                                   fresher=lambda job: self._ledger.jobs.get(job.id, job))
+        except errors.StoreError as exc:
+            self._store_failed("list", exc)
+            raise
 
     async def cancel(self, job_id: str) -> Job:
         """Queued: cancelled at once. Active: the intent is stored and carried out by the loop."""
@@ -212,16 +169,13 @@ class Engine:
         if accepting is not None:
             await accepting.wait()
         async with self._ledger.lock:
-            job = self._ledger.jobs.get(job_id) or await self._store.get(job_id)
-            if job is None:
-                raise errors.NotFound(f"The TuningJob {job_id} does not exist.")
-            if job.state.is_terminal:
-                raise errors.FailedPrecondition(
-                    f"The tuning job {job_id} is already in a terminal state: "
-                    f"{LOCAL_TO_REMOTE[job.state].value}.")
-            tr = machine.apply(job, Event.cancel_requested(), self._clock())
+            job = self._ledger.jobs.get(job_id)
+            if job is None and self._ledger.shared:
+                # Created on another instance and not taken in from the feed yet: take it now.
+                job = await self._ledger.reload_locked(job_id)
+            job = check_cancellable(job or await self._store.get(job_id), job_id)
             try:
-                job = await self._ledger.commit_locked(tr)
+                job = await self._ledger.apply_locked(job, Event.cancel_requested()) or job
             except errors.StoreError as exc:
                 self._store_failed("cancel", exc)
                 raise
@@ -241,20 +195,11 @@ class Engine:
         now = self._clock()
         cache = self._queue_cache
         if cache is None or (cache.version != self._ledger.version
-                             and now - cache.computed_at >= _QUEUE_RESORT_S):
-            order = schedule.queue_order(self._ledger.jobs.values(), now, self.settings.scheduling)
-            cache = self._queue_cache = _QueueCache(
-                version=self._ledger.version, computed_at=now,
-                positions={j.id: i + 1 for i, j in enumerate(order)},
-                neg_priorities=[-schedule.effective_priority(j, now, self.settings.scheduling)
-                                for j in order])
-        known = cache.positions.get(job.id)
-        if known is not None:
-            return known
-        # Newer than every sorted job, so it goes after all those of equal or higher priority.
-        ahead = bisect.bisect_right(
-            cache.neg_priorities, -schedule.effective_priority(job, now, self.settings.scheduling))
-        return ahead + 1
+                             and now - cache.computed_at >= QUEUE_RESORT_S):
+            cache = self._queue_cache = QueueOrder.of(
+                self._ledger.jobs.values(), now, self.settings.scheduling,
+                version=self._ledger.version)
+        return cache.position(job, now, self.settings.scheduling)
 
     def spend_request(self, location: str) -> float:
         """Take one request token of the location's budget for a call made outside the loop
@@ -290,8 +235,8 @@ class Engine:
             if job.state in (LocalState.SUBMITTING, LocalState.PENDING, LocalState.RUNNING,
                              LocalState.CANCELLING) and job.next_action_at > now:
                 # After a restart we do not know what happened meanwhile: look now.
-                job = job.evolve(next_action_at=now)
-                await self._store.update_job(job)
+                job, before = job.evolve(next_action_at=now), job
+                await self._ledger.update_locked(before, job)
             self._ledger.jobs[job.id] = job
             if job.state is LocalState.SUBMITTING and (
                     job.attempt_ended_at is None or job.submit_started_at is None
@@ -335,6 +280,35 @@ class Engine:
 
     def wake(self) -> None:
         self._wakeup.set()
+
+    def halt(self) -> None:
+        """Stop acting at once (this instance lost the lease): no new action, every call in
+        flight abandoned as a crash would; the store says what happened to them."""
+        self.draining = True
+        self._started = False
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def absorb(self, job_id: str) -> None:
+        """Another instance created or changed this job (the change feed): take it in."""
+        if job_id in self._accepting:
+            return  # this instance's own create, which submit() takes in
+        async with self._ledger.lock:
+            before = self._ledger.jobs.get(job_id)
+            job = await self._ledger.reload_locked(job_id)
+        if job is not None and job is not before:
+            self._actions.sweep_at.setdefault((job.project, job.location),
+                                              self._clock() + self.settings.sweep_interval_s)
+            self._wakeup.set()
+
+    async def absorb_all(self) -> None:
+        """After a gap in the change feed: reread every non-terminal job and the counts."""
+        for job in await self._store.active_and_queued():
+            await self.absorb(job.id)
+        for job_id in [j for j in self._ledger.jobs if j not in self._accepting]:
+            await self.absorb(job_id)
+        self._ledger.counts = Counter(await self._store.count_by_state())
+        self._ledger.publish_counts()
 
     async def run(self, stop: asyncio.Event) -> None:
         """The loop: plan, start the actions, sleep until something is due or happens."""
@@ -410,8 +384,9 @@ class Engine:
                                                            name=f"{action.kind}:{target}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        self._publish_scopes(jobs)
-        self._publish_oldest(jobs)
+        if self._metrics is not None:
+            gauges.publish_scopes(self._metrics, jobs, self._capacity.adaptive, s.limits)
+            gauges.publish_oldest(self._metrics, jobs)
         delay = s.tick_s
         if plan.next_due_at is not None:
             delay = min(delay, max(0.0, plan.next_due_at - now))
@@ -447,40 +422,6 @@ class Engine:
             self._wakeup.set()
 
     # ------------------------------------------------------------------ metrics
-
-    def _publish_oldest(self, jobs: Sequence[Job]) -> None:
-        """Backlog age and longest run; once per loop round, since both scan every job."""
-        m = self._metrics
-        if m is None:
-            return
-        queued = [j.created_at for j in jobs if j.state is LocalState.QUEUED]
-        m.set_oldest_queued(min(queued) if queued else 0.0)
-        running = [j for j in jobs if j.state is LocalState.RUNNING]
-        starts: list[float] = []
-        for job in running:
-            start = (job.remote or {}).get("startTime")
-            if isinstance(start, str):
-                try:
-                    starts.append(wire.parse_timestamp(start))
-                except errors.TuningdError:
-                    continue
-        m.set_oldest_running(min(starts) if starts else 0.0)
-
-    def _publish_scopes(self, jobs: Sequence[Job]) -> None:
-        m = self._metrics
-        if m is None:
-            return
-        counts = limits.active_counts(jobs)
-        scopes = {limits.GLOBAL, *counts.keys()}
-        labels = []
-        for scope in scopes:
-            limit = self._capacity.adaptive.effective(scope, self.settings.limits)
-            if limit is None:  # an unlimited scope has no limit series
-                continue
-            label = scope_label(scope)
-            labels.append(label)
-            m.set_active(label, counts.get(scope, 0), limit or 0)
-        m.set_scopes(labels)
 
     def _store_failed(self, operation: str, exc: errors.StoreError) -> None:
         """One log line and one count per store error (the disk is full, the db read-only)."""

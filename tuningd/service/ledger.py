@@ -4,6 +4,10 @@ All changes to a job go through `commit_locked` under one lock, so the in-memory
 (every non-terminal job) and SQLite never disagree, and a job is changed by one writer at a time.
 Remote calls run outside the lock; their results are applied to the job as it is *then* (a
 cancel may have arrived meanwhile), which the state machine is built for.
+
+On a store shared by several instances (`shared`), a standby may write a job too (a cancel
+intent): every write then carries the row it expects, and a StaleWrite rereads the job and
+applies the event to it as it is now, instead of being a bug.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from tuningd.core import errors, machine
 from tuningd.core.machine import Event, Transition
 from tuningd.core.model import Job, LocalState
 from tuningd.core.schedule import retry_at, schedule_poll
-from tuningd.ports import JobStore
+from tuningd.ports import JobStore, StaleWrite
 from tuningd.vertex import wire
 
 log = structlog.get_logger("tuningd.service.engine")
@@ -33,8 +37,10 @@ class Ledger:
     """The non-terminal jobs in memory, committed to the store one transition at a time."""
 
     def __init__(self, store: JobStore, *, metrics: Metrics | None, clock: Callable[[], float],
-                 rng: random.Random, polling: Callable[[], PollingSettings]) -> None:
+                 rng: random.Random, polling: Callable[[], PollingSettings],
+                 shared: bool = False) -> None:
         self.store = store
+        self.shared = shared
         self.jobs: dict[str, Job] = {}
         self.counts: Counter[LocalState] = Counter()
         self.lock = asyncio.Lock()
@@ -60,20 +66,72 @@ class Ledger:
             job = self.jobs.get(job_id)
             if job is None:
                 return None
-            now = self._clock()
+            return await self.apply_locked(job, event, schedule=schedule)
+
+    async def apply_locked(self, job: Job, event: Event, *, schedule: bool = False) -> Job | None:
+        """Apply `event` to `job` and commit (lock held); on a shared store, a job another
+        instance changed meanwhile is reread and the event applied to it as it is now."""
+        for attempt in range(3):
             try:
-                tr = machine.apply(job, event, now)
-            except errors.IllegalTransition as exc:
-                # A stale result (e.g. an observation after the job ended): drop it, loudly.
-                log.warning("job.event_ignored", job_id=job_id, event=event.kind.value,
-                            state=job.state.value, error=exc.message)
-                return job
-            if schedule and not tr.job.state.is_terminal and not (
-                    tr.job.state is LocalState.CANCELLING and tr.job.cancel_sent_at is None):
-                # (A fresh cancel is due now, as the machine set it.)
-                sched = schedule_poll(tr.job, tr.changed, now, self._polling(), self._rng)
-                tr = tr.with_schedule(sched.next_poll_at, sched.interval_s)
-            return await self.commit_locked(tr)
+                return await self._apply_locked(job, event, schedule)
+            except StaleWrite:
+                if not self.shared or attempt == 2:
+                    raise
+                fresh = await self.reload_locked(job.id)
+                log.info("job.reread", job_id=job.id, event=event.kind.value,
+                         state=None if fresh is None else fresh.state.value)
+                if fresh is None or fresh.state.is_terminal:
+                    return fresh
+                job = fresh
+        raise AssertionError("unreachable")
+
+    async def _apply_locked(self, job: Job, event: Event, schedule: bool) -> Job:
+        now = self._clock()
+        try:
+            tr = machine.apply(job, event, now)
+        except errors.IllegalTransition as exc:
+            # A stale result (e.g. an observation after the job ended): drop it, loudly.
+            log.warning("job.event_ignored", job_id=job.id, event=event.kind.value,
+                        state=job.state.value, error=exc.message)
+            return job
+        if schedule and not tr.job.state.is_terminal and not (
+                tr.job.state is LocalState.CANCELLING and tr.job.cancel_sent_at is None):
+            # (A fresh cancel is due now, as the machine set it.)
+            sched = schedule_poll(tr.job, tr.changed, now, self._polling(), self._rng)
+            tr = tr.with_schedule(sched.next_poll_at, sched.interval_s)
+        return await self.commit_locked(tr)
+
+    async def update_locked(self, before: Job, after: Job) -> None:
+        """Store bookkeeping fields (no event); on a shared store only over the row `before`
+        (so a cancel intent another instance wrote meanwhile is never overwritten)."""
+        if self.shared:
+            await self.store.apply(before, after, None)
+        else:
+            await self.store.update_job(after)
+
+    async def reload_locked(self, job_id: str) -> Job | None:
+        """Take the stored job into the working set if another instance changed it (or created
+        it); the job as the working set has it now (None: unknown or ended)."""
+        stored = await self.store.get(job_id)
+        held = self.jobs.get(job_id)
+        if stored is None:
+            return held
+        if held is not None and (held.state, held.updated_at) == (stored.state,
+                                                                 stored.updated_at):
+            return held  # this instance's own write (bookkeeping kept in memory wins)
+        if held is None and stored.state.is_terminal:
+            return None  # ended already (by this instance, or before it saw the job)
+        if held is not None:
+            self.counts[held.state] -= 1
+        self.counts[stored.state] += 1
+        self.version += 1
+        if stored.state.is_terminal:
+            self.jobs.pop(job_id, None)
+            self.publish_counts()
+            return None
+        self.jobs[job_id] = stored
+        self.publish_counts()
+        return stored
 
     async def commit_locked(self, tr: Transition) -> Job:
         """Store a transition (history row when it is news), then update memory; lock held."""
@@ -90,7 +148,7 @@ class Ledger:
                                    notes=notes)
             self._notes.pop(after.id, None)
         elif after != before:
-            await self.store.update_job(after)
+            await self.update_locked(before, after)
         if after.state.is_terminal:
             self.jobs.pop(after.id, None)
         else:
@@ -109,7 +167,13 @@ class Ledger:
             if job is None:
                 return
             later = job.evolve(next_action_at=at)
-            await self.store.update_job(later)
+            try:
+                await self.update_locked(job, later)
+            except StaleWrite:
+                if not self.shared:
+                    raise
+                await self.reload_locked(job_id)
+                return
             self.jobs[job_id] = later
 
     async def push_back(self, job_ids: Iterable[str], retry: RetrySettings) -> None:
@@ -126,7 +190,7 @@ class Ledger:
                 # so a failing disk slows the job down instead of spinning on it.
                 self.jobs[job_id] = later
                 try:
-                    await self.store.update_job(later)
+                    await self.update_locked(job, later)
                 except errors.TuningdError as exc:
                     log.warning("job.push_back_not_stored", job_id=job_id, error=exc.message)
 
