@@ -52,6 +52,7 @@ from tuningd.ports import ChangeFeed, JobStore, Leases
 from tuningd.service.engine import Engine, EngineSettings
 from tuningd.service.facade import JobService
 from tuningd.service.leadership import Leadership
+from tuningd.service.retention import Retention
 from tuningd.service.standby import Standby
 from tuningd.vertex import wire
 from tuningd.vertex.models import ModelCatalog, UnknownModels, catalog_from_sizes
@@ -309,6 +310,11 @@ class Daemon:
                     assert self.engine is not None
                     tg.create_task(self.engine.run(self.stop_event), name="engine")
                 tg.create_task(self._status_loop(), name="status")
+                # Every instance prunes (a second pass on a shared store deletes nothing).
+                assert self.store is not None
+                retention = Retention(self.store, metrics=self.metrics,
+                                      retention_s=self.settings.store.retention_days * 86_400)
+                tg.create_task(retention.run(self.stop_event), name="retention")
                 watchdog = tg.create_task(self.watchdog.run(), name="watchdog")
                 await self.stop_event.wait()
                 watchdog.cancel()
