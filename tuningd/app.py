@@ -182,7 +182,8 @@ class Daemon:
                                   and self._emulator_args.emulator):
             await self._start_emulator()
             s = self.settings
-        self.store = await open_store(s.store)
+        # A frozen leader's open transaction ends well before its lease would.
+        self.store = await open_store(s.store, stale_transaction_s=s.ha.lease_ttl_s / 2)
         self._session = aiohttp.ClientSession()
         vertex = VertexClient(self._session, self._token_source(), endpoint=s.vertex.endpoint,
                               api_version=s.vertex.api_version,

@@ -202,3 +202,16 @@ async def test_nul_in_free_text_is_stored_as_a_replacement_character(
     assert (got.display_name, got.error_message) == ("a\ufffdb", "remote said \ufffd")
     assert got.spec_json == job.spec_json
     assert [e.reason for e in await store.history(job.id)][1] == "note \ufffd"
+
+
+async def test_sessions_end_a_stale_transaction_unless_the_url_says_otherwise(
+        pg_url: str) -> None:
+    """The store's sessions carry idle_in_transaction_session_timeout (so a frozen daemon's open
+    transaction cannot hold the lease row); a value in the URL wins."""
+    async with await PostgresStore.open(pg_url, stale_transaction_s=2.5) as store:
+        rows = await store._read("SHOW idle_in_transaction_session_timeout")
+        assert rows[0][0] == "2500ms"
+    own = f"{pg_url}{'&' if '?' in pg_url else '?'}idle_in_transaction_session_timeout=7000"
+    async with await PostgresStore.open(own) as store:
+        rows = await store._read("SHOW idle_in_transaction_session_timeout")
+        assert rows[0][0] == "7s"

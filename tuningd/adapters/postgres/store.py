@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -38,6 +39,9 @@ POOL_SIZE = 10
 CONNECT_TIMEOUT_S = 10.0
 # A statement that takes longer is abandoned (StoreError, HTTP 503) rather than hanging a caller.
 COMMAND_TIMEOUT_S = 30.0
+# A session idle inside an open transaction this long belongs to a frozen or dead daemon (ours
+# last milliseconds): the server ends it. Half the default lease ttl; app passes ha's own half.
+STALE_TRANSACTION_S = 5.0
 CLOSE_TIMEOUT_S = 5.0
 
 
@@ -134,13 +138,23 @@ class PostgresStore(StoreReads):
     # ----- lifecycle -----
 
     @classmethod
-    async def open(cls, url: str, *, pool_size: int = POOL_SIZE) -> PostgresStore:
-        """Connect to the database at `url` and bring its schema up to date."""
+    async def open(cls, url: str, *, pool_size: int = POOL_SIZE,
+                   stale_transaction_s: float = STALE_TRANSACTION_S) -> PostgresStore:
+        """Connect to the database at `url` and bring its schema up to date.
+
+        The server ends a session of this store that sits in an open transaction for
+        `stale_transaction_s` (unless the URL sets idle_in_transaction_session_timeout itself):
+        a daemon frozen inside a write (SIGSTOP, a paused VM) would otherwise hold the lease row
+        and with it the next leader's takeover, for as long as it stays frozen."""
         shown = redact(url)
+        settings: dict[str, str] = {}
+        if "idle_in_transaction_session_timeout" not in urllib.parse.urlsplit(url).query:
+            settings["idle_in_transaction_session_timeout"] = str(
+                max(1, round(stale_transaction_s * 1000)))
         try:
             pool = await asyncpg.create_pool(
                 url, min_size=1, max_size=pool_size, timeout=CONNECT_TIMEOUT_S,
-                command_timeout=COMMAND_TIMEOUT_S)
+                command_timeout=COMMAND_TIMEOUT_S, server_settings=settings)
         except (*FAILURES, ValueError) as exc:
             raise errors.FailedPrecondition(
                 f"cannot open database {shown}: {scrub(str(exc) or type(exc).__name__, url)}"
