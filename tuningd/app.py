@@ -63,7 +63,7 @@ log = structlog.get_logger("tuningd.app")
 def engine_settings(settings: Settings, *, shared: bool = False) -> EngineSettings:
     """The core policy values for a configuration (`shared`: one of several instances on one
     store, whose unknown creates also wait out a former leader's lease)."""
-    lim, pol, rec = settings.limits, settings.polling, settings.reconcile
+    lim, pol = settings.limits, settings.polling
     return EngineSettings(
         limits=limits.Limits(max_active=lim.max_active, per_location=dict(lim.per_location),
                              per_base_model=dict(lim.per_base_model)),
@@ -72,11 +72,8 @@ def engine_settings(settings: Settings, *, shared: bool = False) -> EngineSettin
         budget=BudgetSettings(requests_per_minute=lim.requests_per_minute,
                                      creates_per_minute=lim.creates_per_minute),
         scheduling=settings.scheduling,
-        reconcile=recovery.ReconcileSettings(
-            request_timeout_s=settings.vertex.request_timeout_s, list_lag_s=rec.list_lag_s,
-            absent_confirmations=rec.absent_confirmations,
-            confirm_spacing_s=rec.confirm_spacing_s,
-            not_found_confirm_s=rec.not_found_confirm_s,
+        reconcile=recovery.AbsenceRule.from_settings(
+            settings.reconcile, request_timeout_s=settings.vertex.request_timeout_s,
             leader_grace_s=settings.ha.lease_ttl_s if shared else 0.0),
         breaker=settings.breaker,
         sweep_interval_s=settings.sweep.interval_s,
