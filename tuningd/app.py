@@ -376,16 +376,30 @@ def _log_format(fmt: str) -> Any:
     return fmt
 
 
+def flag_overrides(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, str]:
+    """`serve --host/--port/--store` as the environment overrides they stand for, so they are
+    validated like every other key and outlive a SIGHUP reload."""
+    out = dict(env)
+    if getattr(args, "host", None):
+        out["TUNINGD_SERVER_HOST"] = args.host
+    if getattr(args, "port", None) is not None:
+        out["TUNINGD_SERVER_PORT"] = str(args.port)
+    if getattr(args, "store", None):
+        out["TUNINGD_STORE_URL" if "://" in args.store else "TUNINGD_STORE_PATH"] = args.store
+    return out
+
+
 def run_daemon(args: argparse.Namespace) -> int:
     """`tuningd serve`: exit 0 after a clean stop, 2 on a configuration error, 65 when the
     database file is unusable (empty, not SQLite, damaged: see store_open), 1 otherwise."""
+    env = flag_overrides(args, os.environ)
     try:
-        settings = load_settings(args.config, os.environ)
+        settings = load_settings(args.config, env)
     except ConfigError as exc:
         print(f"tuningd: {exc.message}", file=sys.stderr)
         return 2
     configure_logging(settings.logging.level, _log_format(settings.logging.format))
-    daemon = Daemon(settings, emulator_args=args, config_path=args.config)
+    daemon = Daemon(settings, emulator_args=args, config_path=args.config, env=env)
     try:
         asyncio.run(daemon.run())
     except (TuningdError, ExceptionGroup) as exc:

@@ -24,6 +24,11 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--config", metavar="FILE",
                    help="TOML config file (default: $TUNINGD_CONFIG, then "
                         "$CONFIGURATION_DIRECTORY/tuningd.toml, then built-in defaults)")
+    p.add_argument("--host", help="address of the control API (server.host)")
+    p.add_argument("--port", type=int, help="TCP port of the control API (server.port)")
+    p.add_argument("--store", metavar="PATH_OR_URL",
+                   help="the job store: an SQLite file (store.path), or sqlite:///... or "
+                        "postgresql://... (store.url)")
     p.add_argument("--emulator", action="store_true",
                    help="run against an in-process Vertex emulator (the embedded default)")
     p.add_argument("--emulator-job-seconds", type=float, default=20.0, metavar="S",

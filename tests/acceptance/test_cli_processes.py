@@ -191,3 +191,24 @@ def test_a_reader_that_leaves_ends_the_command_quietly(tmp_path: Path) -> None:
     proc.stdout.close()  # before the command writes a byte
     assert proc.wait(timeout=30) == 141
     assert proc.stderr.read() == b""
+
+
+def test_serve_flags_name_the_port_and_the_store(tmp_path: Path) -> None:
+    """`serve --emulator --port P --store FILE` listens on P and keeps its jobs in FILE (not in a
+    temporary directory); a port out of range is refused like the config key it stands for."""
+    port, db = _free_port(), tmp_path / "kept.db"
+    proc = subprocess.Popen([sys.executable, "-m", "tuningd.cli", "serve", "--emulator",
+                             "--host", "127.0.0.1", "--port", str(port), "--store", str(db)],
+                            cwd=tmp_path, env={"PATH": "/usr/bin:/bin"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/readyz")
+        assert db.exists()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+    assert db.exists()
+    done = subprocess.run([sys.executable, "-m", "tuningd.cli", "serve", "--port", "70000"],
+                          cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 2 and "server.port" in done.stderr, done.stderr
