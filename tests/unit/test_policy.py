@@ -23,6 +23,7 @@ from tuningd.core.limits import (
 from tuningd.core.model import ACTIVE_STATES, Job, LocalState
 from tuningd.core.planner import ActionKind, plan
 from tuningd.core.schedule import (
+    after_restart,
     effective_priority,
     jittered,
     next_poll_interval,
@@ -655,3 +656,14 @@ def test_batch_polling_and_growth_cut_reads_twentyfold() -> None:
         now = max(now, min(j.next_action_at for j in jobs.values()))
     baseline = len(jobs) * end / POL.initial_interval_s
     assert reads * 20 <= baseline, (reads, baseline)
+
+
+def test_after_a_restart_jobs_with_a_remote_side_look_at_once_and_queued_ones_wait() -> None:
+    """schedule.after_restart brings a submitting, pending, running or cancelling job that was not
+    due yet to `now`, and leaves queued jobs and jobs already due as they were."""
+    now = 1_000.0
+    for state in (LocalState.SUBMITTING, LocalState.PENDING, LocalState.RUNNING,
+                  LocalState.CANCELLING):
+        assert after_restart(job("j", state, next_action_at=now + 60), now) == now
+        assert after_restart(job("j", state, next_action_at=now - 5), now) == now - 5
+    assert after_restart(job("j", S.QUEUED, next_action_at=now + 60), now) == now + 60

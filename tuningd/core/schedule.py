@@ -76,3 +76,16 @@ def queue_order(jobs: Iterable[Job], now: float, settings: SchedulingSettings) -
     return sorted(queued, key=lambda j: (-effective_priority(j, now, settings), j.created_at, j.id))
 
 
+# Jobs that have a remote side (or may have one): after a restart or a takeover nothing is known
+# of what happened to them meanwhile.
+_LOOK_AFTER_RESTART = frozenset({LocalState.SUBMITTING, LocalState.PENDING, LocalState.RUNNING,
+                                 LocalState.CANCELLING})
+
+
+def after_restart(job: Job, now: float) -> float:
+    """When a job of the loaded working set acts first after a (re)start or a takeover: at once
+    if it has or may have a remote side and was not due yet; queued jobs keep their place."""
+    if job.state in _LOOK_AFTER_RESTART and job.next_action_at > now:
+        return now
+    return job.next_action_at
+

@@ -18,7 +18,7 @@ import structlog
 
 from tuningd.adapters import failpoints
 from tuningd.adapters.metrics import Metrics
-from tuningd.core import errors, limits, planner, recovery
+from tuningd.core import errors, limits, planner, recovery, schedule
 from tuningd.core.machine import Event
 from tuningd.core.model import ACTIVE_STATES, Job, JobEvent, LocalState
 from tuningd.core.settings import EngineSettings
@@ -228,10 +228,9 @@ class Engine:
         self._ledger.counts = Counter(counts)
         in_flight: list[str] = []
         for job in jobs:
-            if job.state in (LocalState.SUBMITTING, LocalState.PENDING, LocalState.RUNNING,
-                             LocalState.CANCELLING) and job.next_action_at > now:
-                # After a restart we do not know what happened meanwhile: look now.
-                job, before = job.evolve(next_action_at=now), job
+            first = schedule.after_restart(job, now)
+            if first != job.next_action_at:
+                job, before = job.evolve(next_action_at=first), job
                 await self._ledger.update_locked(before, job)
             self._ledger.jobs[job.id] = job
             if job.state is LocalState.SUBMITTING and (
