@@ -31,7 +31,9 @@ if [[ " ${missing[*]} " == *" postgresql "* ]] && [ ! -e /etc/postgresql-common/
 fi
 $SUDO apt-get update -q
 # The Debian prometheus package does not start a service in containers; we only want binaries.
-$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+# confold/confdef: the createcluster.conf written above is kept without a conffile prompt.
+$SUDO apt-get install -y -q --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"
 
 command -v promtool >/dev/null && command -v systemd-analyze >/dev/null && have_postgres
 echo "install-ops: done"

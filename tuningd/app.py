@@ -52,6 +52,7 @@ from tuningd.ports import ChangeFeed, JobStore, Leases
 from tuningd.service.engine import Engine, EngineSettings
 from tuningd.service.facade import JobService
 from tuningd.service.leadership import Leadership
+from tuningd.service.retention import Retention
 from tuningd.service.standby import Standby
 from tuningd.vertex import wire
 from tuningd.vertex.models import ModelCatalog, UnknownModels, catalog_from_sizes
@@ -62,7 +63,7 @@ log = structlog.get_logger("tuningd.app")
 def engine_settings(settings: Settings, *, shared: bool = False) -> EngineSettings:
     """The core policy values for a configuration (`shared`: one of several instances on one
     store, whose unknown creates also wait out a former leader's lease)."""
-    lim, pol, rec = settings.limits, settings.polling, settings.reconcile
+    lim, pol = settings.limits, settings.polling
     return EngineSettings(
         limits=limits.Limits(max_active=lim.max_active, per_location=dict(lim.per_location),
                              per_base_model=dict(lim.per_base_model)),
@@ -71,11 +72,8 @@ def engine_settings(settings: Settings, *, shared: bool = False) -> EngineSettin
         budget=BudgetSettings(requests_per_minute=lim.requests_per_minute,
                                      creates_per_minute=lim.creates_per_minute),
         scheduling=settings.scheduling,
-        reconcile=recovery.ReconcileSettings(
-            request_timeout_s=settings.vertex.request_timeout_s, list_lag_s=rec.list_lag_s,
-            absent_confirmations=rec.absent_confirmations,
-            confirm_spacing_s=rec.confirm_spacing_s,
-            not_found_confirm_s=rec.not_found_confirm_s,
+        reconcile=recovery.AbsenceRule.from_settings(
+            settings.reconcile, request_timeout_s=settings.vertex.request_timeout_s,
             leader_grace_s=settings.ha.lease_ttl_s if shared else 0.0),
         breaker=settings.breaker,
         sweep_interval_s=settings.sweep.interval_s,
@@ -181,7 +179,8 @@ class Daemon:
                                   and self._emulator_args.emulator):
             await self._start_emulator()
             s = self.settings
-        self.store = await open_store(s.store)
+        # A frozen leader's open transaction ends well before its lease would.
+        self.store = await open_store(s.store, stale_transaction_s=s.ha.lease_ttl_s / 2)
         self._session = aiohttp.ClientSession()
         vertex = VertexClient(self._session, self._token_source(), endpoint=s.vertex.endpoint,
                               api_version=s.vertex.api_version,
@@ -309,6 +308,11 @@ class Daemon:
                     assert self.engine is not None
                     tg.create_task(self.engine.run(self.stop_event), name="engine")
                 tg.create_task(self._status_loop(), name="status")
+                # Every instance prunes (a second pass on a shared store deletes nothing).
+                assert self.store is not None
+                retention = Retention(self.store, metrics=self.metrics,
+                                      retention_s=self.settings.store.retention_days * 86_400)
+                tg.create_task(retention.run(self.stop_event), name="retention")
                 watchdog = tg.create_task(self.watchdog.run(), name="watchdog")
                 await self.stop_event.wait()
                 watchdog.cancel()

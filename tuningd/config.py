@@ -96,6 +96,8 @@ class StoreSettings(_Section):
 
     path: str = _key(config_values.DEFAULT_STORE_PATH)
     url: str = _key("")
+    # Ended jobs (and their history) are deleted this many days after they ended; 0 = never.
+    retention_days: float = _key(90.0, min_value=0)
 
     def _cross_check(self) -> None:
         if not self.path:

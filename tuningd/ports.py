@@ -150,6 +150,16 @@ class JobStore(Protocol):
         """Store non-transition fields without an event; StaleWrite on another stored state."""
         ...
 
+    async def prune_ended(self, ended_before: float, limit: int) -> int:
+        """Delete up to `limit` ended jobs (the oldest first) that ended before `ended_before`,
+        with their events and labels, in one transaction; the number deleted. Never a job that
+        has not ended."""
+        ...
+
+    async def size_bytes(self) -> int | None:
+        """What the store takes on disk (None where that means nothing, e.g. in memory)."""
+        ...
+
     async def check_writable(self) -> bool:
         """True if the store still accepts a durable write (for /readyz)."""
         ...

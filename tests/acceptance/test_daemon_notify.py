@@ -45,6 +45,8 @@ class FakeSystemd:
 
 
 def test_daemon_notifies_ready_watchdog_reload_and_stop(procs: Processes, tmp_path: Path) -> None:
+    """The real daemon sends READY with a serving status, WATCHDOG pings, RELOADING with
+    MONOTONIC_USEC then READY again on SIGHUP, and STOPPING on SIGTERM before exiting 0."""
     systemd = FakeSystemd(tmp_path / "notify.sock")
     try:
         emu = procs.emulator()

@@ -19,6 +19,7 @@ from helpers import (
 )
 
 from tests.integration.store_jobs import full_job, make_job
+from tuningd.adapters.migrations import LATEST
 from tuningd.adapters.sqlite.store import Store
 from tuningd.core.model import LocalState
 
@@ -64,10 +65,10 @@ def test_migrate_reports_versions_and_is_idempotent(pg_url: str, tmp_path: Path)
         write_toml(config, {"store": store})
         first = _cli("migrate", "--config", str(config))
         assert first.returncode == 0, first.stderr
-        assert "migrated from schema version 0 to 4" in first.stdout, first.stdout
+        assert f"migrated from schema version 0 to {LATEST}" in first.stdout, first.stdout
         again = _cli("migrate", "--config", str(config))
         assert again.returncode == 0, again.stderr
-        assert "schema version 4 is current" in again.stdout
+        assert f"schema version {LATEST} is current" in again.stdout
         assert PASSWORD not in first.stdout + first.stderr + again.stdout + again.stderr
 
 

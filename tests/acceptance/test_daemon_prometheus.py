@@ -58,6 +58,8 @@ def panel_queries() -> list[tuple[str, str]]:
 def test_prometheus_scrapes_the_daemon_and_every_panel_has_data(
     stack: tuple[Processes, Prometheus],
 ) -> None:
+    """A real Prometheus scraping a working daemon sees a healthy target, gets data for every
+    dashboard panel, evaluates every rule cleanly and fires no critical alert."""
     procs, prom = stack
     emu = procs.emulator(job_seconds=2.0, pending_seconds=0.2, max_concurrent=4)
     # One slot, so later jobs wait in the local queue (backlog panels need a queued job).

@@ -129,12 +129,15 @@ def prom(tmp_path_factory: pytest.TempPathFactory, server: MetricsServer) -> Ite
 
 
 def test_target_is_healthy(prom: Prometheus) -> None:
+    """Prometheus scrapes the /metrics handler with the target up and no scrape error."""
     [target] = [t for t in prom.targets() if t["labels"].get("job") == "tuningd"]
     assert target["health"] == "up", target
     assert target["lastError"] == "", target
 
 
 def test_series_as_prometheus_stores_them(prom: Prometheus) -> None:
+    """Prometheus stores every required tuningd series, the process metrics and one tuningd_jobs
+    series per local state, and no _created, exported_job or exported_instance series."""
     names = {
         r["metric"]["__name__"]
         for r in prom.query('count by (__name__) ({job="tuningd", __name__=~"tuningd_.+"})')
@@ -198,6 +201,8 @@ def substitute(expr: str) -> str:
 
 @pytest.mark.parametrize(("panel", "expr"), panel_queries(), ids=lambda v: str(v)[:60])
 def test_every_dashboard_query_returns_data(prom: Prometheus, panel: str, expr: str) -> None:
+    """Each dashboard panel and variable query, with Grafana's variables substituted,
+    returns data from Prometheus."""
     query = substitute(expr)
     assert "$" not in query, query
     result = prom.wait_for(query, timeout=20)
@@ -205,6 +210,8 @@ def test_every_dashboard_query_returns_data(prom: Prometheus, panel: str, expr: 
 
 
 def test_rules_load_and_evaluate_cleanly(prom: Prometheus) -> None:
+    """Every rule Prometheus loads evaluates with health ok, and the recording rules produce
+    series from the scraped metrics."""
     def all_ok() -> bool:
         rules = prom.rules()
         return len(rules) >= 15 and all(r.get("health") == "ok" for r in rules)
@@ -222,6 +229,8 @@ def test_rules_load_and_evaluate_cleanly(prom: Prometheus) -> None:
 def test_quiet_daemon_raises_no_alert_and_an_orphan_pages(
     prom: Prometheus, metrics: Metrics
 ) -> None:
+    """A healthy metrics endpoint fires no alert, and one orphan reconciliation fires
+    TuningdReconciliationAnomaly."""
     # The healthy fake daemon fires nothing (pending is fine: some alerts have `for:`).
     firing = prom.query('ALERTS{alertstate="firing"}')
     assert firing == [], firing

@@ -32,23 +32,28 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_promtool_check_rules() -> None:
+    """`promtool check rules` accepts the alerting and recording rules file."""
     proc = run("check", "rules", str(RULES))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SUCCESS" in proc.stdout
 
 
 def test_promtool_test_rules() -> None:
+    """The rules' unit tests in tuningd.rules.test.yml pass under `promtool test rules`."""
     proc = run("test", "rules", str(TESTS))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SUCCESS" in proc.stdout
 
 
 def test_promtool_check_config() -> None:
+    """`promtool check config` accepts the shipped prometheus.yml."""
     proc = run("check", "config", str(PROM_DIR / "prometheus.yml"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
+    """Every alert in the rules file has both a firing and a not-firing case in the rules' test
+    file, and no case names an unknown alert."""
     # The files are ours and regular, so a line scan is enough (no YAML library needed).
     alerts = set(re.findall(r"^\s*- alert: (\w+)\s*$", RULES.read_text(), re.M))
     assert len(alerts) >= 14
@@ -63,6 +68,8 @@ def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
 
 
 def test_alerts_have_severity_summary_and_a_runbook_section() -> None:
+    """Every alert has a critical or warning severity, a summary, a description and a runbook link
+    to its own section of docs/operations.md."""
     rules = RULES.read_text()
     docs = (ROOT / "docs" / "operations.md").read_text().lower()
     blocks = re.split(r"^\s*- alert: ", rules, flags=re.M)[1:]

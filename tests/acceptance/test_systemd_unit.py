@@ -44,6 +44,7 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_verify_prints_nothing(unit_copy: Path) -> None:
+    """`systemd-analyze verify` accepts the unit without printing any warning."""
     # verify exits 0 on unknown keys and bad values, so any output at all is a failure.
     proc = run("verify", "--man=no", str(unit_copy), cwd=unit_copy.parent)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -51,6 +52,7 @@ def test_verify_prints_nothing(unit_copy: Path) -> None:
 
 
 def test_security_exposure_at_most_2(unit_copy: Path) -> None:
+    """`systemd-analyze security` rates the unit's overall exposure at 2.0 or lower."""
     proc = run("security", "--offline=true", "--threshold=20", str(unit_copy), cwd=unit_copy.parent)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out

@@ -72,7 +72,7 @@ def settings(*, max_active: int = 2, per_location: Mapping[str, int] | None = No
                                        max_interval_s=max_interval_s, jitter=jitter,
                                        batch_min_jobs=batch_min_jobs),
         scheduling=SchedulingSettings(aging_interval_s=aging_s),
-        reconcile=recovery.ReconcileSettings(
+        reconcile=recovery.AbsenceRule(
             request_timeout_s=request_timeout_s, list_lag_s=list_lag_s,
             absent_confirmations=absent_confirmations, confirm_spacing_s=confirm_spacing_s,
             not_found_confirm_s=not_found_confirm_s),

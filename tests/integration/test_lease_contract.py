@@ -35,10 +35,13 @@ async def _feed_ready(store: Any) -> None:
         await asyncio.wait_for(listening.wait(), WAIT_S)
 
 
-async def _postgres(url: str, stack: AsyncExitStack) -> Shared:
+async def _postgres(request: pytest.FixtureRequest, stack: AsyncExitStack) -> Shared:
+    """Each open() is another daemon's PostgresStore on one fresh database."""
     import asyncpg
 
     from tuningd.adapters.postgres import PostgresStore
+
+    url: str = request.getfixturevalue("pg_url")
 
     async def open_store() -> PostgresStore:
         store = await PostgresStore.open(url)
@@ -58,7 +61,8 @@ async def _postgres(url: str, stack: AsyncExitStack) -> Shared:
     return Shared(open_store, cut_feed)
 
 
-def _memory(stack: AsyncExitStack) -> Shared:
+async def _memory(request: pytest.FixtureRequest, stack: AsyncExitStack) -> Shared:
+    """Each open() is another daemon's connection to one in-memory backing."""
     from tuningd.adapters.memory import MemoryBacking
 
     backing = MemoryBacking()
@@ -74,14 +78,18 @@ def _memory(stack: AsyncExitStack) -> Shared:
     return Shared(open_store, cut_feed)
 
 
-@pytest.fixture(params=["memory", "postgres"])
+# Each kind of shared store: another kind is one entry (a function like _postgres).
+KINDS: dict[str, Callable[[pytest.FixtureRequest, AsyncExitStack], Awaitable[Shared]]] = {
+    "memory": _memory,
+    "postgres": _postgres,
+}
+
+
+@pytest.fixture(params=sorted(KINDS))
 async def shared(request: pytest.FixtureRequest) -> AsyncIterator[Shared]:
     """Each kind of store several daemons can share, fresh and empty."""
     async with AsyncExitStack() as stack:
-        if request.param == "postgres":
-            yield await _postgres(request.getfixturevalue("pg_url"), stack)
-        else:
-            yield _memory(stack)
+        yield await KINDS[request.param](request, stack)
 
 
 async def _next(changes: AsyncIterator[str]) -> str:

@@ -123,6 +123,8 @@ def values(fam: Metric, label: str) -> dict[str, float]:
 
 
 async def test_all_names_exist_at_start_up_with_every_state_at_zero(base_url: str) -> None:
+    """A fresh registry exposes every required family with its type, tuningd_jobs at 0 for each
+    local state, build_info with the version, and a reconciliation series per result."""
     ctype, text = await scrape(base_url, "text/plain")
     assert ctype.startswith("text/plain")
     fams = {f.name: f for f in text_string_to_metric_families(text)}
@@ -139,6 +141,7 @@ async def test_all_names_exist_at_start_up_with_every_state_at_zero(base_url: st
 
 
 async def test_histogram_buckets_reach_48_hours(base_url: str) -> None:
+    """The queue-wait histogram has a 48-hour (172800 s) bucket below +Inf."""
     _, text = await scrape(base_url, "text/plain")
     les = {
         line.split('le="')[1].split('"')[0]
@@ -149,6 +152,8 @@ async def test_histogram_buckets_reach_48_hours(base_url: str) -> None:
 
 
 async def test_content_negotiation(base_url: str, metrics: Metrics) -> None:
+    """An OpenMetrics Accept (Prometheus's own included) gets OpenMetrics ending in # EOF, while no
+    Accept, text/plain or */* gets the classic text format."""
     exercise(metrics)
     ctype, text = await scrape(base_url, "application/openmetrics-text; version=1.0.0")
     assert ctype.startswith("application/openmetrics-text")
@@ -171,6 +176,8 @@ async def test_content_negotiation(base_url: str, metrics: Metrics) -> None:
 
 
 async def test_values_after_exercise(base_url: str, metrics: Metrics) -> None:
+    """The exercised metric methods show up as the expected sample values, and set_job_counts resets
+    the states it does not mention to 0."""
     exercise(metrics)
     _, text = await scrape(base_url, "text/plain")
     assert 'tuningd_jobs{state="queued"} 2.0' in text
@@ -190,6 +197,8 @@ async def test_values_after_exercise(base_url: str, metrics: Metrics) -> None:
 async def test_no_job_or_instance_labels_and_no_created_series(
     base_url: str, metrics: Metrics
 ) -> None:
+    """Neither the text nor the OpenMetrics output carries a _created sample
+    or a job or instance label."""
     exercise(metrics)
     _, text = await scrape(base_url, "text/plain")
     _, om_text = await scrape(base_url, "application/openmetrics-text; version=1.0.0")
@@ -205,6 +214,7 @@ async def test_no_job_or_instance_labels_and_no_created_series(
 
 
 def test_set_scopes_drops_removed_scopes(metrics: Metrics) -> None:
+    """set_scopes removes the active-limit series of scopes that are no longer configured."""
     metrics.set_active("global", 0, 1)
     metrics.set_active("location:europe-west4", 0, 2)
     metrics.set_scopes(["global"])
@@ -213,6 +223,8 @@ def test_set_scopes_drops_removed_scopes(metrics: Metrics) -> None:
 
 
 def test_unknown_reconciliation_result_is_a_bug(metrics: Metrics) -> None:
+    """A reconciliation result outside the documented set raises ValueError
+    instead of creating a series."""
     with pytest.raises(ValueError):
         metrics.count_reconciliation("maybe")
 
@@ -330,12 +342,15 @@ def test_unknown_sweep_kind_or_store_operation_is_a_bug(metrics: Metrics) -> Non
 
 
 def test_two_registries_do_not_clash() -> None:
+    """Two Metrics on separate registries can be built in one process without a
+    duplicate registration error."""
     # Tests and an in-process emulator may build several; nothing global may be shared.
     Metrics(build_registry())
     Metrics(build_registry())
 
 
 async def test_promtool_check_metrics_is_clean(base_url: str, metrics: Metrics) -> None:
+    """`promtool check metrics` finds nothing to report in the exercised text exposition."""
     promtool = shutil.which("promtool")
     if promtool is None:
         if os.environ.get("CI") == "true":

@@ -67,6 +67,8 @@ def listener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Listene
 
 
 def test_ready_status_stopping(listener: Listener) -> None:
+    """Readiness, status and stopping are each one sd_notify datagram with the right keys, on a
+    path or an abstract socket."""
     n = Notifier({"NOTIFY_SOCKET": listener.env_value})
     assert n.enabled
     assert n.ready()
@@ -80,12 +82,16 @@ def test_ready_status_stopping(listener: Listener) -> None:
 
 
 def test_status_cannot_inject_other_keys(listener: Listener) -> None:
+    """A newline in a status text becomes a space, so the text cannot add
+    another key such as READY=1."""
     n = Notifier({"NOTIFY_SOCKET": listener.env_value})
     n.status("line one\nREADY=1")
     assert listener.recv() == {"STATUS": "line one READY=1"}
 
 
 def test_reloading_sends_monotonic_usec_in_the_same_datagram(listener: Listener) -> None:
+    """RELOADING=1 goes in one datagram with MONOTONIC_USEC read from
+    CLOCK_MONOTONIC when it is sent."""
     n = Notifier({"NOTIFY_SOCKET": listener.env_value})
     before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
     assert n.reloading()
@@ -97,12 +103,15 @@ def test_reloading_sends_monotonic_usec_in_the_same_datagram(listener: Listener)
 
 
 def test_watchdog_message(listener: Listener) -> None:
+    """A watchdog ping is exactly the datagram WATCHDOG=1."""
     n = Notifier({"NOTIFY_SOCKET": listener.env_value})
     assert n.watchdog()
     assert listener.recv() == {"WATCHDOG": "1"}
 
 
 def test_noop_without_notify_socket() -> None:
+    """Without NOTIFY_SOCKET the notifier is disabled, every send returns False and
+    there is no watchdog interval."""
     n = Notifier({})
     assert not n.enabled
     assert not n.ready() and not n.status("x") and not n.watchdog()
@@ -111,11 +120,14 @@ def test_noop_without_notify_socket() -> None:
 
 
 def test_unreachable_socket_does_not_raise(tmp_path: Path) -> None:
+    """Sending to a NOTIFY_SOCKET path nobody listens on returns False instead of raising."""
     n = Notifier({"NOTIFY_SOCKET": str(tmp_path / "gone.sock")})
     assert n.ready() is False
 
 
 def test_watchdog_interval_is_half_of_usec_and_honours_pid() -> None:
+    """The ping interval is half of WATCHDOG_USEC, and there is none when WATCHDOG_PID names another
+    process or WATCHDOG_USEC is missing, zero or malformed."""
     env = {"NOTIFY_SOCKET": "@x", "WATCHDOG_USEC": "30000000"}
     assert Notifier(env).watchdog_interval_s() == 15.0
     assert Notifier({**env, "WATCHDOG_PID": str(os.getpid())}).watchdog_interval_s() == 15.0
@@ -127,6 +139,8 @@ def test_watchdog_interval_is_half_of_usec_and_honours_pid() -> None:
 
 
 async def test_watchdog_pings_only_while_progress_is_reported(listener: Listener) -> None:
+    """The watchdog pings at its interval while the engine reports progress, falls silent once
+    progress stops, and resumes on the next progress."""
     # WATCHDOG_USEC=100 ms -> ping interval 50 ms.
     n = Notifier({"NOTIFY_SOCKET": listener.env_value, "WATCHDOG_USEC": "100000"})
     wd = Watchdog(n)
@@ -171,6 +185,8 @@ async def test_watchdog_pings_only_while_progress_is_reported(listener: Listener
 
 
 async def test_watchdog_disabled_returns_at_once() -> None:
+    """Without NOTIFY_SOCKET or without WATCHDOG_USEC the watchdog is
+    disabled and run() returns at once."""
     wd = Watchdog(Notifier({}))
     assert not wd.enabled
     await asyncio.wait_for(wd.run(), 1.0)

@@ -3,6 +3,8 @@ migrations' bookkeeping, and a second daemon's writes seen at once."""
 
 from __future__ import annotations
 
+import asyncio
+import urllib.parse
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -13,6 +15,7 @@ from tuningd.adapters.migrations import LATEST, MIGRATIONS
 from tuningd.adapters.postgres import PostgresStore
 from tuningd.core import errors
 from tuningd.core.model import LocalState
+from tuningd.ports import Fenced
 
 SECRET = "hunter2-not-shown"
 
@@ -78,7 +81,7 @@ async def test_unreachable_database_names_it_without_the_password() -> None:
 async def test_failed_writes_and_reads_are_store_errors(store: PostgresStore,
                                                         pg_url: str) -> None:
     """A statement PostgreSQL refuses is a StoreError (503) saying reading or writing, without
-    the password; the job is left as it was; /readyz's check turns False."""
+    the password; the job is left as it was."""
     job = make_job()
     await store.insert_job(job)
     await _admin(pg_url, "ALTER TABLE job_events RENAME TO job_events_gone; "
@@ -93,7 +96,40 @@ async def test_failed_writes_and_reads_are_store_errors(store: PostgresStore,
         await store.history(job.id)
     assert not read.value.writing
     assert await store.get(job.id) == job
-    assert await store.check_writable() is False
+
+
+async def test_readiness_check_writes_nothing_and_sees_a_read_only_database(pg_url: str) -> None:
+    """check_writable() commits nothing (health.writes stays), is False on a database whose
+    sessions are read-only (as on a standby server) and True again once they are not; a pooled
+    session the server ended on the way is a False, not an asyncpg error."""
+    async def writes() -> int:
+        conn = await asyncpg.connect(pg_url)
+        try:
+            return int(await conn.fetchval("SELECT writes FROM health WHERE id = 1"))
+        finally:
+            await conn.close()
+
+    database = urllib.parse.urlsplit(pg_url).path.lstrip("/")
+    drop_sessions = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    async with await PostgresStore.open(pg_url) as store:
+        before = await writes()
+        assert await store.check_writable() is True
+        assert await writes() == before
+        # New sessions only see the setting: end the pool's, which it then replaces.
+        await _admin(pg_url, f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
+        await _admin(pg_url, drop_sessions)
+        assert await store.check_writable() in (True, False)  # may meet an ended session
+        assert await store.check_writable() is False
+        admin = await asyncpg.connect(pg_url)  # a session of its own may write again
+        try:
+            await admin.execute("SET default_transaction_read_only = off")
+            await admin.execute(f'ALTER DATABASE "{database}" RESET default_transaction_read_only')
+            await admin.execute(drop_sessions)
+        finally:
+            await admin.close()
+        assert await store.check_writable() in (True, False)
+        assert await store.check_writable() is True
 
 
 async def test_a_second_daemons_writes_are_read_at_once(store: PostgresStore,
@@ -117,3 +153,65 @@ async def test_closed_store_refuses_leases_too(store: PostgresStore) -> None:
         await store.acquire("a", 10.0)
     with pytest.raises(errors.StoreError):
         await store.get("x")
+
+
+async def test_a_write_racing_a_takeover_is_fenced(store: PostgresStore, pg_url: str) -> None:
+    """A fenced write that starts while a takeover's transaction holds the lease row waits for
+    it, then sees the new epoch: Fenced, and nothing written."""
+    lease = await store.acquire("a", 30.0)
+    assert lease is not None
+    job = make_job()
+    await store.insert_job(job)
+    taker = await asyncpg.connect(pg_url)
+    try:
+        takeover = taker.transaction()
+        await takeover.start()
+        await taker.execute("UPDATE lease SET holder = 'b', epoch = epoch + 1 "
+                            "WHERE name = 'engine'")
+        moved = job.evolve(state=LocalState.SUBMITTING, updated_at=job.updated_at + 1)
+        write = asyncio.ensure_future(store.fenced(lease.epoch).apply(job, moved, "submit"))
+        # No event tells that the write waits on the row lock: the server's view is polled.
+        for _ in range(500):
+            waiting = await taker.fetchval(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'")
+            if waiting or write.done():
+                break
+            await asyncio.sleep(0.01)
+        assert not write.done(), "the fenced write did not wait for the takeover"
+        await takeover.commit()
+        with pytest.raises(Fenced):
+            await write
+    finally:
+        await taker.close()
+    assert await store.get(job.id) == job
+    assert len(await store.history(job.id)) == 1
+
+
+async def test_nul_in_free_text_is_stored_as_a_replacement_character(
+        store: PostgresStore) -> None:
+    """PostgreSQL text cannot hold U+0000: a NUL in a display name, an error message or a note
+    is stored as U+FFFD (not a 503), while the spec's JSON keeps its escaped \\u0000."""
+    job = make_job(display_name="a\x00b", spec_json='{"tunedModelDisplayName": "a\\u0000b"}')
+    await store.insert_job(job)
+    failed = job.evolve(state=LocalState.FAILED, updated_at=job.updated_at + 1,
+                        error_message="remote said \x00")
+    await store.apply(job, failed, "failed", notes=("note \x00",))
+    got = await store.get(job.id)
+    assert got is not None
+    assert (got.display_name, got.error_message) == ("a\ufffdb", "remote said \ufffd")
+    assert got.spec_json == job.spec_json
+    assert [e.reason for e in await store.history(job.id)][1] == "note \ufffd"
+
+
+async def test_sessions_end_a_stale_transaction_unless_the_url_says_otherwise(
+        pg_url: str) -> None:
+    """The store's sessions carry idle_in_transaction_session_timeout (so a frozen daemon's open
+    transaction cannot hold the lease row); a value in the URL wins."""
+    async with await PostgresStore.open(pg_url, stale_transaction_s=2.5) as store:
+        rows = await store._read("SHOW idle_in_transaction_session_timeout")
+        assert rows[0][0] == "2500ms"
+    own = f"{pg_url}{'&' if '?' in pg_url else '?'}idle_in_transaction_session_timeout=7000"
+    async with await PostgresStore.open(own) as store:
+        rows = await store._read("SHOW idle_in_transaction_session_timeout")
+        assert rows[0][0] == "7s"

@@ -227,7 +227,7 @@ async def test_migration_4_keeps_older_jobs_at_the_configured_version(tmp_path: 
         await s.insert_job(make_job(2, api_version="v1beta1"), "accepted")
         assert (await s.get(make_job(2).id)).api_version == "v1beta1"  # type: ignore[union-attr]
     with sqlite3.connect(db) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     raw.close()
 
 

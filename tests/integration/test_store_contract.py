@@ -323,3 +323,31 @@ async def test_what_a_reader_changes_never_reaches_the_store(store: JobStore) ->
     first.detail["attempt"] = 99  # type: ignore[index]
     [again] = await store.history(job.id)
     assert dict(again.detail) == {"attempt": 1}
+
+
+async def test_prune_ended_deletes_the_oldest_ended_jobs_and_nothing_else(
+        store: JobStore) -> None:
+    """prune_ended deletes, oldest first and at most `limit` per call, only jobs that ended
+    before the cutoff, with their history and labels; unended jobs and newer ones stay, and a
+    freed requestId may be used again."""
+    t0 = 1_700_000_000.0
+    ended = [make_job(n, state=LocalState.SUCCEEDED, ended_at=t0 + n, request_id=f"r{n}",
+                      spec_json='{"labels": {"team": "nlp"}}') for n in range(1, 6)]
+    running = make_job(10, state=LocalState.RUNNING)
+    late = make_job(11, state=LocalState.FAILED, ended_at=t0 + 100)
+    for job in (*ended, running, late):
+        await store.create_or_get(job)
+
+    assert await store.prune_ended(t0 + 50, limit=2) == 2
+    assert [await store.get(j.id) for j in ended[:2]] == [None, None]
+    assert await store.history(ended[0].id) == []
+    assert await store.prune_ended(t0 + 50, limit=10) == 3
+    assert await store.prune_ended(t0 + 50, limit=10) == 0
+    left = {j.id for j in await store.list_jobs("p1", "us-central1", limit=100)}
+    assert left == {running.id, late.id}
+    assert await store.list_jobs("p1", "us-central1", labels={"team": "nlp"}) == []
+    again, created = await store.create_or_get(make_job(20, request_id="r1"))
+    assert created and again.id == make_job(20).id
+    assert (await store.count_by_state())[LocalState.SUCCEEDED] == 0
+    size = await store.size_bytes()
+    assert size is None or size > 0

@@ -224,3 +224,28 @@ async def test_debug_logs_carry_no_sql_of_aiosqlite(tmp_path: Path) -> None:
     text = buf.getvalue()
     assert "marker" in text
     assert "aiosqlite" not in text and "job0001" not in text
+
+
+async def test_readiness_probe_writes_only_after_a_refused_commit(store: Store) -> None:
+    """While commits succeed, check_writable commits nothing (a query-only connection is
+    unwritable all the same); after SQLite refused a whole commit, one probe commit tells."""
+    await store.insert_job(make_job(1))
+    commits = store.commits
+    for _ in range(3):
+        assert await store.check_writable()
+    assert store.commits == commits
+    await read_only(store)
+    assert not await store.check_writable()
+    await read_only(store, False)
+    assert await store.check_writable()
+    assert store.commits == commits
+
+    await disk_full(store)
+    with pytest.raises(errors.StoreError):
+        await store.create_or_get(make_job(2, description="y" * 200_000))
+    assert store.commits == commits
+    # The probe's one-row update fits in the pages there are: the disk takes a commit again.
+    assert await store.check_writable()
+    assert store.commits == commits + 1
+    assert await store.check_writable()
+    assert store.commits == commits + 1

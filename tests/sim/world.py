@@ -124,7 +124,7 @@ class World:
                                            max_interval_s=params.max_interval_s),
             retry=RetrySettings(cap_s=params.retry_cap_s),
             # The daemon's assumptions are the sim's fault bounds (options.py).
-            reconcile=recovery.ReconcileSettings(request_timeout_s=options.request_timeout_s,
+            reconcile=recovery.AbsenceRule(request_timeout_s=options.request_timeout_s,
                                                  list_lag_s=options.list_lag_s),
             # As a daemon with both allow-lists set: every place is swept.
             sweep_places=tuple((p, loc) for p in PROJECTS for loc in LOCATIONS),

@@ -183,3 +183,11 @@ def test_every_module_is_in_a_room() -> None:
     assert top - rooms <= {"tuningd.app", "tuningd.cli", "tuningd.client", "tuningd.config",
                            "tuningd.config_values", "tuningd.config_ha", "tuningd.ports"}, \
         sorted(top - rooms)
+
+
+@pytest.mark.parametrize("module", _of("tuningd.http"))
+def test_the_http_adapter_reaches_the_service_only_through_its_facade(module: str) -> None:
+    """The API is typed against service.facade.JobService (the leader's engine and a standby's
+    facade both are one), never against the engine or its parts."""
+    inner = {d for d in _deps(module) if _in(d, "tuningd.service")} - {"tuningd.service.facade"}
+    assert not inner, f"{module} depends on {sorted(inner)}"

@@ -185,6 +185,7 @@ BAD: list[tuple[dict[str, Any], dict[str, str], str]] = [
     ({"store": {"url": "mysql://u@h/db"}}, {}, "store.url"),
     ({"store": {"url": "sqlite://"}}, {}, "store.url"),
     ({}, {"TUNINGD_STORE_URL": "postgresql://"}, "store.url"),
+    ({"store": {"retention_days": -1}}, {}, "store.retention_days"),
     ({"vertex": {"endpoint": "ftp://x"}}, {}, "vertex.endpoint"),
     ({"vertex": {"api_version": "v2"}}, {}, "vertex.api_version"),
     ({"vertex": {"credentials_file": ["a"]}}, {}, "vertex.credentials_file"),

@@ -56,6 +56,8 @@ def exprs(dash: dict[str, Any]) -> list[str]:
 
 
 def test_identity_is_pinned(dash: dict[str, Any]) -> None:
+    """The dashboard keeps uid tuningd-overview, a null id, schemaVersion 39 and no __inputs or
+    DS_PROMETHEUS import placeholders."""
     assert dash["uid"] == "tuningd-overview"
     assert dash["id"] is None
     assert dash["schemaVersion"] == 39
@@ -64,6 +66,8 @@ def test_identity_is_pinned(dash: dict[str, Any]) -> None:
 
 
 def test_panel_ids_unique_and_grid_within_24_columns(dash: dict[str, Any]) -> None:
+    """Panel ids are unique and every panel lies within the 24-column grid
+    without overlapping another."""
     panels = list(all_panels(dash["panels"]))
     assert len(panels) >= 12
     ids = [p["id"] for p in panels]
@@ -80,6 +84,8 @@ def test_panel_ids_unique_and_grid_within_24_columns(dash: dict[str, Any]) -> No
 
 
 def test_every_panel_and_target_uses_the_datasource_variable(dash: dict[str, Any]) -> None:
+    """Every non-row panel and each of its targets use the ${datasource} Prometheus variable
+    and have a non-empty query."""
     for p in all_panels(dash["panels"]):
         if p["type"] == "row":
             continue
@@ -91,6 +97,7 @@ def test_every_panel_and_target_uses_the_datasource_variable(dash: dict[str, Any
 
 
 def test_every_range_function_uses_rate_interval(dash: dict[str, Any]) -> None:
+    """Every rate, irate and increase in a panel query takes $__rate_interval as its range."""
     found = 0
     for expr in exprs(dash):
         for m in re.finditer(r"\b(rate|irate|increase)\(", expr):
@@ -104,12 +111,15 @@ def test_every_range_function_uses_rate_interval(dash: dict[str, Any]) -> None:
 
 
 def test_every_query_is_scoped_to_job_and_instance(dash: dict[str, Any]) -> None:
+    """Every series selector in a panel query filters on the $job and $instance variables."""
     for expr in exprs(dash):
         for selector in re.findall(r"\b[a-z_:]+\{([^}]*)\}", expr):
             assert 'job=~"$job"' in selector and 'instance=~"$instance"' in selector, expr
 
 
 def test_variables(dash: dict[str, Any]) -> None:
+    """The dashboard has a Prometheus datasource variable and job and instance variables read
+    from tuningd_build_info labels."""
     variables = {v["name"]: v for v in dash["templating"]["list"]}
     assert {"datasource", "job", "instance"} <= set(variables)
     ds = variables["datasource"]
@@ -124,6 +134,8 @@ def test_variables(dash: dict[str, Any]) -> None:
 
 
 def test_required_panels_are_there(dash: dict[str, Any]) -> None:
+    """Every required metric appears in a panel query, there is a heatmap and a quantile, and ages
+    computed from timestamp gauges ignore a gauge at 0."""
     joined = "\n".join(exprs(dash))
     for metric in REQUIRED_METRICS:
         assert metric in joined, metric
@@ -137,6 +149,8 @@ def test_required_panels_are_there(dash: dict[str, Any]) -> None:
 
 
 def test_provisioning_files() -> None:
+    """The datasource and dashboard provisioning files have the expected keys, and timeInterval
+    equals Prometheus's 15 s scrape interval."""
     ds = (PROVISIONING / "datasources" / "tuningd.yaml").read_text()
     assert re.search(r"^apiVersion: 1$", ds, re.M)
     assert re.search(r"^\s+type: prometheus$", ds, re.M)

@@ -36,6 +36,8 @@ def lines(buf: io.StringIO) -> list[dict[str, object]]:
 
 
 def test_auto_is_json_lines_on_a_non_tty_with_iso_timestamp() -> None:
+    """In auto format a non-TTY stream gets one JSON object per event with its fields, level, logger
+    name and a timezone-aware ISO timestamp."""
     buf = io.StringIO()
     configure_logging("info", "auto", buf)
     structlog.get_logger("tuningd.test").info("job accepted", job_id="j1", priority=3)
@@ -49,6 +51,7 @@ def test_auto_is_json_lines_on_a_non_tty_with_iso_timestamp() -> None:
 
 
 def test_auto_is_console_on_a_tty() -> None:
+    """In auto format a TTY stream gets coloured, human-readable console lines rather than JSON."""
     buf = TTYStringIO()
     configure_logging("info", "auto", buf)
     structlog.get_logger().info("hello", n=1)
@@ -61,6 +64,8 @@ def test_auto_is_console_on_a_tty() -> None:
 
 
 def test_json_forced_on_a_tty_and_console_forced_off_one() -> None:
+    """An explicit json format wins on a TTY, and an explicit console format on a non-TTY writes
+    readable lines without colour codes."""
     tty = TTYStringIO()
     configure_logging("info", "json", tty)
     structlog.get_logger().info("x")
@@ -73,6 +78,8 @@ def test_json_forced_on_a_tty_and_console_forced_off_one() -> None:
 
 
 def test_level_filters_and_stdlib_records_are_rendered_too() -> None:
+    """Events below the configured level are dropped, and stdlib logging records are
+    rendered like structlog events."""
     buf = io.StringIO()
     configure_logging("warning", "json", buf)
     structlog.get_logger().info("dropped")
@@ -83,6 +90,7 @@ def test_level_filters_and_stdlib_records_are_rendered_too() -> None:
 
 
 def test_bad_level_and_format_are_rejected() -> None:
+    """An unknown log level or log format raises ValueError."""
     with pytest.raises(ValueError):
         configure_logging("loud", "json", io.StringIO())
     with pytest.raises(ValueError):
@@ -94,6 +102,8 @@ SECRET = "s3cr3t-VALUE-abcdef123456"
 
 @pytest.mark.parametrize("fmt", ["json", "console"])
 def test_secrets_are_redacted_everywhere(fmt: str) -> None:
+    """No secret reaches the stream in either format, whether in secret keys, headers, nested data,
+    free text, stdlib records or tracebacks, while other values survive."""
     buf = io.StringIO()
     configure_logging("debug", fmt, buf)  # type: ignore[arg-type]
     log = structlog.get_logger()
@@ -124,6 +134,8 @@ def test_secrets_are_redacted_everywhere(fmt: str) -> None:
 
 
 def test_private_key_pem_and_google_access_token_values_are_redacted() -> None:
+    """A PEM private key or a ya29 Google access token is redacted even under a
+    key name that is not secret."""
     buf = io.StringIO()
     configure_logging("info", "json", buf)
     pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----"
@@ -134,6 +146,8 @@ def test_private_key_pem_and_google_access_token_values_are_redacted() -> None:
 
 
 def test_key_classification() -> None:
+    """is_secret_key flags credential key names in any case or separator and leaves look-alikes such
+    as token_type or total_billable_token_count alone."""
     for key in ("Authorization", "access_token", "id-token", "private_key", "PASSWORD", "secret"):
         assert is_secret_key(key), key
     for key in ("total_billable_token_count", "credentials_file", "token_type", "state", "job"):

@@ -6,13 +6,13 @@ import random
 
 import pytest
 
-from tuningd.config import BreakerSettings
+from tuningd.config import BreakerSettings, ReconcileSettings
 from tuningd.core.model import Job, LocalState
 from tuningd.core.recovery import (
+    AbsenceRule,
     CreateVerdict,
     Finding,
     NotFoundStep,
-    ReconcileSettings,
     absence_verdict,
     after_not_found,
     classify,
@@ -22,7 +22,7 @@ from tuningd.core.recovery import (
 )
 
 NOW = 1_000_000.0
-SHIPPED = ReconcileSettings()
+SHIPPED = AbsenceRule()
 
 
 def job(state: LocalState = LocalState.SUBMITTING, **changes: object) -> Job:
@@ -124,3 +124,14 @@ def test_probe_backoff_doubles_up_to_the_cap_and_keeps_its_start() -> None:
 def test_what_a_swept_remote_job_is(local: Job | None, in_flight: bool, finding: Finding) -> None:
     """The sweep's classification of remote job R against the local job of its label."""
     assert classify("R", local, create_in_flight=in_flight) is finding
+
+
+def test_the_absence_rule_is_built_from_the_reconcile_section() -> None:
+    """AbsenceRule.from_settings takes every [reconcile] key as it is, plus the request timeout
+    and the leader grace, so no setting is renamed or dropped on the way."""
+    section = ReconcileSettings(list_lag_s=1.5, absent_confirmations=4, confirm_spacing_s=2.5,
+                                not_found_confirm_s=3.5)
+    rule = AbsenceRule.from_settings(section, request_timeout_s=7.0, leader_grace_s=10.0)
+    assert (rule.list_lag_s, rule.absent_confirmations, rule.confirm_spacing_s,
+            rule.not_found_confirm_s) == (1.5, 4, 2.5, 3.5)
+    assert rule.landing_window_s == 7.0 + 1.5 + 10.0

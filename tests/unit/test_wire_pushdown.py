@@ -58,6 +58,8 @@ def test_a_state_no_local_job_shows_matches_nothing(name: str) -> None:
 
 
 def test_label_equality_quoted_or_not() -> None:
+    """`labels.k=v` pushes down as an exact label match whether or not the value is
+    quoted, with `*` taken literally."""
     assert pd('labels.team="rare"') == (None, {"team": "rare"})
     assert pd("labels.tuningd-job-id=7f3c2a9e-0b1d") == (None, {"tuningd-job-id": "7f3c2a9e-0b1d"})
     assert pd('labels.a="x*y"') == (None, {"a": "x*y"})  # `=` is exact, no wildcard
@@ -78,6 +80,7 @@ def test_top_level_conjuncts_combine() -> None:
 
 
 def test_contradictions_match_nothing() -> None:
+    """Two different required states, or two values for one label, push down as matching nothing."""
     assert _pushdown("state=JOB_STATE_FAILED AND state=JOB_STATE_RUNNING").never
     assert _pushdown("labels.a=x AND labels.a=y").never
 
@@ -104,12 +107,15 @@ def test_contradictions_match_nothing() -> None:
     'tuned_model_display_name="x" AND update_time<"2030-01-01T00:00:00Z"',
 ])
 def test_what_must_not_be_pushed_down(text: str) -> None:
+    """OR, negation, other operators and other fields push down no restriction at all."""
     out = _pushdown(text)
     assert out.states is None and dict(out.labels) == {} and not out.never
 
 
 @pytest.mark.parametrize("text", ["state==", "(labels.a=b", "foo=bar", "state=JOB_STATE_NOPE"])
 def test_bad_filters_fail_as_compile_filter_does(text: str) -> None:
+    """A malformed filter fails push-down with the same
+    InvalidArgument message as compile_filter."""
     with pytest.raises(InvalidArgument) as a:
         wire.compile_filter(text)
     with pytest.raises(InvalidArgument) as b:

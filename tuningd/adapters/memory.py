@@ -297,6 +297,24 @@ class MemoryStore:
         self._jobs[job.id] = _normalized(job)
         self.backing.changed(job.id)
 
+    async def prune_ended(self, ended_before: float, limit: int) -> int:
+        """Delete up to `limit` ended jobs, oldest first, that ended before `ended_before`."""
+        self._check_open()
+        old = sorted((j for j in self._jobs.values() if j.state in TERMINAL_STATES
+                      and j.ended_at is not None and j.ended_at < ended_before),
+                     key=lambda j: (j.ended_at or 0.0, j.id))[:max(0, limit)]
+        for job in old:
+            del self._jobs[job.id]
+            self._events.pop(job.id, None)
+            self._labels.pop(job.id, None)
+            if job.request_id is not None:
+                self._by_request.pop((job.project, job.location, job.request_id), None)
+        return len(old)
+
+    async def size_bytes(self) -> int | None:
+        """Nothing on disk."""
+        return None
+
     async def check_writable(self) -> bool:
         """True until the store is closed."""
         return not self._closed

@@ -219,6 +219,17 @@ class Metrics:
             "must be reconciled.",
             registry=r,
         )
+        self.store_size = Gauge(
+            "tuningd_store_size_bytes",
+            "What the job store takes on disk (SQLite file pages, PostgreSQL database size), "
+            "as of the last retention pass.",
+            registry=r,
+        )
+        self.jobs_pruned = Counter(
+            "tuningd_jobs_pruned_total",
+            "Ended jobs deleted with their history after store.retention_days.",
+            registry=r,
+        )
         self.leader = Gauge(
             "tuningd_leader",
             "1 while this instance runs the engine (the leader of the instances sharing the "
@@ -354,6 +365,12 @@ class Metrics:
 
     def count_unknown_create_outcome(self) -> None:
         self.unknown_create_outcomes.inc()
+
+    def set_store_size(self, size_bytes: int) -> None:
+        self.store_size.set(size_bytes)
+
+    def count_pruned(self, jobs: int) -> None:
+        self.jobs_pruned.inc(jobs)
 
 
 def _label_values(gauge: Gauge) -> Iterable[str]:

@@ -234,6 +234,17 @@ MIGRATIONS: tuple[Migration, ...] = (
     ALTER TABLE jobs ADD COLUMN api_version TEXT;
     """,
     ),
+    Migration(
+        5,
+        "Ended jobs by the time they ended, so retention finds the oldest without reading the "
+        "rest; only ended jobs have ended_at, so the index holds nothing else.",
+        sqlite="""
+    CREATE INDEX jobs_ended ON jobs (ended_at) WHERE ended_at IS NOT NULL;
+    """,
+        postgres="""
+    CREATE INDEX jobs_ended ON jobs (ended_at) WHERE ended_at IS NOT NULL;
+    """,
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -12,8 +12,9 @@ from typing import Any
 from urllib.request import pathname2url
 
 from tuningd import config_values
+from tuningd.adapters.postgres.store import pg_row, pg_text
 from tuningd.adapters.sqlite.rows import JOB_COLUMNS, decode_text, row_to_event, row_to_job
-from tuningd.adapters.sqlite.schema import SELECT_JOB, job_to_row
+from tuningd.adapters.sqlite.schema import SELECT_JOB
 from tuningd.adapters.sqlite.store import Store
 from tuningd.adapters.stores import open_postgres
 from tuningd.core import errors
@@ -63,12 +64,12 @@ def _read_sqlite(path: str) -> _Rows:
     try:
         conn.execute("BEGIN")
         try:
-            jobs = [job_to_row(row_to_job(r)) for r in conn.execute(SELECT_JOB)]
+            jobs = [pg_row(row_to_job(r)) for r in conn.execute(SELECT_JOB)]
             events = []
             for r in conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} "  # noqa: S608 (fixed)
                                   "FROM job_events ORDER BY job_id, seq"):
                 row_to_event(r)
-                events.append((r[0], r[1], float(r[2]), *r[3:]))
+                events.append((r[0], r[1], float(r[2]), r[3], r[4], pg_text(r[5]), r[6]))
         except RowDamaged as exc:
             raise CopyError(
                 f"database {path}: job {exc.key}: {exc.table}.{exc.column} {exc.problem}; "

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
-from tuningd.config import BreakerSettings
+from tuningd.config import BreakerSettings, ReconcileSettings
 from tuningd.core.errors import AUTH, INVALID_REQUEST, PERMANENT, QUOTA, TRANSIENT
 from tuningd.core.model import Job, LocalState
 
@@ -21,8 +21,11 @@ from tuningd.core.model import Job, LocalState
 
 
 @dataclass(frozen=True)
-class ReconcileSettings:
+class AbsenceRule:
     """How long and how often to look before believing that something is not on Vertex.
+
+    Not a second settings type: the rule that config's [reconcile] section, the [vertex]
+    request timeout and (on a shared store) the [ha] lease make together (from_settings).
 
     A create that failed without an answer (timeout, reset, 5xx, crash) may still be stored by
     Vertex after the client gave up (up to about one request timeout later), and Vertex's list
@@ -41,6 +44,16 @@ class ReconcileSettings:
     # ran out by its own clock, up to one lease after the last renew this instance could see;
     # emptiness counts that much later too (ha.lease_ttl_s there; 0 for a single instance).
     leader_grace_s: float = 0.0
+
+    @classmethod
+    def from_settings(cls, reconcile: ReconcileSettings, *, request_timeout_s: float,
+                      leader_grace_s: float = 0.0) -> AbsenceRule:
+        """The rule of a [reconcile] section, with the request timeout and leader grace."""
+        return cls(request_timeout_s=request_timeout_s, list_lag_s=reconcile.list_lag_s,
+                   absent_confirmations=reconcile.absent_confirmations,
+                   confirm_spacing_s=reconcile.confirm_spacing_s,
+                   not_found_confirm_s=reconcile.not_found_confirm_s,
+                   leader_grace_s=leader_grace_s)
 
     @property
     def landing_window_s(self) -> float:
@@ -78,7 +91,7 @@ def attempt_end(job: Job) -> float:
     return job.updated_at
 
 
-def absence_verdict(job: Job, now: float, settings: ReconcileSettings) -> AbsenceVerdict:
+def absence_verdict(job: Job, now: float, settings: AbsenceRule) -> AbsenceVerdict:
     """The verdict after a reconcile list found no remote job for `job` at `now`.
 
     A list earlier than the landing window proves nothing (the create may still land or not be

@@ -24,7 +24,7 @@ class EngineSettings:
     retry: RetrySettings = field(default_factory=RetrySettings)
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     scheduling: SchedulingSettings = field(default_factory=SchedulingSettings)
-    reconcile: recovery.ReconcileSettings = field(default_factory=recovery.ReconcileSettings)
+    reconcile: recovery.AbsenceRule = field(default_factory=recovery.AbsenceRule)
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
     # Every place (project, location) is listed this often for managed-by=tuningd jobs that no
     # tracked local job owns; duplicates and late landings are cancelled when cancel_unowned.

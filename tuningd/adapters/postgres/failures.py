@@ -13,7 +13,10 @@ from tuningd.core import errors
 __all__ = ["FAILURES", "Conn", "redact", "scrub", "store_error"]
 
 # What a call on a pool or connection raises when the server, the network or the pool fails.
-FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# InternalClientError too: asyncpg raises it for a pooled connection whose server session was
+# ended (pg_terminate_backend, a server restart) while the pool still held it.
+FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+            OSError, TimeoutError)
 
 # A connection of its own or one lent by the pool: the queries take either.
 Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -19,6 +20,7 @@ from tuningd.adapters.sqlite.rows import row_to_job
 from tuningd.adapters.sqlite.schema import (
     ASSIGN_ALL,
     INSERT_JOB,
+    PRUNE_CANDIDATES,
     SELECT_JOB,
     detail_json,
     job_to_row,
@@ -28,7 +30,7 @@ from tuningd.core import errors
 from tuningd.core.model import Job, LocalState
 from tuningd.ports import ChangeFeed, JobStore, Lease, Leases, StaleWrite
 
-__all__ = ["PostgresStore"]
+__all__ = ["PostgresStore", "pg_row", "pg_text"]
 
 T = TypeVar("T")
 
@@ -37,6 +39,9 @@ POOL_SIZE = 10
 CONNECT_TIMEOUT_S = 10.0
 # A statement that takes longer is abandoned (StoreError, HTTP 503) rather than hanging a caller.
 COMMAND_TIMEOUT_S = 30.0
+# A session idle inside an open transaction this long belongs to a frozen or dead daemon (ours
+# last milliseconds): the server ends it. Half the default lease ttl; app passes ha's own half.
+STALE_TRANSACTION_S = 5.0
 CLOSE_TIMEOUT_S = 5.0
 
 
@@ -53,6 +58,7 @@ def dollars(sql: str) -> str:
 
 _SELECT_BY_REQUEST = dollars(f"{SELECT_JOB} WHERE project = ? AND location = ? AND request_id = ?")
 _INSERT_JOB = dollars(INSERT_JOB)
+_PRUNE_CANDIDATES = dollars(PRUNE_CANDIDATES)
 _INSERT_JOB_ONCE = (f"{_INSERT_JOB} ON CONFLICT (project, location, request_id) "
                     "WHERE request_id IS NOT NULL DO NOTHING RETURNING id")
 _INSERT_LABEL = ("INSERT INTO job_labels (job_id, key, value, project, location, created_at) "
@@ -81,6 +87,18 @@ class _Shared:
                                                  timeout=CONNECT_TIMEOUT_S), url)
 
 
+def pg_text(value: Any) -> Any:
+    """A value as PostgreSQL text can hold it: U+0000 cannot be stored, so a NUL in free text
+    (a client's display name, a remote error message) becomes U+FFFD. JSON columns never hold
+    one: JSON text escapes it as \\u0000."""
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+
+def pg_row(job: Job) -> tuple[Any, ...]:
+    """The job's row as PostgreSQL stores it (see pg_text)."""
+    return tuple(pg_text(v) for v in job_to_row(job))
+
+
 def _settled(future: asyncio.Future[Any]) -> None:
     """A write whose caller went away: its outcome is still fetched (no 'never retrieved')."""
     if not future.cancelled():
@@ -91,7 +109,7 @@ async def _event(conn: Conn, job_id: str, at: float, from_state: LocalState | No
                  to_state: LocalState, reason: str, detail_text: str) -> None:
     await conn.execute(_INSERT_EVENT, job_id, float(at),
                        None if from_state is None else from_state.value, to_state.value,
-                       reason, detail_text)
+                       pg_text(reason), detail_text)
 
 
 async def _notify(conn: Conn, job_id: str) -> None:
@@ -120,13 +138,23 @@ class PostgresStore(StoreReads):
     # ----- lifecycle -----
 
     @classmethod
-    async def open(cls, url: str, *, pool_size: int = POOL_SIZE) -> PostgresStore:
-        """Connect to the database at `url` and bring its schema up to date."""
+    async def open(cls, url: str, *, pool_size: int = POOL_SIZE,
+                   stale_transaction_s: float = STALE_TRANSACTION_S) -> PostgresStore:
+        """Connect to the database at `url` and bring its schema up to date.
+
+        The server ends a session of this store that sits in an open transaction for
+        `stale_transaction_s` (unless the URL sets idle_in_transaction_session_timeout itself):
+        a daemon frozen inside a write (SIGSTOP, a paused VM) would otherwise hold the lease row
+        and with it the next leader's takeover, for as long as it stays frozen."""
         shown = redact(url)
+        settings: dict[str, str] = {}
+        if "idle_in_transaction_session_timeout" not in urllib.parse.urlsplit(url).query:
+            settings["idle_in_transaction_session_timeout"] = str(
+                max(1, round(stale_transaction_s * 1000)))
         try:
             pool = await asyncpg.create_pool(
                 url, min_size=1, max_size=pool_size, timeout=CONNECT_TIMEOUT_S,
-                command_timeout=COMMAND_TIMEOUT_S)
+                command_timeout=COMMAND_TIMEOUT_S, server_settings=settings)
         except (*FAILURES, ValueError) as exc:
             raise errors.FailedPrecondition(
                 f"cannot open database {shown}: {scrub(str(exc) or type(exc).__name__, url)}"
@@ -205,7 +233,7 @@ class PostgresStore(StoreReads):
                             detail: Mapping[str, Any] | None = None) -> tuple[Job, bool]:
         """Insert `job` with its first event, or return the job already holding its request_id
         in its project and location; (stored job, created)."""
-        row = job_to_row(job)
+        row = pg_row(job)
         detail_text = detail_json(detail)  # fail on unserializable detail before writing
         labels = [(job.id, key, value, job.project, job.location, float(job.created_at))
                   for key, value in labels_of(job.spec_json)]
@@ -247,7 +275,7 @@ class PostgresStore(StoreReads):
         nothing, if the stored row is not `before` any more."""
         if before.id != after.id:
             raise ValueError(f"apply() got two different jobs: {before.id} -> {after.id}")
-        row = job_to_row(after)
+        row = pg_row(after)
         detail_text = detail_json(detail)
 
         async def body(conn: Conn) -> None:
@@ -270,7 +298,7 @@ class PostgresStore(StoreReads):
     async def update_job(self, job: Job) -> None:
         """Store non-transition fields without an event; StaleWrite if the stored row has
         another state or does not exist."""
-        row = job_to_row(job)
+        row = pg_row(job)
 
         async def body(conn: Conn) -> None:
             if await conn.fetchval(_UPDATE, *row[1:], job.id, job.state.value) is None:
@@ -280,19 +308,41 @@ class PostgresStore(StoreReads):
 
         await self._write(body)
 
+    async def prune_ended(self, ended_before: float, limit: int) -> int:
+        """Delete up to `limit` ended jobs, oldest first, that ended before `ended_before`, with
+        their events and labels, in one transaction; the number deleted."""
+        if limit <= 0:
+            return 0
+
+        async def body(conn: Conn) -> int:
+            ids = [row["id"] for row in await conn.fetch(_PRUNE_CANDIDATES, ended_before, limit)]
+            if ids:
+                await conn.execute("DELETE FROM job_events WHERE job_id = ANY($1::text[])", ids)
+                await conn.execute("DELETE FROM job_labels WHERE job_id = ANY($1::text[])", ids)
+                await conn.execute("DELETE FROM jobs WHERE id = ANY($1::text[])", ids)
+            return len(ids)
+
+        return await self._write(body)
+
+    async def size_bytes(self) -> int | None:
+        """The database's size as PostgreSQL counts it (every table and index of it)."""
+        rows = await self._read("SELECT pg_database_size(current_database()) AS size")
+        return int(rows[0]["size"])
+
     async def check_writable(self) -> bool:
-        """True if the database still accepts a commit (for /readyz); never fenced."""
+        """True if the database answers and would take a write (for /readyz); never fenced.
+
+        Without writing: a prober every second would otherwise be a commit a second. A standby
+        server in recovery or a read-only default refuses writes, so those count as not."""
         if self._shared.closed:
             return False
-
-        async def body(conn: Conn) -> None:
-            await conn.execute("UPDATE health SET writes = writes + 1 WHERE id = 1")
-
         try:
-            await PostgresStore(self._shared)._write(body)
+            rows = await self._read(
+                "SELECT NOT pg_is_in_recovery() "
+                "AND NOT current_setting('transaction_read_only')::boolean AS writable")
         except errors.StoreError:
             return False
-        return True
+        return bool(rows and rows[0]["writable"])
 
     # ----- the engine's lease (ports.Leases) -----
 

@@ -33,6 +33,12 @@ ASSIGN_ALL = ", ".join(f"{name} = ?" for name in JOB_COLUMNS[1:])
 _CREATED_AT = JOB_COLUMNS.index("created_at")
 _ID = JOB_COLUMNS.index("id")
 NON_TERMINAL = tuple(s.value for s in LocalState if s not in TERMINAL_STATES)
+# The oldest ended jobs first (index jobs_ended); the state check keeps a job that somehow has an
+# end time but has not ended out of reach.
+PRUNE_CANDIDATES = (
+    "SELECT id FROM jobs WHERE ended_at IS NOT NULL AND ended_at < ? "  # noqa: S608 (fixed)
+    f"AND state IN ({', '.join(repr(s.value) for s in TERMINAL_STATES)}) "
+    "ORDER BY ended_at LIMIT ?")
 
 
 def raw_page_key(row: Sequence[Any]) -> str:

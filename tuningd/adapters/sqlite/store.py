@@ -36,6 +36,7 @@ from tuningd.adapters.sqlite.schema import (
     ASSIGN_ALL,
     INSERT_JOB,
     MIGRATIONS,
+    PRUNE_CANDIDATES,
     SCHEMA_VERSION,
     SELECT_JOB,
     detail_json,
@@ -98,6 +99,10 @@ class Store(StoreReads):
         # exceed commits); for benchmarks and tests.
         self.commits = 0
         self.writes = 0
+        # Whether the last transaction that reached the disk committed (False after SQLite
+        # refused a BEGIN or COMMIT: full, read-only, I/O error). /readyz reads it, so a probe
+        # writes only to find out whether a refusing disk has recovered.
+        self._medium_ok = True
         # Damaged rows (table, key, column) reported so far: each is logged once.
         self.damaged: set[tuple[str, str, str]] = set()
 
@@ -235,6 +240,7 @@ class Store(StoreReads):
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
+            self._medium_ok = False
             return [(False, exc)] * len(bodies)
         outcomes: list[_Outcome] = []
         for body in bodies:
@@ -262,13 +268,14 @@ class Store(StoreReads):
             conn.execute("COMMIT")
         except Exception as exc:
             return self._abort(conn, exc, len(bodies))
+        self._medium_ok = True
         self.commits += 1
         self.writes += len(bodies)
         return outcomes
 
-    @staticmethod
-    def _abort(conn: sqlite3.Connection, exc: Exception, count: int) -> list[_Outcome]:
+    def _abort(self, conn: sqlite3.Connection, exc: Exception, count: int) -> list[_Outcome]:
         """Roll the open transaction back (if SQLite has not already): every write fails."""
+        self._medium_ok = False
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         return [(False, exc)] * count
@@ -389,10 +396,45 @@ class Store(StoreReads):
 
         await self._write(body)
 
+    async def prune_ended(self, ended_before: float, limit: int) -> int:
+        """Delete up to `limit` ended jobs, oldest first, that ended before `ended_before`, with
+        their events and labels, in one transaction; the number deleted."""
+        if limit <= 0:
+            return 0
+
+        def body(conn: sqlite3.Connection) -> int:
+            ids = [row[0] for row in conn.execute(PRUNE_CANDIDATES, (ended_before, limit))]
+            if ids:
+                marks = ", ".join("?" * len(ids))
+                for table, column in (("job_events", "job_id"), ("job_labels", "job_id"),
+                                      ("jobs", "id")):
+                    conn.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})",  # noqa: S608
+                                 ids)
+            return len(ids)
+
+        return await self._write(body)
+
+    async def size_bytes(self) -> int | None:
+        """The database file's size in pages times the page size (free pages included)."""
+        rows = await self._read("SELECT page_count * page_size FROM pragma_page_count(), "
+                                "pragma_page_size()")
+        return int(rows[0][0])
+
     async def check_writable(self) -> bool:
-        """True if the database still accepts a durable commit (for /readyz)."""
+        """True if the database still accepts a durable commit (for /readyz).
+
+        While commits succeed this writes nothing (a prober every second would otherwise be an
+        fsync a second): the writer's connection answers and is not query-only. After SQLite
+        refused a commit, a probe commit tells whether the disk has recovered."""
         if self._closed:
             return False
+        if self._medium_ok:
+            try:
+                (query_only,) = await self._in_writer(
+                    lambda conn: conn.execute("PRAGMA query_only").fetchone())
+            except (sqlite3.Error, OSError, ValueError):
+                return False
+            return not query_only
 
         def body(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE health SET writes = writes + 1 WHERE id = 1")
