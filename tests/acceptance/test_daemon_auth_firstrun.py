@@ -24,8 +24,8 @@ from helpers import (
 
 pytestmark = pytest.mark.acceptance
 
-TOKEN_SECONDS = 8
-JOB_SECONDS = 20
+TOKEN_SECONDS = 4
+JOB_SECONDS = 10
 
 
 def _service_account_key(path: Path, token_uri: str) -> dict[str, Any]:
@@ -50,7 +50,7 @@ def _service_account_key(path: Path, token_uri: str) -> dict[str, Any]:
 
 def test_service_account_tokens_are_refreshed_through_long_jobs(procs: Processes,
                                                                 tmp_path: Path) -> None:
-    """With a service-account key and a strict-auth emulator whose tokens live 8 s, two 20 s jobs
+    """With a service-account key and a strict-auth emulator whose tokens live 4 s, two 10 s jobs
     succeed; every 401 the daemon got was recovered by a refresh and no token reaches the logs."""
     emu = procs.emulator(job_seconds=JOB_SECONDS, pending_seconds=0.5, max_concurrent=2,
                          extra=["--strict-auth", "--token-seconds", str(TOKEN_SECONDS)])
@@ -75,7 +75,7 @@ def test_service_account_tokens_are_refreshed_through_long_jobs(procs: Processes
     counts = state["requestCounts"]
     print("\nscenario 4 figures:", json.dumps({"tokens_issued": state["tokensIssued"],
                                               "request_counts": counts}))
-    # Tokens lived 8 s and the jobs ran 20 s: the daemon must have fetched several.
+    # Tokens lived 4 s and the jobs ran 10 s: the daemon must have fetched several.
     assert state["tokensIssued"] >= JOB_SECONDS // TOKEN_SECONDS, state["tokensIssued"]
     assert counts["token"].get("400", 0) == 0, counts
     unauthorized = sum(c.get("401", 0) for m, c in counts.items() if m != "token")

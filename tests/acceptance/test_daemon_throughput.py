@@ -20,7 +20,7 @@ from helpers import (
 
 pytestmark = pytest.mark.acceptance
 
-N_JOBS = 50
+N_JOBS = 30
 N_VIA_GENAI = 5
 
 
@@ -36,9 +36,9 @@ def _genai_client(daemon_url: str) -> Any:
     )
 
 
-def test_fifty_jobs_all_succeed_within_the_concurrency_limit(procs: Processes,
+def test_thirty_jobs_all_succeed_within_the_concurrency_limit(procs: Processes,
                                                               tmp_path: Path) -> None:
-    """50 jobs submitted over HTTP and the genai SDK all succeed, never more than 2 are active on
+    """30 jobs submitted over HTTP and the genai SDK all succeed, never more than 2 are active on
     Vertex, each has exactly one remote job, and the SDK sees the tuned model."""
     from google.genai import types
 

@@ -140,6 +140,14 @@ class Budgets:
             budget = self._by_location[location] = LocationBudget(self.settings, now)
         return budget
 
+    def spend_request(self, location: str, now: float) -> float:
+        """Take one request token of the location (a call made outside the planner, e.g. the
+        pass-through): 0.0 when taken, else the seconds until one is there (none taken)."""
+        budget = self.location(location, now)
+        if budget.take_request(now):
+            return 0.0
+        return max(budget.requests.seconds_until(now), 0.001)
+
     def snapshot(self, locations: Iterable[str], now: float) -> dict[str, BudgetSnapshot]:
         return {loc: self.location(loc, now).snapshot(now) for loc in set(locations)}
 

@@ -204,11 +204,7 @@ class Engine:
     def spend_request(self, location: str) -> float:
         """Take one request token of the location's budget for a call made outside the loop
         (the pass-through): 0.0 when taken, else the seconds until one is there (none taken)."""
-        now = self._clock()
-        budget = self._capacity.budgets.location(location, now)
-        if budget.take_request(now):
-            return 0.0
-        return max(budget.requests.seconds_until(now), 0.001)
+        return self._capacity.budgets.spend_request(location, self._clock())
 
     def ready(self) -> bool:
         return self._started and not self.draining

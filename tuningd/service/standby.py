@@ -134,11 +134,7 @@ class Standby:
 
     def spend_request(self, location: str) -> float:
         """One token of this instance's own pass-through budget for the location."""
-        now = self._clock()
-        budget = self._budgets.location(location, now)
-        if budget.take_request(now):
-            return 0.0
-        return max(budget.requests.seconds_until(now), 0.001)
+        return self._budgets.spend_request(location, self._clock())
 
     def ready(self) -> bool:
         return self._started and not self.draining
