@@ -198,3 +198,21 @@ async def test_an_engine_whose_lease_is_not_valid_sends_no_create(tmp_path: Path
         assert stored.state is LocalState.SUBMITTING and stored.attempt_ended_at is None
         assert h.requests("create") == 0
         assert "leader.create_withheld" in [e["event"] for e in logs]
+
+
+async def test_a_leader_stopping_cleanly_hands_over_at_once() -> None:
+    """A leader told to stop drains its engine and releases the lease: a standby leads at once,
+    with no wait for the lease to run out (the store's clock never moves here)."""
+    store_clock = ManualMonotonic()
+    ha = HaSettings(lease_ttl_s=30.0, acquire_interval_s=0.05, fence_margin_s=1.0)
+    async with open_cluster(ha, settings(), EMULATOR, store_clock=store_clock) as cluster:
+        first = await cluster.add("a")
+        assert await cluster.leader() is first
+        second = await cluster.add("b")
+        first.stop.set()
+        assert first.task is not None
+        await first.task
+        assert await cluster.leader() is second
+        assert first.leadership.draining and not first.leading
+        lease = await cluster.store.current()
+        assert lease is not None and (lease.holder, lease.epoch) == ("b", 2)
