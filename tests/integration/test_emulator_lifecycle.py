@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import aiohttp
+import structlog
 
 from tuningd.emulator import Emulator, EmulatorConfig, ManualClock, QuotaMode
 from tuningd.vertex.wire import parse_timestamp
@@ -260,3 +261,18 @@ async def test_transitions_are_independent_of_polling(http: aiohttp.ClientSessio
             None, "TUNING_JOB_STATE_PROCESSING_DATASET", "TUNING_JOB_STATE_WAITING_FOR_CAPACITY",
             "TUNING_JOB_STATE_TUNING", "TUNING_JOB_STATE_POST_PROCESSING", None]
         assert json.dumps(snap)  # serialisable for /emulator/state
+
+
+async def test_transition_log_lines_name_the_remote_id_as_remote_id(
+        http: aiohttp.ClientSession) -> None:
+    """The emulator's job lines carry Vertex's id under `remote_id`, never under `job_id` (which
+    in one embedded log is the daemon's local id)."""
+    clock = ManualClock()
+    async with Emulator(config(), clock=clock) as emu:
+        _, job = await create(http, emu)
+        with structlog.testing.capture_logs() as logs:
+            clock.advance(5)
+            await get(http, emu, job["name"])
+    moved = [e for e in logs if e["event"] == "emulated_job.transitioned"]
+    assert moved and all(e["remote_id"] == job["name"].rsplit("/", 1)[1] for e in moved)
+    assert not any("job_id" in e for e in moved)

@@ -200,7 +200,7 @@ class EmulatorState:
         job = self._commit(pending.spec, pending.request_body, api_version=pending.api_version,
                            project=pending.project_in_path, location=pending.location,
                            at_s=pending.land_s, reason="created (landed late)")
-        log.info("late_create.landed", job_id=job.job_id, location=job.location, labels=labels,
+        log.info("late_create.landed", remote_id=job.job_id, location=job.location, labels=labels,
                  received_at=wire.format_timestamp(pending.received_s),
                  at=wire.format_timestamp(pending.land_s))
 
@@ -409,7 +409,7 @@ class EmulatorState:
         previous = job.transitions[-1] if job.transitions else None
         entry = job.moment(reason)  # the whole view from now on, for lagged lists
         job.transitions.append(entry)
-        log.info("emulated_job.transitioned", job_id=job.job_id, location=job.location,
+        log.info("emulated_job.transitioned", remote_id=job.job_id, location=job.location,
                  from_state=previous.state.value if previous else None,
                  to_state=job.state.value,
                  tuning_job_state=entry.tuning_job_state.value if entry.tuning_job_state else None,
