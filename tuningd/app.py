@@ -34,7 +34,7 @@ from tuningd.adapters.sqlite.store import EXIT_STORE_UNUSABLE, StoreUnusable
 from tuningd.adapters.stores import open_store
 from tuningd.adapters.systemd_notify import Notifier, Watchdog
 from tuningd.adapters.vertex_http import VertexClient
-from tuningd.config import ServerSettings, Settings, load_settings
+from tuningd.config import PollingSettings, ServerSettings, Settings, load_settings
 from tuningd.core import limits, recovery
 from tuningd.core.budget import BudgetSettings
 from tuningd.core.errors import ConfigError, TuningdError
@@ -163,7 +163,28 @@ class Daemon:
             self.settings = dataclasses.replace(
                 self.settings, store=dataclasses.replace(
                     self.settings.store, path=str(Path(self._tempdir.name) / "tuningd.db")))
-        log.info("emulator.embedded", url=self.emulator.url, store=self.settings.store.shown)
+        polling = self._demo_polling(getattr(a, "emulator_job_seconds", 20.0))
+        log.info("emulator.embedded", url=self.emulator.url, store=self.settings.store.shown,
+                 **({"polling_initial_interval_s": polling.initial_interval_s,
+                     "polling_max_interval_s": polling.max_interval_s,
+                     "hint": "polling scaled to the emulator's job length; a config file or "
+                             "TUNINGD_POLLING_* sets it"} if polling else {}))
+
+    def _demo_polling(self, job_seconds: float) -> PollingSettings | None:
+        """With --emulator and no word on polling, poll on the scale of the emulated jobs (a 20 s
+        job polled every 30 s would jump from pending to succeeded): its running sub-states
+        and a cancel show as they happen. Kept in the environment, so a reload keeps it."""
+        if self._config_path is not None or any(k.startswith("TUNINGD_POLLING_")
+                                                for k in self._env):
+            return None
+        initial_s = max(0.2, job_seconds / 20)
+        max_s = max(initial_s, job_seconds / 10)
+        self._env = {**self._env, "TUNINGD_POLLING_INITIAL_INTERVAL_S": str(initial_s),
+                     "TUNINGD_POLLING_MAX_INTERVAL_S": str(max_s)}
+        polling = dataclasses.replace(self.settings.polling, initial_interval_s=initial_s,
+                                      max_interval_s=max_s)
+        self.settings = dataclasses.replace(self.settings, polling=polling)
+        return polling
 
     def _token_source(self) -> TokenSource:
         if self.emulator is not None:

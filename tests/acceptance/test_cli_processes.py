@@ -212,3 +212,37 @@ def test_serve_flags_name_the_port_and_the_store(tmp_path: Path) -> None:
                           cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, capture_output=True,
                           text=True, timeout=30)
     assert done.returncode == 2 and "server.port" in done.stderr, done.stderr
+
+
+def test_the_demo_polls_on_the_emulators_scale_and_shows_a_job_running(tmp_path: Path) -> None:
+    """`serve --emulator` without a config polls on the scale of the emulated job length (and
+    says so at start), so a job is seen running, with a sub-state, before it succeeds."""
+    port, log_path = _free_port(), tmp_path / "serve.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "tuningd.cli", "serve", "--emulator",
+                                 "--port", str(port), "--emulator-job-seconds", "4"],
+                                cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, stdout=log_file,
+                                stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_for(base + "/readyz")
+        body = json.loads((Path(__file__).resolve().parents[2] / "examples"
+                           / "request-basic.json").read_text())
+        status, job = _call(f"{base}/v1beta1/projects/my-proj/locations/us-central1/tuningJobs",
+                            "POST", body)
+        assert status == 200, job
+        seen: list[tuple[object, object]] = []
+        deadline = time.monotonic() + 30
+        while not seen or seen[-1][0] != "JOB_STATE_SUCCEEDED":
+            assert time.monotonic() < deadline, seen
+            _, now = _call(f"{base}/v1beta1/{job['name']}")
+            if not seen or seen[-1] != (now["state"], now.get("tuningJobState")):
+                seen.append((now["state"], now.get("tuningJobState")))
+            time.sleep(0.1)
+        assert any(state == "JOB_STATE_RUNNING" and sub for state, sub in seen), seen
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    embedded = next(json.loads(line) for line in log_path.read_text().splitlines()
+                    if '"emulator.embedded"' in line)
+    assert embedded["polling_initial_interval_s"] == 0.2
