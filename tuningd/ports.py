@@ -220,6 +220,11 @@ class ChangeFeed(Protocol):
         means anything may have changed: reread everything."""
         ...
 
+    async def listening(self) -> None:
+        """Return once a changes() iterator surely hears the next write (PostgreSQL: its LISTEN
+        connection is up); at once where subscribing takes no round trip (memory)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Forwarded:

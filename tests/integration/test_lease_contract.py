@@ -30,9 +30,7 @@ class Shared:
 
 async def _feed_ready(store: Any) -> None:
     """Wait until the store's feed listens, where that takes a connection (PostgreSQL)."""
-    listening = getattr(store, "feed_listening", None)
-    if listening is not None:
-        await asyncio.wait_for(listening.wait(), WAIT_S)
+    await asyncio.wait_for(store.listening(), WAIT_S)
 
 
 async def _postgres(request: pytest.FixtureRequest, stack: AsyncExitStack) -> Shared:

@@ -379,6 +379,9 @@ class MemoryStore:
         """Every write's job id, from now on ("*": a gap, reread everything)."""
         return _Subscription(self.backing)
 
+    async def listening(self) -> None:
+        """A subscription hears every later write from the moment it exists."""
+
 
 class _FencedMemoryStore:
     """A MemoryStore whose writes carry an epoch: the check and the write never await between."""

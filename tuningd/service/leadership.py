@@ -268,9 +268,7 @@ class Leadership:
     async def _feed_listening(self) -> None:
         """Wait until the change feed surely hears the next write, where a store says so
         (PostgreSQL's LISTEN connection); give up, and the lease with it, at the fence."""
-        listening = getattr(self._store, "feed_listening", None)
-        if isinstance(listening, asyncio.Event):
-            await asyncio.wait_for(listening.wait(), timeout=self.settings.fence_after_s)
+        await asyncio.wait_for(self._feed.listening(), timeout=self.settings.fence_after_s)
 
     @staticmethod
     async def _pump(feed: AsyncIterator[str], heard: asyncio.Queue[str]) -> None:

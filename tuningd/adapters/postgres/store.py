@@ -382,10 +382,9 @@ class PostgresStore(StoreReads):
         """Ids of jobs written by any daemon as they commit; "*" after a lost connection."""
         return self._shared.feed.changes()
 
-    @property
-    def feed_listening(self) -> asyncio.Event:
-        """Set while a changes() iterator listens (a write from now on is surely seen)."""
-        return self._shared.feed.listening
+    async def listening(self) -> None:
+        """Return once a changes() iterator listens (a write from now on is surely seen)."""
+        await self._shared.feed.listening.wait()
 
 
 if TYPE_CHECKING:
