@@ -18,7 +18,7 @@ from helpers import (
     write_toml,
 )
 
-from tests.integration.store_jobs import full_job, make_job
+from tests.integration.store_jobs import full_job, insert_job, make_job
 from tuningd.adapters.migrations import LATEST
 from tuningd.adapters.sqlite.store import Store
 from tuningd.core.model import LocalState
@@ -81,7 +81,7 @@ def test_store_copy_moves_everything_once(pg_url: str, tmp_path: Path) -> None:
     async def fill() -> None:
         async with await Store.open(db) as store:
             for job in jobs:
-                await store.insert_job(job, "accepted", {"n": 1})
+                await insert_job(store, job, "accepted", {"n": 1})
             moved = jobs[1].evolve(state=LocalState.SUBMITTING, updated_at=5.0)
             await store.apply(jobs[1], moved, "submit", notes=("a note",))
 

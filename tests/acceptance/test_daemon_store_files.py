@@ -21,6 +21,7 @@ from helpers import (
     wait_until,
 )
 
+from tests.integration.store_jobs import insert_job
 from tuningd.adapters.sqlite.store import EXIT_STORE_UNUSABLE, Store
 from tuningd.core.model import Job, LocalState, Outcome
 
@@ -38,7 +39,7 @@ def _store_with_jobs(db: Path, count: int = 8, *, marked: int | None = None) -> 
         async with await Store.open(db) as store:
             for n in range(count):
                 remote = MARK if n == marked else f"remote-{n}"
-                await store.insert_job(Job(
+                await insert_job(store, Job(
                     id=f"job{n:04d}", project="acc-proj", location="us-central1",
                     spec_json=json.dumps({"baseModel": "gemini-2.5-flash"}),
                     base_model="gemini-2.5-flash", state=LocalState.SUCCEEDED,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from tuningd.core.model import Job, LocalState, Outcome
+from tuningd.ports import JobStore
 
 
 def make_job(n: int = 1, **changes: object) -> Job:
@@ -55,3 +59,10 @@ def full_job() -> Job:
         missing_checks=1,
         api_version="v1beta1",
     )
+
+
+async def insert_job(store: JobStore, job: Job, reason: str = "accepted",
+                     detail: Mapping[str, Any] | None = None) -> Job:
+    """create_or_get, returning only the stored job (the existing one on a request_id hit)."""
+    stored, _ = await store.create_or_get(job, reason, detail)
+    return stored

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from tests.integration.store_jobs import make_job
+from tests.integration.store_jobs import insert_job, make_job
 from tuningd.adapters.migrations import LATEST, MIGRATIONS
 from tuningd.adapters.postgres import PostgresStore
 from tuningd.core import errors
@@ -83,7 +83,7 @@ async def test_failed_writes_and_reads_are_store_errors(store: PostgresStore,
     """A statement PostgreSQL refuses is a StoreError (503) saying reading or writing, without
     the password; the job is left as it was."""
     job = make_job()
-    await store.insert_job(job)
+    await insert_job(store, job)
     await _admin(pg_url, "ALTER TABLE job_events RENAME TO job_events_gone; "
                          "ALTER TABLE health RENAME TO health_gone")
     moved = job.evolve(state=LocalState.SUBMITTING, updated_at=job.updated_at + 1)
@@ -161,7 +161,7 @@ async def test_a_write_racing_a_takeover_is_fenced(store: PostgresStore, pg_url:
     lease = await store.acquire("a", 30.0)
     assert lease is not None
     job = make_job()
-    await store.insert_job(job)
+    await insert_job(store, job)
     taker = await asyncpg.connect(pg_url)
     try:
         takeover = taker.transaction()
@@ -193,7 +193,7 @@ async def test_nul_in_free_text_is_stored_as_a_replacement_character(
     """PostgreSQL text cannot hold U+0000: a NUL in a display name, an error message or a note
     is stored as U+FFFD (not a 503), while the spec's JSON keeps its escaped \\u0000."""
     job = make_job(display_name="a\x00b", spec_json='{"tunedModelDisplayName": "a\\u0000b"}')
-    await store.insert_job(job)
+    await insert_job(store, job)
     failed = job.evolve(state=LocalState.FAILED, updated_at=job.updated_at + 1,
                         error_message="remote said \x00")
     await store.apply(job, failed, "failed", notes=("note \x00",))

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import pytest
 
-from tests.integration.store_jobs import full_job, make_job
+from tests.integration.store_jobs import full_job, insert_job, make_job
 from tuningd.adapters.sqlite.store import (
     JOB_COLUMNS,
     MIGRATIONS,
@@ -73,7 +73,7 @@ async def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
     db = tmp_path / "tuningd.db"
     async with await Store.open(db) as s:
         job = make_job()
-        await s.insert_job(job, "accepted")
+        await insert_job(s, job, "accepted")
         after = job.evolve(state=LocalState.SUBMITTING, attempts=1, updated_at=job.updated_at + 1)
         await s.apply(job, after, "submit", {"attempt": 1})
     async with await Store.open(db) as s:
@@ -90,7 +90,7 @@ async def test_commit_survives_kill_9(tmp_path: Path) -> None:
         "    s = await Store.open(sys.argv[1])\n"
         "    job = Job(id='k1', project='p', location='l', spec_json='{}', base_model='m',\n"
         "              state=LocalState.QUEUED, created_at=1.0, updated_at=1.0)\n"
-        "    await s.insert_job(job, 'accepted')\n"
+        "    await s.create_or_get(job, 'accepted')\n"
         "    os.kill(os.getpid(), 9)\n"
         "asyncio.run(main())\n",
         db,
@@ -108,7 +108,7 @@ async def test_commit_survives_kill_9(tmp_path: Path) -> None:
 async def test_apply_is_atomic_when_event_insert_fails(store: Store, tmp_path: Path) -> None:
     """If the event row cannot be written, the job row change is rolled back too."""
     job = make_job()
-    await store.insert_job(job, "accepted")
+    await insert_job(store, job, "accepted")
     # A trigger installed by a second connection makes exactly the event insert fail.
     with sqlite3.connect(tmp_path / "tuningd.db") as other:
         other.execute(
@@ -188,7 +188,7 @@ async def test_migrations_from_empty_db_and_reopen(tmp_path: Path) -> None:
     file is refused: see test_store_files.py)."""
     db = tmp_path / "tuningd.db"
     async with await Store.open(db) as s:
-        await s.insert_job(make_job(), "accepted")
+        await insert_job(s, make_job(), "accepted")
     with sqlite3.connect(db) as raw:
         assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -224,7 +224,7 @@ async def test_migration_4_keeps_older_jobs_at_the_configured_version(tmp_path: 
     raw.close()
     async with await Store.open(db) as s:
         assert await s.get(old.id) == old and old.api_version is None
-        await s.insert_job(make_job(2, api_version="v1beta1"), "accepted")
+        await insert_job(s, make_job(2, api_version="v1beta1"), "accepted")
         assert (await s.get(make_job(2).id)).api_version == "v1beta1"  # type: ignore[union-attr]
     with sqlite3.connect(db) as raw:
         assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
@@ -260,7 +260,7 @@ async def test_missing_directory_is_clear(tmp_path: Path) -> None:
 async def test_memory_store(tmp_path: Path) -> None:
     """':memory:' gives a working throwaway store without a lock file."""
     async with await Store.open(":memory:") as s:
-        await s.insert_job(make_job(), "accepted")
+        await insert_job(s, make_job(), "accepted")
         assert await s.get(make_job().id) == make_job()
 
 
@@ -324,12 +324,12 @@ async def test_lock_released_when_holder_is_killed(tmp_path: Path) -> None:
 async def test_concurrent_writes_share_commits_and_fail_alone(store: Store) -> None:
     """Writes waiting on a commit go into the next one together; a failing one changes nothing
     and does not fail the others, and every caller returns only after its commit."""
-    await store.insert_job(make_job(1), "accepted")
+    await insert_job(store, make_job(1), "accepted")
     commits_before = store.commits
     jobs = [make_job(n) for n in range(2, 202)]
     results = await asyncio.gather(
-        *(store.insert_job(j, "accepted") for j in jobs),
-        store.insert_job(make_job(1), "accepted"),  # same id: AlreadyExists
+        *(insert_job(store, j, "accepted") for j in jobs),
+        insert_job(store, make_job(1), "accepted"),  # same id: AlreadyExists
         return_exceptions=True,
     )
     assert isinstance(results[-1], errors.AlreadyExists)

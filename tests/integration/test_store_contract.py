@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.store_jobs import full_job, make_job
+from tests.integration.store_jobs import full_job, insert_job, make_job
 from tuningd.adapters.memory import MemoryStore
 from tuningd.adapters.sqlite.store import Store
 from tuningd.core import errors
@@ -41,8 +41,8 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 async def test_round_trip_every_field(store: JobStore) -> None:
     """Every Job field comes back exactly: floats bit for bit, None, bools and enums typed."""
     full, plain = full_job(), make_job()
-    await store.insert_job(full, "accepted")
-    await store.insert_job(plain, "accepted")
+    await insert_job(store, full, "accepted")
+    await insert_job(store, plain, "accepted")
     got_full, got_plain = await store.get(full.id), await store.get(plain.id)
     assert got_full == full and got_plain == plain
     assert got_full is not None and got_plain is not None
@@ -58,7 +58,7 @@ async def test_round_trip_every_field(store: JobStore) -> None:
 async def test_int_times_are_stored_as_floats(store: JobStore) -> None:
     """An int passed for a float field comes back as an equal float."""
     job = make_job(created_at=1_700_000_000, updated_at=5, next_action_at=7)
-    await store.insert_job(job, "accepted")
+    await insert_job(store, job, "accepted")
     got = await store.get(job.id)
     assert got == job and got is not None and isinstance(got.next_action_at, float)
 
@@ -66,7 +66,7 @@ async def test_int_times_are_stored_as_floats(store: JobStore) -> None:
 async def test_insert_writes_first_event(store: JobStore) -> None:
     """insert_job stores the job and a None -> queued event at created_at."""
     job = make_job()
-    assert await store.insert_job(job, "accepted") == job
+    assert await insert_job(store, job, "accepted") == job
     [event] = await store.history(job.id)
     assert (event.job_id, event.seq, event.from_state, event.to_state, event.reason) == (
         job.id, 1, None, LocalState.QUEUED, "accepted")
@@ -76,7 +76,7 @@ async def test_insert_writes_first_event(store: JobStore) -> None:
 async def test_apply_writes_row_and_event(store: JobStore) -> None:
     """apply() stores the new row and an event with detail; history is in order."""
     job = make_job()
-    await store.insert_job(job, "accepted")
+    await insert_job(store, job, "accepted")
     steps = [
         (LocalState.SUBMITTING, "submit", {"attempt": 1}),
         (LocalState.PENDING, "created", {"name": "projects/1/locations/l/tuningJobs/2"}),
@@ -102,7 +102,7 @@ async def test_apply_writes_row_and_event(store: JobStore) -> None:
 async def test_apply_same_state_still_records_event(store: JobStore) -> None:
     """A transition that keeps the state (cancel intent while submitting) is still history."""
     job = make_job(state=LocalState.SUBMITTING)
-    await store.insert_job(job, "accepted")
+    await insert_job(store, job, "accepted")
     after = job.evolve(cancel_requested=True, updated_at=job.updated_at + 1)
     await store.apply(job, after, "cancel_requested")
     history = await store.history(job.id)
@@ -113,7 +113,7 @@ async def test_apply_same_state_still_records_event(store: JobStore) -> None:
 async def test_apply_with_stale_before_changes_nothing(store: JobStore) -> None:
     """apply() refuses a `before` that no longer matches the row and writes no event."""
     job = make_job()
-    await store.insert_job(job, "accepted")
+    await insert_job(store, job, "accepted")
     moved = job.evolve(state=LocalState.SUBMITTING, updated_at=job.updated_at + 1)
     await store.apply(job, moved, "submit")
     with pytest.raises(StaleWrite):
@@ -127,7 +127,7 @@ async def test_apply_with_stale_before_changes_nothing(store: JobStore) -> None:
 async def test_unserializable_detail_writes_nothing(store: JobStore) -> None:
     """A detail that is not JSON is refused before anything is written."""
     job = make_job()
-    await store.insert_job(job, "accepted")
+    await insert_job(store, job, "accepted")
     with pytest.raises(TypeError):
         await store.apply(job, job.evolve(state=LocalState.SUBMITTING), "x", {"bad": object()})
     assert await store.get(job.id) == job
@@ -136,7 +136,7 @@ async def test_unserializable_detail_writes_nothing(store: JobStore) -> None:
 async def test_update_job_has_no_event_and_keeps_state(store: JobStore) -> None:
     """update_job() stores bookkeeping fields without an event and refuses state changes."""
     job = make_job(state=LocalState.RUNNING)
-    await store.insert_job(job, "accepted")
+    await insert_job(store, job, "accepted")
     polled = job.evolve(next_action_at=123.5, poll_interval_s=60.0, retry_count=1,
                         remote_json='{"state": "JOB_STATE_RUNNING"}')
     await store.update_job(polled)
@@ -152,9 +152,9 @@ async def test_update_job_has_no_event_and_keeps_state(store: JobStore) -> None:
 async def test_duplicate_job_id_refused(store: JobStore) -> None:
     """Inserting a second job with an existing local id is AlreadyExists, not an overwrite."""
     job = make_job()
-    await store.insert_job(job, "accepted")
+    await insert_job(store, job, "accepted")
     with pytest.raises(errors.AlreadyExists):
-        await store.insert_job(job.evolve(display_name="other"), "accepted")
+        await insert_job(store, job.evolve(display_name="other"), "accepted")
     assert await store.get(job.id) == job
     assert len(await store.history(job.id)) == 1
 
@@ -167,7 +167,7 @@ async def test_request_id_is_idempotent_per_project_and_location(store: JobStore
     other_project = make_job(4, request_id="r1", project="p2")
     assert await store.create_or_get(first, "accepted") == (first, True)
     assert await store.create_or_get(again, "accepted") == (first, False)
-    assert await store.insert_job(again, "accepted") == first
+    assert await insert_job(store, again, "accepted") == first
     assert await store.create_or_get(other_location, "accepted") == (other_location, True)
     assert await store.create_or_get(other_project, "accepted") == (other_project, True)
     assert await store.get(again.id) is None
@@ -190,7 +190,7 @@ async def test_active_and_queued_and_count_by_state(store: JobStore) -> None:
     """active_and_queued() returns exactly the non-terminal jobs; count_by_state counts all."""
     states = [*LocalState, LocalState.QUEUED, LocalState.SUCCEEDED, LocalState.SUCCEEDED]
     for i, state in enumerate(states):
-        await store.insert_job(make_job(i, state=state), "accepted")
+        await insert_job(store, make_job(i, state=state), "accepted")
     active = await store.active_and_queued()
     assert sorted(j.state for j in active) == sorted(s for s in states if not s.is_terminal)
     assert [j.created_at for j in active] == sorted(j.created_at for j in active)
@@ -205,7 +205,7 @@ async def test_keyset_pagination(store: JobStore) -> None:
     jobs = [make_job(i, created_at=1000.0 + i // 3) for i in range(11)]  # groups of equal times
     jobs.append(make_job(50, project="other"))
     for job in jobs:
-        await store.insert_job(job, "accepted")
+        await insert_job(store, job, "accepted")
     expected = sorted((j for j in jobs if j.project == "p1"),
                       key=lambda j: (j.created_at, j.id), reverse=True)
     seen: list[Job] = []
@@ -230,7 +230,7 @@ async def test_list_filters_by_state(store: JobStore) -> None:
     """A states filter returns only jobs in those states, still newest first."""
     for i, state in enumerate([LocalState.QUEUED, LocalState.RUNNING, LocalState.FAILED,
                                LocalState.RUNNING]):
-        await store.insert_job(make_job(i, state=state), "accepted")
+        await insert_job(store, make_job(i, state=state), "accepted")
     got = await store.list_jobs("p1", "us-central1", states={LocalState.RUNNING})
     assert [j.id for j in got] == ["job000003", "job000001"]
     assert len(await store.list_jobs("p1", "us-central1", states=[])) == 4
@@ -251,7 +251,7 @@ async def test_list_by_label_and_state_uses_pages(store: JobStore) -> None:
     for n in range(1, 31):
         spec = '{"labels": {"team": "%s", "n": 1}}' % ("a" if n % 3 else "b")
         state = LocalState.FAILED if n % 2 else LocalState.QUEUED
-        await store.insert_job(make_job(n, spec_json=spec, state=state), "accepted")
+        await insert_job(store, make_job(n, spec_json=spec, state=state), "accepted")
     want = [make_job(n).id for n in range(30, 0, -1) if n % 3]
     got: list[str] = []
     key = None
@@ -272,7 +272,7 @@ async def test_list_by_label_and_state_uses_pages(store: JobStore) -> None:
 async def test_apply_writes_notes_before_the_transition(store: JobStore) -> None:
     """apply()'s notes are history lines in the old state, written before the transition's."""
     job = make_job()
-    await store.insert_job(job, "accepted")
+    await insert_job(store, job, "accepted")
     after = job.evolve(state=LocalState.SUBMITTING, updated_at=job.updated_at + 1)
     await store.apply(job, after, "submit", notes=("store error, retried",))
     history = await store.history(job.id)
@@ -288,7 +288,7 @@ async def test_apply_writes_notes_before_the_transition(store: JobStore) -> None
 async def test_apply_refuses_two_different_jobs(store: JobStore) -> None:
     """apply() with a `before` and `after` of different ids is a ValueError and writes nothing."""
     job = make_job()
-    await store.insert_job(job, "accepted")
+    await insert_job(store, job, "accepted")
     with pytest.raises(ValueError, match="two different jobs"):
         await store.apply(job, make_job(2), "x")
     assert await store.get(job.id) == job and await store.get(make_job(2).id) is None
@@ -299,7 +299,7 @@ async def test_places_lists_every_scope_once(store: JobStore) -> None:
     assert await store.places() == []
     for n, (project, location) in enumerate([("p2", "us-central1"), ("p1", "europe-west4"),
                                              ("p2", "us-central1"), ("p1", "us-central1")]):
-        await store.insert_job(make_job(n, project=project, location=location,
+        await insert_job(store, make_job(n, project=project, location=location,
                                         state=LocalState.SUCCEEDED), "accepted")
     assert await store.places() == [("p1", "europe-west4"), ("p1", "us-central1"),
                                     ("p2", "us-central1")]
@@ -311,14 +311,14 @@ async def test_closed_store_refuses_writes(store: JobStore) -> None:
     await store.close()
     assert await store.check_writable() is False
     with pytest.raises(errors.StoreError):
-        await store.insert_job(make_job(), "accepted")
+        await insert_job(store, make_job(), "accepted")
     await store.close()
 
 
 async def test_what_a_reader_changes_never_reaches_the_store(store: JobStore) -> None:
     """An event's detail read back is the reader's own copy: changing it changes no history."""
     job = make_job()
-    await store.insert_job(job, "accepted", {"attempt": 1})
+    await insert_job(store, job, "accepted", {"attempt": 1})
     [first] = await store.history(job.id)
     first.detail["attempt"] = 99  # type: ignore[index]
     [again] = await store.history(job.id)

@@ -17,6 +17,7 @@ import pytest
 import structlog
 from sqlite_faults import disk_full, disk_has_room, read_only
 
+from tests.integration.store_jobs import insert_job
 from tuningd.adapters.log import configure_logging
 from tuningd.adapters.sqlite.store import Store, store_error
 from tuningd.core import errors
@@ -63,7 +64,7 @@ def _check_store_error(exc: BaseException, message: str, name: str, code: int) -
 async def test_disk_full_write_fails_alone_and_stores_nothing(store: Store) -> None:
     """A write that runs out of disk raises StoreError and leaves none of its job row, labels or
     event behind; the other writes of its batch commit; once space returns it succeeds."""
-    await store.insert_job(make_job(1))
+    await insert_job(store, make_job(1))
     await disk_full(store)
     small_a = make_job(2, labels={"team": "nlp"})
     # Its job row and labels fit beside the first job; its event (a 200 kB detail) needs new
@@ -87,7 +88,7 @@ async def test_disk_full_that_ends_the_transaction_fails_the_whole_batch(store: 
     """When SQLite answers disk-full by rolling back the whole transaction (it does when the
     batch's first statement fails: there is no statement journal to undo just that one), every
     write of the batch raises StoreError and nothing of the batch is stored."""
-    await store.insert_job(make_job(1))
+    await insert_job(store, make_job(1))
     commits = store.commits
     await disk_full(store)
     big = make_job(2, labels={"team": "nlp"}, description="y" * 200_000)
@@ -109,7 +110,7 @@ async def test_read_only_database_refuses_every_write(store: Store) -> None:
     """With the database read-only, create/apply/update raise StoreError, change nothing and
     /readyz's check says unwritable; reads still answer; writes work once it is writable."""
     job = make_job(1)
-    await store.insert_job(job)
+    await insert_job(store, job)
     await read_only(store)
     moved = job.evolve(state=LocalState.SUBMITTING, updated_at=job.updated_at + 1)
     commits = store.commits
@@ -133,7 +134,7 @@ async def test_read_only_database_refuses_every_write(store: Store) -> None:
 
 async def test_failed_read_is_store_error(store: Store) -> None:
     """A read that SQLite refuses (here: its connection is gone) raises StoreError, not sqlite3."""
-    await store.insert_job(make_job(1))
+    await insert_job(store, make_job(1))
     await store._in_reader(lambda conn: conn.close())
     with pytest.raises(errors.StoreError) as caught:
         await store.get("job0001")
@@ -151,7 +152,7 @@ async def test_closed_store_raises_store_error(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "tuningd.db")
     await store.close()
     with pytest.raises(errors.StoreError, match="cannot be written: it is closed"):
-        await store.insert_job(make_job(1))
+        await insert_job(store, make_job(1))
     with pytest.raises(errors.StoreError, match="cannot be read: it is closed"):
         await store.get("job0001")
     assert not await store.check_writable()
@@ -192,7 +193,7 @@ def test_process_exits_with_store_left_open(tmp_path: Path) -> None:
             "from tuningd.adapters.sqlite.store import Store\n"
             "async def main():\n"
             "    store = await Store.open(sys.argv[1])\n"
-            "    await store.insert_job(Job(id='left', project='p', location='l',\n"
+            "    await store.create_or_get(Job(id='left', project='p', location='l',\n"
             "        spec_json='{}', base_model='m', state=LocalState.QUEUED,\n"
             "        created_at=1.0, updated_at=1.0))\n"
             "    raise SystemExit(3)\n"
@@ -214,7 +215,7 @@ async def test_debug_logs_carry_no_sql_of_aiosqlite(tmp_path: Path) -> None:
     try:
         configure_logging("debug", "json", buf)
         async with await Store.open(tmp_path / "tuningd.db") as s:
-            await s.insert_job(make_job(1, description="secret-ish"))
+            await insert_job(s, make_job(1, description="secret-ish"))
             assert await s.get("job0001") is not None
         logging.getLogger("tuningd.test").debug("marker")  # debug lines do get through
     finally:
@@ -229,7 +230,7 @@ async def test_debug_logs_carry_no_sql_of_aiosqlite(tmp_path: Path) -> None:
 async def test_readiness_probe_writes_only_after_a_refused_commit(store: Store) -> None:
     """While commits succeed, check_writable commits nothing (a query-only connection is
     unwritable all the same); after SQLite refused a whole commit, one probe commit tells."""
-    await store.insert_job(make_job(1))
+    await insert_job(store, make_job(1))
     commits = store.commits
     for _ in range(3):
         assert await store.check_writable()

@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient
 from engine_harness import Harness, spec
 from structlog.testing import capture_logs
 
+from tests.integration.store_jobs import insert_job
 from tuningd.adapters.sqlite.store import EXIT_STORE_UNUSABLE, RowDamaged, Store, StoreUnusable
 from tuningd.adapters.sqlite.tools import StoreToolUnusable, ToolError, backup, check
 from tuningd.core import errors
@@ -51,7 +52,7 @@ async def fill(db: Path, count: int = 12, *, damaged: int | None = None) -> list
             job = make_job(n, state=LocalState.SUCCEEDED,
                            remote=REMOTE_MARK if marked else f"remote-{n}",
                            description=SPEC_MARK if marked else "")
-            await store.insert_job(job)
+            await insert_job(store, job)
             jobs.append(job)
     return jobs
 
@@ -202,7 +203,7 @@ async def test_damaged_working_set_row_and_event_are_skipped(tmp_path: Path) -> 
     db = tmp_path / "tuningd.db"
     async with await Store.open(db) as store:
         for n in range(3):
-            await store.insert_job(make_job(n), detail={"n": n})
+            await insert_job(store, make_job(n), detail={"n": n})
     with sqlite3.connect(db) as raw:
         # Bytes that are not UTF-8, written as text: what a flipped bit leaves behind. (A bad
         # state fails quick_check's CHECK constraints at open instead.)
@@ -274,7 +275,7 @@ async def test_new_database_and_its_files_are_owner_only_whatever_the_umask(
     no half-made file is left beside it."""
     db = tmp_path / "tuningd.db"
     async with await Store.open(db) as store:
-        await store.insert_job(make_job(1))
+        await insert_job(store, make_job(1))
         modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
     assert modes == {"tuningd.db": 0o600, "tuningd.db-wal": 0o600, "tuningd.db-shm": 0o600,
                      "tuningd.db.lock": 0o600}
@@ -311,7 +312,7 @@ async def test_backup_of_an_open_store_is_complete_and_owner_only(tmp_path: Path
     dest = tmp_path / "backup.db"
     async with await Store.open(db) as store:
         for n in range(5):
-            await store.insert_job(make_job(n))
+            await insert_job(store, make_job(n))
         assert await asyncio.to_thread(backup, str(db), str(dest)) == 5
         with pytest.raises(ToolError, match="exists"):
             backup(str(db), str(dest))

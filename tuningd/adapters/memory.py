@@ -257,12 +257,6 @@ class MemoryStore:
         self.backing.changed(job.id)
         return job, True
 
-    async def insert_job(self, job: Job, reason: str = "accepted",
-                         detail: Mapping[str, Any] | None = None) -> Job:
-        """Like create_or_get, returning only the stored job."""
-        stored, _ = await self.create_or_get(job, reason, detail)
-        return stored
-
     async def apply(self, before: Job, after: Job, reason: str | None,
                     detail: Mapping[str, Any] | None = None, *,
                     notes: Sequence[str] = ()) -> None:
@@ -322,7 +316,6 @@ class MemoryStore:
     async def close(self) -> None:
         """Refuse writes from now on (the contents stay readable)."""
         self._closed = True
-
 
     # ----- leases (tuningd.ports.Leases) -----
 
@@ -408,11 +401,6 @@ class _FencedMemoryStore:
                             detail: Mapping[str, Any] | None = None) -> tuple[Job, bool]:
         self._check()
         return await self._store.create_or_get(job, reason, detail)
-
-    async def insert_job(self, job: Job, reason: str = "accepted",
-                         detail: Mapping[str, Any] | None = None) -> Job:
-        self._check()
-        return await self._store.insert_job(job, reason, detail)
 
     async def apply(self, before: Job, after: Job, reason: str | None,
                     detail: Mapping[str, Any] | None = None, *,

@@ -262,12 +262,6 @@ class PostgresStore(StoreReads):
 
         return await self._write(body)
 
-    async def insert_job(self, job: Job, reason: str = "accepted",
-                         detail: Mapping[str, Any] | None = None) -> Job:
-        """Like create_or_get, returning only the stored job (existing one on a request_id hit)."""
-        stored, _ = await self.create_or_get(job, reason, detail)
-        return stored
-
     async def apply(self, before: Job, after: Job, reason: str | None,
                     detail: Mapping[str, Any] | None = None, *,
                     notes: Sequence[str] = ()) -> None:
