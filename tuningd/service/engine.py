@@ -11,7 +11,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -309,11 +309,12 @@ class Engine:
         """The loop: plan, start the actions, sleep until something is due or happens."""
         while not stop.is_set():
             self._wakeup.clear()
+            started = time.perf_counter()
             delay = self._iterate()
+            if self._metrics is not None:
+                self._metrics.loop_iteration(time.perf_counter() - started)
             if self._on_progress is not None:
                 self._on_progress()
-            if self._metrics is not None:
-                self._metrics.loop_iteration()
             waiter = asyncio.ensure_future(self._wakeup.wait())
             stopper = asyncio.ensure_future(stop.wait())
             try:
@@ -352,8 +353,9 @@ class Engine:
         """One planning round; returns how long to sleep before the next one."""
         now = self._clock()
         s = self.settings
-        jobs = list(self._ledger.jobs.values())
-        locations = {j.location for j in jobs} | {loc for _, loc in self._actions.sweep_at}
+        working = self._ledger.jobs
+        jobs = list(working.active.values())
+        locations = working.locations() | {loc for _, loc in self._actions.sweep_at}
         plan = planner.plan(
             jobs, now, limits=s.limits, adaptive=self._capacity.adaptive,
             budgets=self._capacity.budgets.snapshot(locations, now), scheduling=s.scheduling,
@@ -362,6 +364,7 @@ class Engine:
             paused=self._breaker.pauses,
             sweeps={p: t for p, t in self._actions.sweep_at.items()
                     if p not in self._actions.sweeping},
+            queue=working,
         )
         for action in plan.actions:
             budget = self._capacity.budgets.location(action.location, now)
@@ -381,15 +384,30 @@ class Engine:
             task.add_done_callback(self._tasks.discard)
         if self._metrics is not None:
             gauges.publish_scopes(self._metrics, jobs, self._capacity.adaptive, s.limits)
-            gauges.publish_oldest(self._metrics, jobs)
+            gauges.publish_oldest(self._metrics, jobs, working.queue_stats())
         delay = s.tick_s
         if plan.next_due_at is not None:
             delay = min(delay, max(0.0, plan.next_due_at - now))
         if plan.over_budget:
-            waits = [self._capacity.budgets.location(loc, now).requests.seconds_until(now)
-                     for loc in locations]
-            delay = min(delay, max(0.05, min(waits, default=delay)))
+            delay = min(delay, self._budget_wait(plan.over_budget, now))
         return delay
+
+    def _budget_wait(self, over_budget: Sequence[str], now: float) -> float:
+        """Until the bucket that holds the due jobs back has a token: a create waits for the
+        create bucket (and the request bucket), anything else for the request bucket."""
+        blocked: set[tuple[str, bool]] = set()
+        for job_id in over_budget:
+            job = self._ledger.jobs.get(job_id)
+            if job is not None:
+                blocked.add((job.location, job.state is LocalState.QUEUED))
+        waits = []
+        for location, create in blocked:
+            budget = self._capacity.budgets.location(location, now)
+            wait = budget.requests.seconds_until(now)
+            if create:
+                wait = max(wait, budget.creates.seconds_until(now))
+            waits.append(wait)
+        return max(0.05, min(waits, default=self.settings.tick_s))
 
     async def _execute(self, action: planner.Action) -> None:
         try:
