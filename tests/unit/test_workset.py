@@ -120,3 +120,22 @@ def test_the_grouped_walk_submits_what_a_walk_of_the_whole_queue_would() -> None
                         per_location={"us": rng.randint(1, 4)},
                         per_base_model={"gemini-2.5-pro": rng.randint(1, 3)})
         assert list(plan(jobs, NOW, limits=limits).submits) == _reference(jobs, limits)
+
+
+def test_positions_match_the_sorted_queue_through_adds_and_removals() -> None:
+    """Queue positions from the groups equal the place in the fully sorted queue, as jobs are
+    added after a sort and removed from the middle."""
+    rng = random.Random(3)
+    sched = SchedulingSettings(aging_interval_s=600.0)
+    ws = WorkingSet()
+    for i in range(200):
+        ws[f"j{i:03d}"] = job(f"j{i:03d}", location=rng.choice(["us", "eu"]),
+                              priority=rng.randint(0, 3), created_at=NOW - rng.uniform(0, 9000))
+    ws.position("j000", NOW, sched)  # sorts every group
+    for i in range(200, 260):
+        ws[f"j{i:03d}"] = job(f"j{i:03d}", location=rng.choice(["us", "eu"]),
+                              priority=rng.randint(0, 3), created_at=NOW - rng.uniform(0, 9000))
+    for i in rng.sample(range(260), 80):
+        ws.pop(f"j{i:03d}")
+    order = queue_order(list(ws.values()), NOW, sched)
+    assert [ws.position(j.id, NOW, sched) for j in order] == list(range(1, len(order) + 1))

@@ -72,22 +72,40 @@ class QueueGroup:
         self._order.insert(at, job.id)
 
     def remove(self, job_id: str) -> None:
-        # The order keeps the id until the next sort; ordered() skips ids no longer here.
-        self.jobs.pop(job_id, None)
+        job = self.jobs.pop(job_id, None)
+        if job is None or self._sorted_at is None or self._settings is None:
+            return
+        # Found by its key as of the last sort (ids are unique, so the key is too).
+        at = bisect.bisect_left(self._keys, sort_key(job, self._sorted_at, self._settings))
+        if at < len(self._order) and self._order[at] == job_id:
+            del self._keys[at]
+            del self._order[at]
+        else:  # not where its key says (cannot happen while keys hold): sort again on use
+            self._sorted_at = None
 
-    def ordered(self, now: float, settings: SchedulingSettings) -> Iterator[Job]:
-        """The group's queued jobs in queue order as of a sort at most RESORT_S old."""
+    def _fresh(self, now: float, settings: SchedulingSettings) -> float:
+        """The time of a sort at most RESORT_S old (sorting now if needed)."""
         if (self._sorted_at is None or now - self._sorted_at >= RESORT_S
-                or now < self._sorted_at or len(self._order) > 2 * len(self.jobs) + 64):
+                or now < self._sorted_at or settings is not self._settings):
             pairs = sorted((sort_key(j, now, settings), j.id) for j in self.jobs.values())
             self._keys = [k for k, _ in pairs]
             self._order = [i for _, i in pairs]
             self._sorted_at = now
             self._settings = settings
+        return self._sorted_at
+
+    def ordered(self, now: float, settings: SchedulingSettings) -> Iterator[Job]:
+        """The group's queued jobs in queue order as of a sort at most RESORT_S old."""
+        self._fresh(now, settings)
         for job_id in self._order:
             job = self.jobs.get(job_id)
             if job is not None:
                 yield job
+
+    def ahead_of(self, job: Job, now: float, settings: SchedulingSettings) -> int:
+        """How many of this group's jobs come before `job` in queue order (as of the sort)."""
+        at = self._fresh(now, settings)
+        return bisect.bisect_left(self._keys, sort_key(job, at, settings))
 
     def oldest_created_at(self) -> float | None:
         heap = self._by_age
@@ -171,6 +189,14 @@ class WorkingSet(MutableMapping[str, Job]):
         """The job if it is queued."""
         key = self._group_of.get(job_id)
         return None if key is None else self.groups[key].jobs.get(job_id)
+
+    def position(self, job_id: str, now: float, settings: SchedulingSettings) -> int | None:
+        """1-based place of a queued job in the submission order, from each group's sorted
+        order (at most RESORT_S old): O(groups x log queue), no walk."""
+        job = self.queued(job_id)
+        if job is None:
+            return None
+        return 1 + sum(group.ahead_of(job, now, settings) for group in self.groups.values())
 
     def queue_stats(self) -> QueueStats:
         """Depth and oldest acceptance time: O(groups)."""

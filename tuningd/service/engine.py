@@ -28,10 +28,8 @@ from tuningd.service.actions import Actions
 from tuningd.service.breaker import Breaker
 from tuningd.service.capacity import Capacity
 from tuningd.service.facade import (
-    QUEUE_RESORT_S,
     JobPredicate,
     Page,
-    QueueOrder,
     check_cancellable,
     list_page,
     queued_job,
@@ -76,7 +74,6 @@ class Engine:
                                 rng=self._rng, wake=self.wake, may_create=may_create)
         self._wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._queue_cache: QueueOrder | None = None
         self._accepting: dict[str, asyncio.Event] = {}
         self._started = False
         self.draining = False
@@ -186,20 +183,12 @@ class Engine:
     def queue_position(self, job: Job) -> int | None:
         """1-based place in the submission order; None unless queued.
 
-        The order is re-sorted at most once a second (a long queue under a burst of creates
-        would otherwise be re-sorted per request); a job newer than the sort is placed by a
-        binary search on the sorted priorities, so positions may lag by up to a second.
+        From the working set's groups, each sorted at most once a second (aging moves in steps
+        of minutes), so a position costs a binary search per group, never a sort of the queue.
         """
         if job.state is not LocalState.QUEUED:
             return None
-        now = self._clock()
-        cache = self._queue_cache
-        if cache is None or (cache.version != self._ledger.version
-                             and now - cache.computed_at >= QUEUE_RESORT_S):
-            cache = self._queue_cache = QueueOrder.of(
-                self._ledger.jobs.values(), now, self.settings.scheduling,
-                version=self._ledger.version)
-        return cache.position(job, now, self.settings.scheduling)
+        return self._ledger.jobs.position(job.id, self._clock(), self.settings.scheduling)
 
     def spend_request(self, location: str) -> float:
         """Take one request token of the location's budget for a call made outside the loop
