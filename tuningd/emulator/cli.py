@@ -33,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds a job stays PENDING once it holds a quota slot")
     parser.add_argument("--job-seconds", type=float, default=60.0,
                         help="seconds a job stays RUNNING before it succeeds")
+    parser.add_argument("--seconds-per-million-tokens", type=float, default=0.0, metavar="S",
+                        help="when > 0, RUNNING lasts the job's billable tokens (tokens x "
+                             "epochs) times this rate per million, as on Vertex, instead of "
+                             "--job-seconds")
+    parser.add_argument("--run-spread", type=float, default=0.0, metavar="F",
+                        help="with --seconds-per-million-tokens: each job's run time varies "
+                             "by up to this fraction (fixed per job)")
     parser.add_argument("--cancel-seconds", type=float, default=1.0,
                         help="seconds a job stays CANCELLING")
     parser.add_argument("--max-concurrent", type=int, default=1,
@@ -124,6 +131,8 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         project_number=str(args.project_number),
         pending_seconds=args.pending_seconds,
         job_seconds=args.job_seconds,
+        seconds_per_million_tokens=args.seconds_per_million_tokens,
+        run_spread=args.run_spread,
         cancel_seconds=args.cancel_seconds,
         cancel_completes_probability=args.cancel_completes_probability,
         max_concurrent=args.max_concurrent,

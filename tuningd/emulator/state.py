@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from tuningd.core.errors import Code, FailedPrecondition, InvalidArgument, NotFound
+from tuningd.core.eta import size_of
 from tuningd.core.model import JobState
 from tuningd.emulator.auth import TokenAuthority
 from tuningd.emulator.config import Clock, EmulatorConfig, QuotaMode, SystemClock
@@ -326,8 +327,16 @@ class EmulatorState:
         return min(times) if times else None
 
     def phase_seconds(self, job: EmulatedJob) -> tuple[float, float]:
-        """(pending, running) seconds of one job; a subclass may vary them per job (bench/)."""
-        return self.config.pending_seconds, self.config.job_seconds
+        """(pending, running) seconds of one job; a subclass may vary them per job (bench/).
+
+        With `seconds_per_million_tokens` the run follows the job's billable tokens once its
+        dataset is read (before that, job_seconds stands in)."""
+        cfg = self.config
+        size = size_of({"tuningDataStats": job.stats}) if job.stats else None
+        if cfg.seconds_per_million_tokens <= 0 or size is None:
+            return cfg.pending_seconds, cfg.job_seconds
+        spread = cfg.run_spread * (2.0 * random.Random(job.job_id).random() - 1.0)
+        return cfg.pending_seconds, size[1] / 1e6 * cfg.seconds_per_million_tokens * (1 + spread)
 
     def _next_event(self, job: EmulatedJob) -> tuple[float, str] | None:
         cfg = self.config

@@ -24,6 +24,7 @@ import structlog
 from tuningd.adapters.metrics import Metrics
 from tuningd.config import PollingSettings, RetrySettings
 from tuningd.core import errors, machine
+from tuningd.core.eta import RunModel
 from tuningd.core.machine import Event, Transition
 from tuningd.core.model import Job, LocalState
 from tuningd.core.schedule import retry_at, schedule_poll
@@ -43,6 +44,8 @@ class Ledger:
         self.store = store
         self.shared = shared
         self.jobs = WorkingSet()
+        # Run times of the jobs that succeeded, for when a running one may end (core/eta).
+        self.runs = RunModel()
         self.counts: Counter[LocalState] = Counter()
         self.lock = asyncio.Lock()
         # Bumped whenever the queue or the limits may look different (queue positions, views).
@@ -98,7 +101,11 @@ class Ledger:
         if schedule and not tr.job.state.is_terminal and not (
                 tr.job.state is LocalState.CANCELLING and tr.job.cancel_sent_at is None):
             # (A fresh cancel is due now, as the machine set it.)
-            sched = schedule_poll(tr.job, tr.changed, now, self._polling(), self._rng)
+            # Only a local state change starts the ramp again: a sub-state or updateTime
+            # change inside RUNNING says nothing about when the job ends (issue 11).
+            polling = self._polling()
+            sched = schedule_poll(tr.job, tr.state_changed, now, polling, self._rng,
+                                  self.runs.eta(tr.job, max_interval_s=polling.max_interval_s))
             tr = tr.with_schedule(sched.next_poll_at, sched.interval_s)
         return await self.commit_locked(tr)
 
@@ -152,6 +159,7 @@ class Ledger:
             await self.update_locked(before, after)
         if after.state.is_terminal:
             self.jobs.pop(after.id, None)
+            self.runs.learn(after)
         else:
             self.jobs[after.id] = after
         if tr.state_changed:
