@@ -90,6 +90,9 @@ class Event:
 
     `next_action_at`, when given, is stored on the job (the policy computed it); otherwise the
     machine leaves the schedule alone, except that a fresh cancel intent is due at once.
+    An event with an `error_code` (a google.rpc code) is an error: apply() records it on the job
+    as its last error (code, message, the event's time). A cancel's note has no code: "already
+    ended" is an answer, not a trouble.
     """
 
     kind: EventKind
@@ -118,20 +121,23 @@ class Event:
         return cls(EventKind.CREATE_REJECTED, error_code=error_code, error_message=error_message)
 
     @classmethod
-    def create_throttled(cls, *, retry_at: float, error_message: str = "") -> Event:
-        return cls(EventKind.CREATE_THROTTLED, next_action_at=retry_at,
+    def create_throttled(cls, *, retry_at: float, error_message: str = "",
+                         error_code: int = int(Code.RESOURCE_EXHAUSTED)) -> Event:
+        return cls(EventKind.CREATE_THROTTLED, next_action_at=retry_at, error_code=error_code,
                    error_message=error_message or None)
 
     @classmethod
-    def create_outcome_unknown(cls, *, reconcile_at: float, error_message: str = "") -> Event:
+    def create_outcome_unknown(cls, *, reconcile_at: float, error_message: str = "",
+                               error_code: int = int(Code.UNKNOWN)) -> Event:
         """The create may or may not have reached Vertex; the attempt ends now."""
         return cls(EventKind.CREATE_OUTCOME_UNKNOWN, next_action_at=reconcile_at,
-                   error_message=error_message or None)
+                   error_code=error_code, error_message=error_message or None)
 
     @classmethod
-    def create_deferred(cls, *, retry_at: float, error_message: str) -> Event:
+    def create_deferred(cls, *, retry_at: float, error_message: str,
+                        error_code: int = int(Code.UNAVAILABLE)) -> Event:
         """The create definitely did not happen and the job is fine: back to the queue."""
-        return cls(EventKind.CREATE_DEFERRED, next_action_at=retry_at,
+        return cls(EventKind.CREATE_DEFERRED, next_action_at=retry_at, error_code=error_code,
                    error_message=error_message)
 
     @classmethod
@@ -171,7 +177,7 @@ class Event:
     def remote_missing(cls, *, recheck_at: float, error_message: str) -> Event:
         """A read answered 404; believed only once it repeats and a list agrees."""
         return cls(EventKind.REMOTE_MISSING, next_action_at=recheck_at,
-                   error_message=error_message)
+                   error_code=int(Code.NOT_FOUND), error_message=error_message)
 
     @classmethod
     def remote_not_found(cls, error_message: str = "remote job not found") -> Event:
@@ -179,17 +185,20 @@ class Event:
                    error_message=error_message)
 
     @classmethod
-    def transient_error(cls, *, retry_at: float, error_message: str = "") -> Event:
-        return cls(EventKind.TRANSIENT_ERROR, next_action_at=retry_at,
+    def transient_error(cls, *, retry_at: float, error_message: str = "",
+                        error_code: int = int(Code.UNAVAILABLE)) -> Event:
+        return cls(EventKind.TRANSIENT_ERROR, next_action_at=retry_at, error_code=error_code,
                    error_message=error_message or None)
 
 
 # Fields that are bookkeeping, not news: a change only in these is not "changed" (no history
 # row, no poll-interval reset). The raw remote JSON is stored but is not news by itself: progress
 # counters (v1beta1 tuningJobMetadata) move on every poll while tuning, and Vertex states real
-# changes through state, sub-state and updateTime, which are content fields.
+# changes through state, sub-state and updateTime, which are content fields. The last error is
+# shown, not news either: a retried fault would otherwise write a history row per retry.
 _BOOKKEEPING_FIELDS = frozenset({"updated_at", "next_action_at", "poll_interval_s", "retry_count",
-                                 "remote_json"})
+                                 "remote_json", "last_error_code", "last_error_message",
+                                 "last_error_at"})
 _CONTENT_FIELDS = tuple(f.name for f in fields(Job) if f.name not in _BOOKKEEPING_FIELDS)
 
 
@@ -245,6 +254,24 @@ def _need_remote(event: Event) -> RemoteSnapshot:
 
 def _with_note(reason: str, event: Event) -> str:
     return f"{reason}: {event.error_message}" if event.error_message else reason
+
+
+def last_error(event: Event, now: float) -> dict[str, Any]:
+    """The job fields that record an error event as the job's last error ({} for no error).
+
+    A message that repeats its status name in front ("UNAVAILABLE: ...") is kept without it:
+    the code says it. Never cleared by later success: the time says how old it is."""
+    if event.error_code is None:
+        return {}
+    message = event.error_message or ""
+    try:
+        prefix = f"{Code(event.error_code).name}: "
+    except ValueError:
+        prefix = ""
+    if prefix and message.startswith(prefix):
+        message = message[len(prefix):]
+    return {"last_error_code": event.error_code, "last_error_message": message,
+            "last_error_at": now}
 
 
 def _adopt(job: Job, remote: RemoteSnapshot, now: float, verb: str) -> tuple[dict[str, Any], str]:
@@ -488,6 +515,7 @@ def apply(job: Job, event: Event, now: float) -> Transition:
         changes["next_action_at"] = event.next_action_at
     if event.poll_interval_s is not None:
         changes["poll_interval_s"] = event.poll_interval_s
+    changes.update(last_error(event, now))
     after = job.evolve(**changes)
     if after != job:
         after = after.evolve(updated_at=now)

@@ -234,6 +234,25 @@ def _schemas() -> dict[str, Any]:
                     "properties": {"status": {"type": "string"}, "message": {"type": "string"},
                                    "since": timestamp, "nextProbeTime": timestamp},
                 },
+                "lastError": {
+                    "type": "object",
+                    "description": "the last error tuningd met for this job (a refused or "
+                                   "failed create, a throttle, a failed poll...), kept with "
+                                   "its time after later success; absent once the job "
+                                   "succeeded",
+                    "required": ["code", "status", "message", "time"],
+                    "properties": {
+                        "code": {"type": "integer", "description": "google.rpc.Code number"},
+                        "status": {"type": "string",
+                                   "description": "google.rpc.Code name, e.g. UNAUTHENTICATED"},
+                        "message": {"type": "string"}, "time": timestamp},
+                },
+                "nextAttemptTime": {
+                    **timestamp,
+                    "description": "when tuningd next acts on the job (a retry, a reconcile, "
+                                   "a poll, the probe of paused creates); absent for an ended "
+                                   "job and for one that waits only for capacity or is acted "
+                                   "on now"},
             },
         },
         "HistoryEntry": {
