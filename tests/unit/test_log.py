@@ -180,3 +180,39 @@ def test_fast_paths_redact_exactly_what_the_value_regex_does() -> None:
     # The key cache answers as before, repeatedly.
     for _ in range(3):
         assert is_secret_key("Authorization") and not is_secret_key("token_type")
+
+
+def test_console_job_transition_is_one_short_line_and_json_keeps_every_key() -> None:
+    """A typical job transition renders on a terminal as one line well under 120 characters
+    (time, level, event, short job id, from->to, reason), while JSON keeps every key whole."""
+    fields = {"from_state": "pending", "to_state": "running",
+              "reason": "observed: remote JOB_STATE_RUNNING/TUNING_JOB_STATE_TUNING",
+              "remote_name": "projects/123456789012/locations/us-central1/tuningJobs/"
+                             "4982013113894174720",
+              "remote_state": "JOB_STATE_RUNNING"}
+    job_id = "7f3c2a9e-0b1d-4c55-9a53-2f1e0c6d8b11"
+    console = io.StringIO()
+    configure_logging("info", "console", console)
+    structlog.get_logger("tuningd.service.engine").bind(job_id=job_id).info("job.transition",
+                                                                            **fields)
+    [line] = console.getvalue().splitlines()
+    assert len(line) < 100, line
+    assert re.fullmatch(r"\d\d:\d\d:\d\d INFO  job\.transition 7f3c2a9e pending->running "
+                        r'"observed: remote RUNNING/TUNING"', line), line
+    piped = io.StringIO()
+    configure_logging("info", "auto", piped)
+    structlog.get_logger("tuningd.service.engine").bind(job_id=job_id).info("job.transition",
+                                                                            **fields)
+    [rec] = lines(piped)
+    assert rec["job_id"] == job_id and {k: rec[k] for k in fields} == fields
+
+
+def test_console_keeps_a_fix_whole_and_cuts_other_long_values() -> None:
+    """A warning's `fix` is shown whole on the console; other long values are cut short."""
+    buf = io.StringIO()
+    configure_logging("info", "console", buf)
+    fix = "run `gcloud auth application-default login`, or set vertex.credentials_file " * 2
+    structlog.get_logger().warning("vertex.credentials_missing", fix=fix, body="x" * 500)
+    [line] = buf.getvalue().splitlines()
+    assert " WARN  vertex.credentials_missing " in line
+    assert fix.strip() in line and "x" * 100 not in line

@@ -22,6 +22,8 @@ log = structlog.get_logger("tuningd.preflight")
 
 CREDENTIALS_FIX = ("run `gcloud auth application-default login`, or set vertex.credentials_file "
                    "to a key file, or vertex.anonymous = true for an emulator")
+OAUTH_ENDPOINT_FIX = ("check the network path to Google's token endpoint (DNS, a proxy, a "
+                      "firewall); tuningd retries on its own")
 # Long enough for a TLS handshake far away, short enough to warn within a start.
 ENDPOINT_TIMEOUT_S = 5.0
 # ADC may probe the metadata server (seconds when it is not there) before it gives up.
@@ -39,25 +41,27 @@ class Problem:
 
 async def credentials_problem(token: Callable[[], Awaitable[str | None]],
                               timeout_s: float = CREDENTIALS_TIMEOUT_S) -> Problem | None:
-    """Fetch a token the way Vertex calls do (kept for them); a Problem when none comes."""
+    """Fetch a token the way Vertex calls do (kept for them); a Problem, logged, when none
+    comes."""
     try:
         await asyncio.wait_for(token(), timeout_s)
     except RemoteError as exc:
         if exc.kind == "auth":
+            log.warning("vertex.credentials_missing", error=exc.message, fix=CREDENTIALS_FIX)
             return Problem("vertex.credentials_missing", exc.message, CREDENTIALS_FIX)
-        return Problem("vertex.credentials_unreachable", exc.message,
-                       "check the network path to Google's token endpoint (a proxy, a "
-                       "firewall); tuningd retries on its own")
+        error, fix = exc.message, OAUTH_ENDPOINT_FIX
     except TimeoutError:
-        return Problem("vertex.credentials_unreachable",
-                       f"no token within {timeout_s:g} s",
-                       "check the network path to Google's token endpoint; " + CREDENTIALS_FIX)
-    return None
+        error, fix = f"no token within {timeout_s:g} s", OAUTH_ENDPOINT_FIX
+    else:
+        return None
+    log.warning("vertex.credentials_unreachable", error=error, fix=fix)
+    return Problem("vertex.credentials_unreachable", error, fix)
 
 
 async def endpoint_problem(session: aiohttp.ClientSession, url: str, *, configured: bool,
                            timeout_s: float = ENDPOINT_TIMEOUT_S) -> Problem | None:
-    """One plain GET of the endpoint's root: any HTTP answer (a 404 too) means reachable."""
+    """One plain GET of the endpoint's root: any HTTP answer (a 404 too) means reachable; a
+    Problem, logged, when there is none."""
     try:
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s),
                                allow_redirects=False) as resp:
@@ -70,17 +74,15 @@ async def endpoint_problem(session: aiohttp.ClientSession, url: str, *, configur
         else:
             fix = ("check DNS, the proxy and the firewall towards googleapis.com, or set "
                    "config key vertex.endpoint to a Vertex endpoint that answers")
+        log.warning("vertex.endpoint_unreachable", error=f"{url}: {reason}", fix=fix)
         return Problem("vertex.endpoint_unreachable", f"{url}: {reason}", fix)
     return None
 
 
 async def check_at_start(session: aiohttp.ClientSession, *, endpoint_url: str, configured: bool,
                          token: Callable[[], Awaitable[str | None]] | None) -> list[Problem]:
-    """Both checks at once; each problem is logged as one WARNING line, and returned."""
+    """Both checks at once; each problem is logged (one WARNING line each) and returned."""
     checks = [endpoint_problem(session, endpoint_url, configured=configured)]
     if token is not None:
         checks.append(credentials_problem(token))
-    problems = [p for p in await asyncio.gather(*checks) if p is not None]
-    for problem in problems:
-        log.warning(problem.event, error=problem.error, fix=problem.fix)
-    return problems
+    return [p for p in await asyncio.gather(*checks) if p is not None]
