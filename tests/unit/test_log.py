@@ -7,7 +7,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 import structlog
@@ -216,3 +216,24 @@ def test_console_keeps_a_fix_whole_and_cuts_other_long_values() -> None:
     [line] = buf.getvalue().splitlines()
     assert " WARN  vertex.credentials_missing " in line
     assert fix.strip() in line and "x" * 100 not in line
+
+
+def test_console_emulator_transition_names_the_remote_job_and_joins_the_substate() -> None:
+    """An emulator transition shows Vertex's id up front and the sub-state on the arrow, and
+    leaves out its clock time when that is the line's own; JSON keeps them as keys."""
+    fields = {"remote_id": "7540353937246927516", "location": "us-central1",
+              "from_state": "JOB_STATE_RUNNING", "to_state": "JOB_STATE_RUNNING",
+              "tuning_job_state": "TUNING_JOB_STATE_TUNING", "reason": "capacity acquired"}
+    buf = io.StringIO()
+    configure_logging("info", "console", buf)
+    log = structlog.get_logger("tuningd.emulator")
+    log.info("emulated_job.transitioned", **fields,
+             at=datetime.now(UTC).isoformat().replace("+00:00", "Z"))
+    [line] = buf.getvalue().splitlines()
+    assert line.endswith(' emulated_job.transitioned 7540353937246927516 RUNNING->RUNNING/TUNING '
+                         '"capacity acquired" location=us-central1'), line
+    piped = io.StringIO()
+    configure_logging("info", "json", piped)
+    log.info("emulated_job.transitioned", **fields, at="2026-01-01T00:00:00Z")
+    [rec] = lines(piped)
+    assert {k: rec[k] for k in fields} == fields and rec["at"] == "2026-01-01T00:00:00Z"

@@ -8,6 +8,7 @@ import logging
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
+from datetime import datetime
 from typing import Any, Literal, TextIO
 
 import structlog
@@ -143,6 +144,16 @@ def _console_value(key: str, value: Any) -> str:
     return text
 
 
+def _same_time(value: Any, stamp: str) -> bool:
+    """Whether an ISO time is within a second of the line's timestamp."""
+    try:
+        at = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        own = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        return abs((at - own).total_seconds()) < 1.0
+    except (TypeError, ValueError):
+        return False
+
+
 class ShortConsoleRenderer:
     """One short line per event: time, level, event, the job's short id, a transition's
     from->to and reason, then the other keys as key=value (long values cut, the fix whole).
@@ -161,20 +172,28 @@ class ShortConsoleRenderer:
             shown_level = f"{_LEVEL_COLORS[level]}{shown_level}{_RESET}"
         event = str(event_dict.get("event", ""))
         parts = [clock, shown_level, f"\x1b[1m{event}{_RESET}" if self._colors else event]
-        job_id = event_dict.get("job_id")
+        job_id, remote_id = event_dict.get("job_id"), event_dict.get("remote_id")
+        omit = set(_CONSOLE_OMIT)
         if job_id:
             parts.append(str(job_id)[:JOB_ID_CHARS])
+        elif remote_id:  # the emulator's lines: Vertex's id is the job's name there
+            parts.append(str(remote_id))
+            omit.add("remote_id")
         before, after = event_dict.get("from_state"), event_dict.get("to_state")
         if after is not None:
-            parts.append(f"{before}->{after}" if before is not None else f"->{after}")
+            # The transition and its reason say the remote state; a sub-state joins the arrow.
+            omit.update({"remote_state", "tuning_job_state", "remote_substate"})
+            sub = event_dict.get("tuning_job_state") or event_dict.get("remote_substate")
+            arrow = f"{before}->{after}" if before is not None else f"->{after}"
+            parts.append(_ENUM_PREFIX.sub("", arrow + (f"/{sub}" if sub else "")))
         reason = event_dict.get("reason")
         if reason:
             parts.append(_console_value("error", reason))
         for key, value in event_dict.items():
-            if key in _CONSOLE_OMIT or value is None:
+            if key in omit or value is None:
                 continue
-            if key == "remote_state" and after is not None:
-                continue  # the transition and its reason say it
+            if key == "at" and _same_time(value, stamp):
+                continue  # the emulator's clock time, when it is the line's own time
             parts.append(f"{key}={_console_value(key, value)}")
         line = " ".join(p for p in parts if p)
         exception = event_dict.get("exception")
