@@ -351,6 +351,7 @@ class Daemon:
             return
         v = self.settings.vertex
         tokens = None if isinstance(self._tokens, AnonymousTokenSource) else self._tokens
+        # Google's regional hosts share one front end: one of them answering is the evidence.
         location = (v.allowed_locations or ("us-central1",))[0]
         try:
             await check_at_start(self._session, endpoint_url=v.base_url(location),
