@@ -29,6 +29,7 @@ from tuningd.adapters.google_auth import (
 )
 from tuningd.adapters.log import configure_logging
 from tuningd.adapters.metrics import Metrics, build_registry, metrics_handler
+from tuningd.adapters.preflight import check_at_start
 from tuningd.adapters.secret_files import TokenFileError, bind_private_unix_socket, read_token_file
 from tuningd.adapters.sqlite.store import EXIT_STORE_UNUSABLE, StoreUnusable
 from tuningd.adapters.stores import open_store
@@ -133,6 +134,7 @@ class Daemon:
         self.jobs: JobService | None = None
         self.catalog = model_catalog(settings)
         self._session: aiohttp.ClientSession | None = None
+        self._tokens: TokenSource = AnonymousTokenSource()
         self._runner: web.AppRunner | None = None
         self._guard: ConnectionGuard | None = None
         self.urls: list[str] = []
@@ -203,7 +205,8 @@ class Daemon:
         # A frozen leader's open transaction ends well before its lease would.
         self.store = await open_store(s.store, stale_transaction_s=s.ha.lease_ttl_s / 2)
         self._session = aiohttp.ClientSession()
-        vertex = VertexClient(self._session, self._token_source(), endpoint=s.vertex.endpoint,
+        self._tokens = self._token_source()
+        vertex = VertexClient(self._session, self._tokens, endpoint=s.vertex.endpoint,
                               api_version=s.vertex.api_version,
                               timeout_s=s.vertex.request_timeout_s,
                               observer=self.metrics.observe_vertex_request)
@@ -329,6 +332,7 @@ class Daemon:
                     assert self.engine is not None
                     tg.create_task(self.engine.run(self.stop_event), name="engine")
                 tg.create_task(self._status_loop(), name="status")
+                tg.create_task(self._preflight(), name="preflight")
                 # Every instance prunes (a second pass on a shared store deletes nothing).
                 assert self.store is not None
                 retention = Retention(self.store, metrics=self.metrics,
@@ -339,6 +343,22 @@ class Daemon:
                 watchdog.cancel()
         finally:
             await self.shutdown()
+
+    async def _preflight(self) -> None:
+        """Warn (once each, with the fix) when Vertex is unreachable or no credentials work;
+        the daemon runs on either way. Nothing to check against the embedded emulator."""
+        if self.emulator is not None or self._session is None:
+            return
+        v = self.settings.vertex
+        tokens = None if isinstance(self._tokens, AnonymousTokenSource) else self._tokens
+        # Google's regional hosts share one front end: one of them answering is the evidence.
+        location = (v.allowed_locations or ("us-central1",))[0]
+        try:
+            await check_at_start(self._session, endpoint_url=v.base_url(location),
+                                 configured=bool(v.endpoint),
+                                 token=None if tokens is None else tokens.token)
+        except Exception:  # a check must never take the daemon down
+            log.exception("preflight.failed")
 
     async def _status_loop(self) -> None:
         while not self.stop_event.is_set():

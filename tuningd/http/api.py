@@ -345,9 +345,10 @@ class _Api:
                     checks[name] = "ok"
                 else:
                     failures[name] = "failed" if result is False else str(result)
+        body: dict[str, Any] = {"status": "ready", "checks": checks}
         if failures:
             reasons = "; ".join(f"{name}: {why}" for name, why in sorted(failures.items()))
-            raise Unavailable(
+            error = Unavailable(
                 f"tuningd is not ready: {reasons}",
                 details=[{
                     "@type": "type.googleapis.com/google.rpc.ErrorInfo",
@@ -356,10 +357,15 @@ class _Api:
                     "metadata": failures,
                 }],
             )
-        body: dict[str, Any] = {"status": "ready", "checks": checks}
+            # Google's envelope for clients of errors, and beside it the readiness answer's
+            # own shape with every reason, for people and probes reading the body.
+            body = {**wire.error_envelope(error), "status": "not_ready",
+                    "reasons": [{"check": name, "reason": why}
+                                for name, why in sorted(failures.items())],
+                    "checks": {**checks, **failures}}
         if self._instance is not None:
             body["instance"] = dict(self._instance())
-        return json_response(body)
+        return json_response(body, status=503 if failures else 200)
 
 
 def _without_extension(view: Mapping[str, Any]) -> dict[str, Any]:

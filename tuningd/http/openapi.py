@@ -234,6 +234,25 @@ def _schemas() -> dict[str, Any]:
                     "properties": {"status": {"type": "string"}, "message": {"type": "string"},
                                    "since": timestamp, "nextProbeTime": timestamp},
                 },
+                "lastError": {
+                    "type": "object",
+                    "description": "the last error tuningd met for this job (a refused or "
+                                   "failed create, a throttle, a failed poll...), kept with "
+                                   "its time after later success; absent once the job "
+                                   "succeeded",
+                    "required": ["code", "status", "message", "time"],
+                    "properties": {
+                        "code": {"type": "integer", "description": "google.rpc.Code number"},
+                        "status": {"type": "string",
+                                   "description": "google.rpc.Code name, e.g. UNAUTHENTICATED"},
+                        "message": {"type": "string"}, "time": timestamp},
+                },
+                "nextAttemptTime": {
+                    **timestamp,
+                    "description": "when tuningd next acts on the job (a retry, a reconcile, "
+                                   "a poll, the probe of paused creates); absent for an ended "
+                                   "job and for one that waits only for capacity or is acted "
+                                   "on now"},
             },
         },
         "HistoryEntry": {
@@ -271,6 +290,21 @@ def _schemas() -> dict[str, Any]:
                                      "checks": {"type": "object",
                                                 "additionalProperties": {"type": "string"}},
                                      "instance": _ref("Instance")}},
+        "NotReady": {"type": "object", "required": ["error", "status", "reasons", "checks"],
+                     "description": "Google's error envelope, and every reason tuningd is "
+                                    "not ready (engine starting or draining, store not "
+                                    "writable, ...); `checks` holds \"ok\" or the reason "
+                                    "for each check",
+                     "properties": {
+                         "error": {"type": "object", "description": "as in ErrorEnvelope",
+                                   "required": ["code", "message", "status"]},
+                         "status": {"type": "string", "enum": ["not_ready"]},
+                         "reasons": {"type": "array", "items": {
+                             "type": "object", "required": ["check", "reason"],
+                             "properties": {"check": _STRING, "reason": _STRING}}},
+                         "checks": {"type": "object",
+                                    "additionalProperties": {"type": "string"}},
+                         "instance": _ref("Instance")}},
         "Instance": {"type": "object", "description": "Several instances on one store: this "
                      "one's role (leader runs the engine) and who holds the lease.",
                      "properties": {"role": {"type": "string", "enum": ["leader", "standby"]},
@@ -328,7 +362,9 @@ def openapi_document(*, with_metrics: bool, with_token: bool,
             "summary": "Readiness: engine started, store writable, credentials usable.",
             "operationId": "readyz", "security": [],
             "responses": {"200": _json_response("ready", _ref("Readiness")),
-                          **_error_responses(503)},
+                          **_error_responses(),
+                          "503": _json_response("not ready, with every reason",
+                                                _ref("NotReady"))},
         }},
         "/openapi.json": {"get": {
             "summary": "This document.", "operationId": "openapi",

@@ -139,7 +139,7 @@ class Actions:
             self._ledger.version += 1
             # Due at once: the pause, not the job, decides when creates there go on.
             await self._ledger.transition(job.id, Event.create_deferred(
-                retry_at=now,
+                retry_at=now, error_code=_grpc_code(exc.status),
                 error_message=f"{exc.status} for the whole project and location, creates "
                               f"paused: {exc.message}"))
         elif verdict is recovery.CreateVerdict.REJECTED:
@@ -152,19 +152,20 @@ class Actions:
             self._capacity.create_throttled(job, self._ledger.jobs.values(), now)
             await self._ledger.transition(job.id, Event.create_throttled(
                 retry_at=schedule.retry_at(job, now, s.retry, self._rng),
-                error_message=exc.message))
+                error_code=_grpc_code(exc.status), error_message=exc.message))
         elif verdict is recovery.CreateVerdict.NOT_MADE:
             self._breaker.inconclusive(place)
             await self._ledger.transition(job.id, Event.create_deferred(
                 retry_at=schedule.retry_at(job, now, s.retry, self._rng),
-                error_message=f"{exc.status}: {exc.message}"))
+                error_code=_grpc_code(exc.status), error_message=f"{exc.status}: {exc.message}"))
         else:
             # The POST may have reached Vertex: reconcile, never resubmit blind. A first look
             # right away adopts a job whose reply was lost; only "absent" has to wait.
             self._breaker.inconclusive(place)
             self.count_unknown_outcome()
             await self._ledger.transition(job.id, Event.create_outcome_unknown(
-                reconcile_at=now, error_message=f"{exc.status}: {exc.message}"))
+                reconcile_at=now, error_code=_grpc_code(exc.status),
+                error_message=f"{exc.status}: {exc.message}"))
 
     def _answered(self, place: planner.Place) -> None:
         if self._breaker.answered(place):
@@ -427,7 +428,7 @@ class Actions:
             self._capacity.read_throttled(job.location, now)
         await self._ledger.transition(job_id, Event.transient_error(
             retry_at=schedule.retry_at(job, now, self._settings().retry, self._rng),
-            error_message=f"{exc.status}: {exc.message}"))
+            error_code=_grpc_code(exc.status), error_message=f"{exc.status}: {exc.message}"))
 
     def _mark_poll_success(self) -> None:
         if self._metrics is not None:
