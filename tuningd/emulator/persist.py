@@ -119,6 +119,9 @@ class PersistentState(EmulatorState):
             "maxActive": self.max_active,
             "pendingOrder": self._pending_order,
             "lateCreatesRejected": self.late_creates_rejected,
+            # A seeded emulator goes on naming jobs and deciding cancels as if never stopped.
+            "idRng": self._id_rng.getstate(),
+            "cancelRng": self._cancel_rng._rng.getstate(),
             "waiting": [job.job_id for job in self._waiting],
             "slotHolders": sorted(self._slot_holders),
             "jobs": [_job_to_json(job) for job in sorted(self.jobs.values(), key=lambda j: j.seq)],
@@ -158,12 +161,20 @@ class PersistentState(EmulatorState):
             self.max_active = int(data["maxActive"])
             self.late_creates_rejected = int(data["lateCreatesRejected"])
             saved_at_s = float(data["savedAt"])
+            self._id_rng.setstate(_rng_state(data["idRng"]))
+            self._cancel_rng._rng.setstate(_rng_state(data["cancelRng"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise EmulatorStateError(f"emulator state {self.path}: malformed ({exc!r}); move it "
                                      "away to start with no jobs") from None
         # A manual clock starts at a fixed instant: never let time run backwards over the jobs.
         if isinstance(self.clock, ManualClock) and self.clock.now() < saved_at_s:
             self.clock.advance(saved_at_s - self.clock.now())
+
+
+def _rng_state(raw: list[Any]) -> tuple[Any, ...]:
+    """random.Random.getstate() back from JSON (its lists were tuples)."""
+    version, internal, gauss_next = raw
+    return (version, tuple(internal), gauss_next)
 
 
 def write_atomically(path: Path, text: str) -> None:
