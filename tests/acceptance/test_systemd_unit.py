@@ -59,11 +59,16 @@ def installed_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(ROOT / "tuningd", src / "tuningd",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     root = base / "root"
+    # --ignore-installed: otherwise pip first uninstalls the tuningd of the environment the
+    # tests run in (a --root install still counts that one as the installed copy).
     pip = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
-         "--root", str(root), "--prefix", "/usr/local", str(src)],
+         "--ignore-installed", "--root", str(root), "--prefix", "/usr/local", str(src)],
         capture_output=True, text=True, timeout=300, cwd=base)
     assert pip.returncode == 0, pip.stdout + pip.stderr
+    still = subprocess.run([sys.executable, "-c", "import tuningd"], cwd=base, timeout=60,
+                           capture_output=True, text=True)
+    assert still.returncode == 0, f"the test environment lost tuningd: {still.stderr}"
     for unit_dir in ("/usr/lib/systemd/system", "/lib/systemd/system"):
         if Path(unit_dir).is_dir():
             shutil.copytree(unit_dir, root / unit_dir.lstrip("/"), symlinks=True,
