@@ -159,12 +159,16 @@ class Daemon:
                                                       endpoint=self.emulator.url))
         if self._config_path is None and not {"TUNINGD_STORE_PATH",
                                                "TUNINGD_STORE_URL"} & set(self._env):
-            # The emulator forgets its jobs when it stops, so a database that outlived it would
-            # only hold jobs Vertex "lost": keep the two lifetimes equal unless told otherwise.
-            self._tempdir = tempfile.TemporaryDirectory(prefix="tuningd-")
+            # The database lives as long as the emulator's jobs: beside them when the emulator
+            # keeps them, else in a temporary directory (a database that outlived an in-memory
+            # emulator would only hold jobs Vertex "lost").
+            state_dir = self.settings.emulator.state_dir
+            if not state_dir:
+                self._tempdir = tempfile.TemporaryDirectory(prefix="tuningd-")
+                state_dir = self._tempdir.name
             self.settings = dataclasses.replace(
                 self.settings, store=dataclasses.replace(
-                    self.settings.store, path=str(Path(self._tempdir.name) / "tuningd.db")))
+                    self.settings.store, path=str(Path(state_dir) / "tuningd.db")))
         state = self._state_warning()
         polling = self._demo_polling(getattr(a, "emulator_job_seconds", 20.0))
         log.info("emulator.embedded", url=self.emulator.url, store=self.settings.store.shown,

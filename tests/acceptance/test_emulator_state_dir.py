@@ -33,13 +33,14 @@ COLLECTION = "/v1/projects/my-proj/locations/us-central1/tuningJobs"
 class Demo:
     """One `tuningd serve --emulator` process with fixed ports, restartable."""
 
-    def __init__(self, procs: Processes, tmp_path: Path, *extra: str) -> None:
+    def __init__(self, procs: Processes, tmp_path: Path, *extra: str,
+                 env_extra: dict[str, str] | None = None) -> None:
         self.url = f"http://127.0.0.1:{free_port()}"
         self.emulator_url = f"http://127.0.0.1:{free_port()}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("TUNINGD_")}
         env.update(TUNINGD_SERVER_PORT=self.url.rsplit(":", 1)[1],
                    TUNINGD_EMULATOR_PORT=self.emulator_url.rsplit(":", 1)[1],
-                   TUNINGD_LIMITS_MAX_ACTIVE="2")
+                   TUNINGD_LIMITS_MAX_ACTIVE="2", **(env_extra or {}))
         self.proc = procs.add(Proc("serve-emulator", tuningd_argv(
             "serve", "--emulator", "--emulator-job-seconds", str(JOB_SECONDS),
             "--emulator-pending-seconds", "0.5", "--emulator-max-concurrent", "2", *extra),
@@ -126,6 +127,21 @@ def test_without_a_state_dir_state_is_said_to_be_temporary_and_deleted(
     assert demo.proc.stop() == 0
     assert not temp_dir.exists()
     assert any(r.get("event") == "state.deleted" for r in demo.records())
+
+
+def test_the_state_dir_setting_alone_keeps_the_database_beside_the_jobs(
+        procs: Processes, tmp_path: Path) -> None:
+    """emulator.state_dir (here from the environment) without a store setting puts the database
+    in that directory too, and nothing is said to be temporary."""
+    state_dir = tmp_path / "by-setting"
+    demo = Demo(procs, tmp_path, env_extra={"TUNINGD_EMULATOR_STATE_DIR": str(state_dir)})
+    demo.start()
+    embedded = next(r for r in demo.records() if r.get("event") == "emulator.embedded")
+    assert embedded["store"] == str(state_dir / "tuningd.db")
+    assert embedded["state"] == str(state_dir)
+    assert not any("not_persisted" in str(r.get("event")) for r in demo.records())
+    assert demo.proc.stop() == 0
+    assert (state_dir / "tuningd.db").is_file() and (state_dir / "emulator.json").is_file()
 
 
 def test_state_dir_without_the_emulator_is_refused(tmp_path: Path) -> None:
