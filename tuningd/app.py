@@ -152,25 +152,49 @@ class Daemon:
             pending_seconds=getattr(a, "emulator_pending_seconds", 2.0),
             max_concurrent=getattr(a, "emulator_max_concurrent", 2),
             gcs_root=Path(gcs) if gcs else None, strict_unknown_fields=False),
-            host=self.settings.emulator.host, port=self.settings.emulator.port)
+            host=self.settings.emulator.host, port=self.settings.emulator.port,
+            state_dir=Path(self.settings.emulator.state_dir) if self.settings.emulator.state_dir
+            else None)
         await self.emulator.start()
         self.settings = dataclasses.replace(
             self.settings, vertex=dataclasses.replace(self.settings.vertex,
                                                       endpoint=self.emulator.url))
         if self._config_path is None and not {"TUNINGD_STORE_PATH",
                                                "TUNINGD_STORE_URL"} & set(self._env):
-            # The emulator forgets its jobs when it stops, so a database that outlived it would
-            # only hold jobs Vertex "lost": keep the two lifetimes equal unless told otherwise.
-            self._tempdir = tempfile.TemporaryDirectory(prefix="tuningd-")
+            # The database lives as long as the emulator's jobs: beside them when the emulator
+            # keeps them, else in a temporary directory (a database that outlived an in-memory
+            # emulator would only hold jobs Vertex "lost").
+            state_dir = self.settings.emulator.state_dir
+            if not state_dir:
+                self._tempdir = tempfile.TemporaryDirectory(prefix="tuningd-")
+                state_dir = self._tempdir.name
             self.settings = dataclasses.replace(
                 self.settings, store=dataclasses.replace(
-                    self.settings.store, path=str(Path(self._tempdir.name) / "tuningd.db")))
+                    self.settings.store, path=str(Path(state_dir) / "tuningd.db")))
+        state = self._state_warning()
         polling = self._demo_polling(getattr(a, "emulator_job_seconds", 20.0))
         log.info("emulator.embedded", url=self.emulator.url, store=self.settings.store.shown,
+                 state=state,
                  **({"polling_initial_interval_s": polling.initial_interval_s,
                      "polling_max_interval_s": polling.max_interval_s,
                      "hint": "polling scaled to the emulator's job length; a config file or "
                              "TUNINGD_POLLING_* sets it"} if polling else {}))
+
+    def _state_warning(self) -> str:
+        """Where the demo's state lives, said plainly (with a warning) when it will not last."""
+        if self._tempdir is not None:
+            log.warning("state.not_persisted", dir=self._tempdir.name,
+                        hint="state is temporary: the database and the emulator's jobs are "
+                             "deleted when tuningd stops; serve --emulator --state-dir DIR "
+                             "keeps them")
+            return f"temporary, deleted on stop ({self._tempdir.name})"
+        if not self.settings.emulator.state_dir:
+            log.warning("emulator.state_not_persisted",
+                        hint="the emulator forgets its jobs when tuningd stops, so jobs still "
+                             "running then fail as 'remote job lost' after a restart; "
+                             "--state-dir DIR or emulator.state_dir keeps them")
+            return "emulator jobs in memory only"
+        return self.settings.emulator.state_dir
 
     def _demo_polling(self, job_seconds: float) -> PollingSettings | None:
         """With --emulator and no word on polling, poll on the scale of the emulated jobs (a 20 s
@@ -391,6 +415,7 @@ class Daemon:
             await self.emulator.stop()
         if self._tempdir is not None:
             self._tempdir.cleanup()
+            log.info("state.deleted", dir=self._tempdir.name)
         log.info("daemon.stopped")
 
 
@@ -427,6 +452,11 @@ def flag_overrides(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str
         out["TUNINGD_SERVER_PORT"] = str(args.port)
     if getattr(args, "store", None):
         out["TUNINGD_STORE_URL" if "://" in args.store else "TUNINGD_STORE_PATH"] = args.store
+    if getattr(args, "state_dir", None):
+        state_dir = str(Path(args.state_dir).absolute())
+        out["TUNINGD_EMULATOR_STATE_DIR"] = state_dir
+        if not {"TUNINGD_STORE_PATH", "TUNINGD_STORE_URL"} & set(out):
+            out["TUNINGD_STORE_PATH"] = str(Path(state_dir) / "tuningd.db")
     return out
 
 
@@ -438,6 +468,10 @@ def run_daemon(args: argparse.Namespace) -> int:
         settings = load_settings(args.config, env)
     except ConfigError as exc:
         print(f"tuningd: {exc.message}", file=sys.stderr)
+        return 2
+    if getattr(args, "state_dir", None) and not (args.emulator or settings.emulator.enabled):
+        print("tuningd: --state-dir keeps the embedded emulator's state: use it with --emulator "
+              "(the store alone is --store)", file=sys.stderr)
         return 2
     configure_logging(settings.logging.level, _log_format(settings.logging.format))
     daemon = Daemon(settings, emulator_args=args, config_path=args.config, env=env)

@@ -39,6 +39,11 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    help="with --emulator: the emulated global concurrency quota (default 2)")
     p.add_argument("--emulator-gcs-root", metavar="DIR",
                    help="with --emulator: read datasets from DIR/bucket/path for gs://bucket/path")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="with --emulator: keep the database (DIR/tuningd.db, unless --store "
+                        "names one) and the emulator's jobs (DIR/emulator.json, "
+                        "emulator.state_dir) across restarts; without it, and with no config, "
+                        "both live in a temporary directory deleted on stop")
     p.set_defaults(func=_run_serve)
 
 

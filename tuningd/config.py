@@ -314,6 +314,8 @@ class EmulatorSettings(_Section):
     enabled: bool = _key(False)
     host: str = _key("127.0.0.1")
     port: int = _key(0, min_value=0, max_value=65535)
+    # Where the emulator keeps its jobs across restarts (DIR/emulator.json); "" = in memory only.
+    state_dir: str = _key("")
 
 
 @dataclass(frozen=True)

@@ -232,6 +232,7 @@ BAD: list[tuple[dict[str, Any], dict[str, str], str]] = [
     ({"emulator": {"enabled": "yes"}}, {}, "emulator.enabled"),
     ({"emulator": {"host": 1}}, {}, "emulator.host"),
     ({"emulator": {"port": -1}}, {}, "emulator.port"),
+    ({"emulator": {"state_dir": 1}}, {}, "emulator.state_dir"),
     ({}, {"TUNINGD_LIMITS_MAX_ACTIVE": "two"}, "limits.max_active"),
     ({}, {"TUNINGD_LIMITS_MAX_ACTIVE": "0"}, "limits.max_active"),
     ({}, {"TUNINGD_POLLING_JITTER": "nan"}, "polling.jitter"),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import structlog
 
+from tuningd.core.errors import TuningdError
 from tuningd.emulator.config import (
     DEFAULT_PROJECT_NUMBER,
     EmulatorConfig,
@@ -103,6 +104,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(create: the job is created; get/list/cancel: nothing changes)")
     parser.add_argument("--manual-clock", action="store_true",
                         help="time moves only through POST /emulator/advance")
+    parser.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
+                        help="keep the jobs in DIR/emulator.json across restarts (by default "
+                             "they are in memory and forgotten on stop)")
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
@@ -155,13 +159,19 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error("config.rejected", error=str(exc))
         return 2
-    asyncio.run(_serve(config, args.host, args.port, manual_clock=args.manual_clock))
+    try:
+        asyncio.run(_serve(config, args.host, args.port, manual_clock=args.manual_clock,
+                           state_dir=getattr(args, "state_dir", None)))
+    except TuningdError as exc:  # the state directory is locked or its file unreadable
+        log.error("emulator.failed", error=exc.message)
+        return 1
     return 0
 
 
-async def _serve(config: EmulatorConfig, host: str, port: int, *, manual_clock: bool) -> None:
+async def _serve(config: EmulatorConfig, host: str, port: int, *, manual_clock: bool,
+                 state_dir: Path | None = None) -> None:
     clock = ManualClock() if manual_clock else SystemClock()
-    emulator = Emulator(config, clock=clock, host=host, port=port)
+    emulator = Emulator(config, clock=clock, host=host, port=port, state_dir=state_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -82,6 +82,10 @@ class EmulatorState:
         self._request_window = RateWindow()
         self._create_window = RateWindow()
         self.tokens.reset()
+        self._changed()
+
+    def _changed(self) -> None:
+        """A kept fact changed (a job, a late create, a counter): persist.PersistentState saves."""
 
     def now(self) -> float:
         return self.clock.now()
@@ -161,6 +165,7 @@ class EmulatorState:
                                 spec=spec, api_version=api_version, project_in_path=project,
                                 location=location)
         heapq.heappush(self._pending, (pending.land_s, pending.order, pending))
+        self._changed()
         log.info("late_create.scheduled", location=location,
                  lands_at=wire.format_timestamp(pending.land_s),
                  labels=pending.to_json()["labels"])
@@ -195,6 +200,7 @@ class EmulatorState:
         labels = pending.to_json()["labels"]
         if self._quota_refuses():
             self.late_creates_rejected += 1
+            self._changed()
             log.info("late_create.rejected", location=pending.location, labels=labels,
                      at=wire.format_timestamp(pending.land_s), reason="concurrent quota full")
             return
@@ -415,6 +421,7 @@ class EmulatorState:
 
     def _transition(self, job: EmulatedJob, at_s: float, reason: str) -> None:
         job.update_s = at_s
+        self._changed()
         previous = job.transitions[-1] if job.transitions else None
         entry = job.moment(reason)  # the whole view from now on, for lagged lists
         job.transitions.append(entry)
