@@ -16,11 +16,13 @@ from typing import Any
 
 import structlog
 
+from tuningd import __version__
 from tuningd.adapters import failpoints
 from tuningd.adapters.metrics import Metrics
-from tuningd.core import errors, limits, planner, recovery, schedule
+from tuningd.core import errors, limits, overview, planner, recovery, schedule
 from tuningd.core.machine import Event
 from tuningd.core.model import ACTIVE_STATES, Job, JobEvent, LocalState
+from tuningd.core.overview import Overview
 from tuningd.core.settings import EngineSettings
 from tuningd.ports import JobStore, VertexApi
 from tuningd.service import gauges
@@ -38,6 +40,7 @@ from tuningd.service.facade import (
 )
 from tuningd.service.gauges import scope_label
 from tuningd.service.ledger import Ledger
+from tuningd.service.overview import OverviewCache
 
 Clock = Callable[[], float]
 
@@ -77,6 +80,7 @@ class Engine:
         self._wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._queue_cache: QueueOrder | None = None
+        self._overviews = OverviewCache(store)
         self._accepting: dict[str, asyncio.Event] = {}
         self._started = False
         self.draining = False
@@ -193,13 +197,17 @@ class Engine:
         if job.state is not LocalState.QUEUED:
             return None
         now = self._clock()
+        return self._queue_order(now).position(job, now, self.settings.scheduling)
+
+    def _queue_order(self, now: float) -> QueueOrder:
+        """The cached sort of the queue (re-sorted at most every QUEUE_RESORT_S)."""
         cache = self._queue_cache
         if cache is None or (cache.version != self._ledger.version
                              and now - cache.computed_at >= QUEUE_RESORT_S):
             cache = self._queue_cache = QueueOrder.of(
                 self._ledger.jobs.values(), now, self.settings.scheduling,
                 version=self._ledger.version)
-        return cache.position(job, now, self.settings.scheduling)
+        return cache
 
     def spend_request(self, location: str) -> float:
         """Take one request token of the location's budget for a call made outside the loop
@@ -212,6 +220,22 @@ class Engine:
     def state_counts(self) -> dict[LocalState, int]:
         """Jobs per local state, as the engine tracks them (for status lines)."""
         return {state: self._ledger.counts.get(state, 0) for state in LocalState}
+
+    async def overview(self) -> Overview:
+        """The engine at a glance (JobService.overview): from the working set, the cached queue
+        sort and a scan at most a second old; its failures, and those stored before its start."""
+        now = self._clock()
+        jobs = self._ledger.jobs
+        queue = self._queue_order(now)
+        stored = await self._overviews.stored_failures(now, every_s=None)
+        return overview.build(
+            role=overview.InstanceRole.SINGLE, version=__version__, now=now,
+            counts=self._ledger.counts, jobs=jobs,
+            scan=self._overviews.scan(jobs, self._ledger.version, now),
+            queued=overview.queue_head(queue.order(), queue.positions, jobs),
+            failures=[*self._ledger.failed, *stored], configured=self.settings.limits,
+            adaptive=self._capacity.adaptive, paused=self._breaker.pauses,
+            last_poll_at=self._actions.last_poll_success_at)
 
     # ------------------------------------------------------------------ lifecycle
 
