@@ -97,7 +97,8 @@ class Overview:
 class WorkingSetScan:
     """What one pass over the working set found: the active jobs' ids and the oldest queued time.
 
-    Reused until the working set changed (its version) and the scan is SCAN_REFRESH_S old."""
+    Reused until the working set changed (its version) and either the scan is SCAN_REFRESH_S
+    old or the number of active jobs differs (so a job that starts shows at once)."""
 
     version: int
     computed_at: float
@@ -116,8 +117,11 @@ class WorkingSetScan:
         return cls(version=version, computed_at=now, active_ids=tuple(active),
                    oldest_queued_at=oldest)
 
-    def fresh_enough(self, version: int, now: float) -> bool:
-        return version == self.version or now - self.computed_at < SCAN_REFRESH_S
+    def fresh_enough(self, version: int, now: float, active: int) -> bool:
+        """Whether the scan may stand for the working set at `version`, which has `active`
+        active jobs (a changed number of active jobs is always rescanned)."""
+        return version == self.version or (now - self.computed_at < SCAN_REFRESH_S
+                                           and len(self.active_ids) == active)
 
 
 def limit_uses(active: Iterable[Job], configured: limits.Limits,

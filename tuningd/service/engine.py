@@ -231,7 +231,7 @@ class Engine:
         return overview.build(
             role=overview.InstanceRole.SINGLE, version=__version__, now=now,
             counts=self._ledger.counts, jobs=jobs,
-            scan=self._overviews.scan(jobs, self._ledger.version, now),
+            scan=self._overviews.scan(jobs, self._ledger.version, now, self._ledger.counts),
             queued=overview.queue_head(queue.order(), queue.positions, jobs),
             failures=[*self._ledger.failed, *stored], configured=self.settings.limits,
             adaptive=self._capacity.adaptive, paused=self._breaker.pauses,

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import structlog
 
 from tuningd.core import errors
-from tuningd.core.model import Job, LocalState
+from tuningd.core.model import ACTIVE_STATES, Job, LocalState
 from tuningd.core.overview import WorkingSetScan
 from tuningd.ports import JobStore
 
@@ -31,10 +31,13 @@ class OverviewCache:
         self._failures: tuple[Job, ...] = ()
         self._failures_read_at: float | None = None
 
-    def scan(self, jobs: Mapping[str, Job], version: int, now: float) -> WorkingSetScan:
-        """A scan of `jobs` as of `version`, or one at most SCAN_REFRESH_S old."""
+    def scan(self, jobs: Mapping[str, Job], version: int, now: float,
+             counts: Mapping[LocalState, int]) -> WorkingSetScan:
+        """A scan of `jobs` as of `version`, or one fresh enough (WorkingSetScan) for a working
+        set with these `counts` per state."""
+        active = sum(counts.get(state, 0) for state in ACTIVE_STATES)
         scan = self._scan
-        if scan is None or not scan.fresh_enough(version, now):
+        if scan is None or not scan.fresh_enough(version, now, active):
             scan = self._scan = WorkingSetScan.of(jobs.values(), now, version)
         return scan
 

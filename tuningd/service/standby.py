@@ -166,7 +166,7 @@ class Standby:
         return overview.build(
             role=overview.InstanceRole.STANDBY, version=__version__, now=now,
             counts=self._counts, jobs=self._jobs,
-            scan=self._overviews.scan(self._jobs, self._version, now),
+            scan=self._overviews.scan(self._jobs, self._version, now, self._counts),
             queued=overview.queue_head(self._queue.order(), self._queue.positions, self._jobs),
             failures=failures,
             configured=self._limits() if self._limits is not None else None,
