@@ -1,0 +1,79 @@
+"""The overview's pure parts: limits in use, recent failures, the head of the queue, the scan."""
+
+from __future__ import annotations
+
+from tuningd.core import limits
+from tuningd.core.model import Job, LocalState
+from tuningd.core.overview import (
+    FAILURE_WINDOW_S,
+    FAILURES_SHOWN,
+    SCAN_REFRESH_S,
+    WorkingSetScan,
+    limit_uses,
+    queue_head,
+    recent_failures,
+)
+from tuningd.http.statuspage import duration
+
+NOW = 1_800_000_000.0
+
+
+def _job(n: int, state: LocalState = LocalState.QUEUED, **changes: object) -> Job:
+    job = Job(id=f"j{n:03d}", project="p", location="us-central1", spec_json="{}",
+              base_model="gemini-2.5-flash", state=state, created_at=NOW - 1000 + n,
+              updated_at=NOW)
+    return job.evolve(**changes)
+
+
+def test_limit_uses_list_every_limited_scope_with_its_active_count() -> None:
+    """Global, each configured location and base model (bare id) are listed with the active
+    jobs in them; a cap lowered by 429s shows beside the configured one."""
+    configured = limits.Limits(max_active=4, per_location={"us-central1": 3, "europe-west4": 1},
+                               per_base_model={"publishers/google/models/gemini-2.5-flash": 2})
+    lowered = limits.AdaptiveLimits().on_throttled([limits.GLOBAL], {limits.GLOBAL: 2})
+    active = [_job(1, LocalState.RUNNING), _job(2, LocalState.SUBMITTING)]
+    uses = limit_uses(active, configured, lowered)
+    assert [(u.scope.kind.value, u.scope.name, u.active, u.limit, u.configured) for u in uses] == [
+        ("global", "", 2, 2, 4),
+        ("location", "europe-west4", 0, 1, 1),
+        ("location", "us-central1", 2, 3, 3),
+        ("base_model", "gemini-2.5-flash", 2, 2, 2),
+    ]
+    assert [u.lowered for u in uses] == [True, False, False, False]
+
+
+def test_recent_failures_are_the_newest_ends_within_the_window_once_each() -> None:
+    """Only failed jobs that ended within the window count, newest end first, each id once,
+    at most FAILURES_SHOWN."""
+    old = _job(1, LocalState.FAILED, ended_at=NOW - FAILURE_WINDOW_S - 1)
+    cancelled = _job(2, LocalState.CANCELLED, ended_at=NOW - 5)
+    fresh = [_job(10 + i, LocalState.FAILED, ended_at=NOW - 100 + i) for i in range(30)]
+    got = recent_failures([old, cancelled, *fresh, *fresh], NOW)
+    assert len(got) == FAILURES_SHOWN
+    assert [j.id for j in got] == [j.id for j in reversed(fresh)][:FAILURES_SHOWN]
+
+
+def test_the_queue_head_skips_jobs_that_left_the_queue_since_the_sort() -> None:
+    """Ids of the sorted order that started or vanished since are left out; positions stay
+    those of the sort."""
+    jobs = {j.id: j for j in (_job(1), _job(2, LocalState.SUBMITTING), _job(3))}
+    head = queue_head(["j002", "j001", "j404", "j003"], {"j002": 1, "j001": 2, "j003": 4}, jobs)
+    assert [(q.job.id, q.position) for q in head] == [("j001", 2), ("j003", 4)]
+
+
+def test_a_scan_stands_until_the_set_changes_and_a_second_passes_or_a_job_starts() -> None:
+    """The same version keeps the scan; a new version keeps it for SCAN_REFRESH_S unless the
+    number of active jobs changed."""
+    scan = WorkingSetScan.of([_job(1), _job(2, LocalState.RUNNING), _job(3)], NOW, version=7)
+    assert scan.active_ids == ("j002",)
+    assert scan.oldest_queued_at == NOW - 999
+    assert scan.fresh_enough(7, NOW + 3600, active=5)
+    assert scan.fresh_enough(8, NOW + SCAN_REFRESH_S / 2, active=1)
+    assert not scan.fresh_enough(8, NOW + SCAN_REFRESH_S / 2, active=2)
+    assert not scan.fresh_enough(8, NOW + SCAN_REFRESH_S, active=1)
+
+
+def test_durations_read_shortly() -> None:
+    """Seconds, minutes, hours and days each read in their two largest units."""
+    assert [duration(s) for s in (-3, 42, 185, 7800, 3 * 86400 + 4 * 3600 + 59)] == [
+        "0 s", "42 s", "3 min 05 s", "2 h 10 min", "3 d 4 h"]
