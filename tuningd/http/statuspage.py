@@ -34,6 +34,7 @@ _STYLE = """
 @media (prefers-color-scheme:dark){:root{--fg:#e6edf3;--muted:#8d96a0;--line:#30363d;
 --bg:#0d1117;--head:#161b22;--ok:#3fb950;--warn:#d29922;--bad:#f85149;--accent:#4493f8}}
 *{box-sizing:border-box}
+[hidden]{display:none!important}
 body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:var(--fg);
 background:var(--bg)}
 header{display:flex;gap:1rem;align-items:baseline;padding:.6rem 1.2rem;
@@ -57,6 +58,7 @@ code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace}
 .state-running,.state-succeeded{color:var(--ok)}
 .state-failed,.error{color:var(--bad)}
 .state-pending,.state-submitting,.state-cancelling,.state-queued{color:var(--warn)}
+.counts dd.zero{color:var(--muted)}
 .paused{border:1px solid var(--bad);border-radius:6px;padding:.2rem .8rem .6rem}
 meter{width:8rem}
 form{display:flex;gap:.6rem;align-items:center;margin-top:1.2rem}
@@ -243,9 +245,10 @@ def _table(headers: Iterable[str], rows: list[str], empty: str, table_id: str) -
 
 
 def _summary(ov: Overview) -> str:
-    counts = "".join(f"<div><dt>{_e(state.value)}</dt>"
-                     f'<dd class="state-{_e(state.value)}">{ov.counts.get(state, 0)}</dd></div>'
-                     for state in LocalState)
+    counts = "".join(
+        f"<div><dt>{_e(state.value)}</dt><dd class=\"state-{_e(state.value)}"
+        f"{' zero' if not ov.counts.get(state, 0) else ''}\">{ov.counts.get(state, 0)}</dd></div>"
+        for state in LocalState)
     oldest = ("-" if ov.oldest_queued_at is None
               else f"waiting {_e(duration(ov.at - ov.oldest_queued_at))}")
     return (f'<section id="summary"><p class="muted">{_e(ov.role.value)} instance, tuningd '
