@@ -13,7 +13,8 @@ from tuningd.core.overview import (
     queue_head,
     recent_failures,
 )
-from tuningd.http.statuspage import duration
+from tuningd.http.statuspage import duration, reason_cell
+from tuningd.vertex import wire
 
 NOW = 1_800_000_000.0
 
@@ -77,3 +78,17 @@ def test_durations_read_shortly() -> None:
     """Seconds, minutes, hours and days each read in their two largest units."""
     assert [duration(s) for s in (-3, 42, 185, 7800, 3 * 86400 + 4 * 3600 + 59)] == [
         "0 s", "42 s", "3 min 05 s", "2 h 10 min", "3 d 4 h"]
+
+
+def test_a_reason_cell_shows_the_last_error_and_next_attempt_escaped() -> None:
+    """The job view's lastError (status, message, when) and nextAttemptTime read as text with
+    relative times; markup in a message stays text; a queued job of a paused place says so."""
+    reasons = {"lastError": {"code": 16, "status": "UNAUTHENTICATED",
+                             "message": "no usable <credentials> & \"such\"",
+                             "time": wire.format_timestamp(NOW - 65)},
+               "nextAttemptTime": wire.format_timestamp(NOW + 30)}
+    cell = reason_cell(_job(1), reasons, NOW, {("p", "us-central1")})
+    assert ("UNAUTHENTICATED: no usable &lt;credentials&gt; &amp; &quot;such&quot;" in cell)
+    assert ">1 min 05 s ago<" in cell and ">in 30 s<" in cell
+    assert "creates to this place are paused" in cell
+    assert reason_cell(_job(2), {}, NOW) == '<span class="muted">-</span>'

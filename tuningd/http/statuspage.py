@@ -6,11 +6,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
 
+from tuningd.core.errors import TuningdError
 from tuningd.core.model import TERMINAL_STATES, Job, LocalState
 from tuningd.core.overview import FAILURE_WINDOW_S, QUEUE_SHOWN, Overview
 from tuningd.http.envelope import json_response
@@ -20,7 +21,7 @@ from tuningd.service.facade import JobService
 from tuningd.vertex import wire
 
 __all__ = ["FRAGMENT_PATH", "PAGE_PATH", "REFRESH_S", "STATUS_PATH", "add_status_routes",
-           "render_fragment"]
+           "duration", "reason_cell", "render_fragment"]
 
 PAGE_PATH = "/"
 STATUS_PATH = "/v1/tuningd/status"
@@ -72,23 +73,25 @@ const KEY = "tuningd.token", PERIOD_MS = __PERIOD_MS__;
 const main = document.getElementById("status"), form = document.getElementById("login"),
   input = document.getElementById("token"), note = document.getElementById("login-note"),
   state = document.getElementById("state"), signout = document.getElementById("signout");
-let timer = null;
+let timer = null, generation = 0;
 function later() { clearTimeout(timer); timer = setTimeout(refresh, PERIOD_MS); }
 function showLogin(message) {
-  clearTimeout(timer);
+  clearTimeout(timer); generation += 1;
   main.hidden = true; main.textContent = ""; form.hidden = false; signout.hidden = true;
   note.textContent = message; state.textContent = "sign in"; input.focus();
 }
 async function refresh() {
-  const token = sessionStorage.getItem(KEY);
+  const mine = ++generation, token = sessionStorage.getItem(KEY);
   const headers = {"Accept": "text/html"};
   if (token) headers["Authorization"] = "Bearer " + token;
   let resp;
   try {
     resp = await fetch("__FRAGMENT__", {headers, cache: "no-store", credentials: "omit"});
   } catch (err) {
-    state.textContent = "tuningd does not answer; retrying"; later(); return;
+    if (mine === generation) { state.textContent = "tuningd does not answer; retrying"; later(); }
+    return;
   }
+  if (mine !== generation) return;  // signed out or in again meanwhile
   if (resp.status === 401) {
     sessionStorage.removeItem(KEY);
     showLogin(token ? "The daemon refused that token." : "This daemon needs its API token.");
@@ -96,7 +99,9 @@ async function refresh() {
   }
   if (!resp.ok) { state.textContent = "status answered " + resp.status + "; retrying"; later();
     return; }
-  main.innerHTML = await resp.text();
+  const body = await resp.text();
+  if (mine !== generation) return;
+  main.innerHTML = body;
   main.hidden = false; form.hidden = true; signout.hidden = !token;
   state.textContent = "updated " + new Date().toLocaleTimeString();
   later();
@@ -216,22 +221,35 @@ def _job_cell(job: Job) -> str:
             f'<span class="muted">{_e(job.project)}/{_e(job.location)}</span>')
 
 
-def _reasons(job: Job, now: float, paused: Iterable[tuple[str, str]] = ()) -> str:
-    """Why the job waits or was retried: its lastError and nextAttemptTime, a paused place."""
+def reason_cell(job: Job, reasons: Mapping[str, Any], now: float,
+                paused: Collection[tuple[str, str]] = ()) -> str:
+    """Why the job waits or was retried: `reasons` (the job view's lastError and
+    nextAttemptTime, see status.job_reasons), a paused place, a cancel under way."""
     parts: list[str] = []
-    reasons: dict[str, Any] = job_reasons(job)
     err = reasons.get("lastError")
-    if isinstance(err, dict):
+    if isinstance(err, Mapping):
         status = err.get("status") or err.get("code") or "error"
-        parts.append(f'<span class="error">{_e(status)}: {_e(err.get("message", ""))}</span>')
-    next_at = reasons.get("nextAttemptTime")
-    if isinstance(next_at, str):
-        parts.append(f"next attempt {_e(next_at)}")
-    if job.state is LocalState.QUEUED and (job.project, job.location) in set(paused):
+        when = _parsed(err.get("time"))
+        parts.append(f'<span class="error">{_e(status)}: {_e(err.get("message", ""))}</span>'
+                     + ("" if when is None else f" ({_when(when, now)})"))
+    next_at = _parsed(reasons.get("nextAttemptTime"))
+    if next_at is not None:
+        parts.append(f"next attempt {_when(next_at, now)}")
+    if job.state is LocalState.QUEUED and (job.project, job.location) in paused:
         parts.append('<span class="error">creates to this place are paused</span>')
     if job.cancel_requested and job.state not in TERMINAL_STATES:
         parts.append("cancel requested")
     return "<br>".join(parts) or '<span class="muted">-</span>'
+
+
+def _parsed(value: object) -> float | None:
+    """Unix seconds of an RFC 3339 value (None for anything else)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return wire.parse_timestamp(value)
+    except TuningdError:
+        return None
 
 
 def _table(headers: Iterable[str], rows: list[str], empty: str, table_id: str) -> str:
@@ -294,7 +312,7 @@ def _active(ov: Overview) -> str:
             f'<td class="state-{_e(a.job.state.value)}">{_e(a.job.state.value)}</td>'
             f"<td>{_substate(a.job.remote_substate)}</td><td>{_e(a.job.base_model)}</td>"
             f'<td class="num">{_e(duration(a.elapsed_s))}</td>'
-            f"<td>{_reasons(a.job, ov.at)}</td></tr>" for a in ov.active]
+            f"<td>{reason_cell(a.job, job_reasons(a.job), ov.at)}</td></tr>" for a in ov.active]
     return (f'<section id="active"><h2>Active <small>{len(ov.active)} submitting, pending, '
             "running or cancelling</small></h2>"
             + _table(("Job", "State", "Sub-state", "Base model", "#Elapsed", "Reason"), rows,
@@ -302,13 +320,14 @@ def _active(ov: Overview) -> str:
 
 
 def _queue(ov: Overview) -> str:
-    places = [(p.project, p.location) for p in ov.paused]
+    places = {(p.project, p.location) for p in ov.paused}
     rows = [f'<tr class="job" data-job-id="{_e(q.job.id)}"><td class="num">{q.position}</td>'
             f"<td>{_job_cell(q.job)}</td>"
             f'<td class="num">{q.job.priority}</td>'
             f"<td>{_e(q.job.base_model)}</td>"
             f'<td class="num">{_e(duration(ov.at - q.job.created_at))}</td>'
-            f"<td>{_reasons(q.job, ov.at, places)}</td></tr>" for q in ov.queued]
+            f"<td>{reason_cell(q.job, job_reasons(q.job), ov.at, places)}</td></tr>"
+            for q in ov.queued]
     shown = (f"first {len(ov.queued)} of {ov.queue_depth}" if ov.queue_depth > len(ov.queued)
              else f"{ov.queue_depth} queued")
     return (f'<section id="queue"><h2>Queue <small>{_e(shown)}, in submission order (at most '
