@@ -1,18 +1,19 @@
-"""The overview's pure parts: limits in use, recent failures, the head of the queue, the scan."""
+"""The overview's pure parts: limits in use, recent failures, the head of the queue, reasons."""
 
 from __future__ import annotations
 
+from tuningd.config import SchedulingSettings
 from tuningd.core import limits
 from tuningd.core.model import Job, LocalState
 from tuningd.core.overview import (
     FAILURE_WINDOW_S,
     FAILURES_SHOWN,
-    SCAN_REFRESH_S,
-    WorkingSetScan,
     limit_uses,
+    merged_head,
     queue_head,
     recent_failures,
 )
+from tuningd.core.workset import WorkingSet
 from tuningd.http.statuspage import duration, reason_cell
 from tuningd.vertex import wire
 
@@ -62,16 +63,20 @@ def test_the_queue_head_skips_jobs_that_left_the_queue_since_the_sort() -> None:
     assert [(q.job.id, q.position) for q in head] == [("j001", 2), ("j003", 4)]
 
 
-def test_a_scan_stands_until_the_set_changes_and_a_second_passes_or_a_job_starts() -> None:
-    """The same version keeps the scan; a new version keeps it for SCAN_REFRESH_S unless the
-    number of active jobs changed."""
-    scan = WorkingSetScan.of([_job(1), _job(2, LocalState.RUNNING), _job(3)], NOW, version=7)
-    assert scan.active_ids == ("j002",)
-    assert scan.oldest_queued_at == NOW - 999
-    assert scan.fresh_enough(7, NOW + 3600, active=5)
-    assert scan.fresh_enough(8, NOW + SCAN_REFRESH_S / 2, active=1)
-    assert not scan.fresh_enough(8, NOW + SCAN_REFRESH_S / 2, active=2)
-    assert not scan.fresh_enough(8, NOW + SCAN_REFRESH_S, active=1)
+def test_the_merged_head_follows_the_queue_order_across_groups() -> None:
+    """The head merged from the working set's groups (places and base models) is the queue
+    order: priority down, then oldest, with positions 1.. and queued jobs only."""
+    ws = WorkingSet()
+    for n, (location, model, priority) in enumerate([
+            ("us-central1", "gemini-2.5-flash", 0), ("europe-west4", "gemini-2.5-pro", 3),
+            ("us-central1", "gemini-2.5-pro", 3), ("us-central1", "gemini-2.5-flash", 7)]):
+        ws[f"j{n:03d}"] = _job(n, location=location, base_model=model, priority=priority)
+    ws["j009"] = _job(9, LocalState.RUNNING)
+    settings = SchedulingSettings(aging_interval_s=3600.0)
+    head = merged_head(ws.groups.values(), NOW, settings)
+    assert [(q.job.id, q.position) for q in head] == [
+        ("j003", 1), ("j001", 2), ("j002", 3), ("j000", 4)]
+    assert [ws.position(q.job.id, NOW, settings) for q in head] == [1, 2, 3, 4]
 
 
 def test_durations_read_shortly() -> None:

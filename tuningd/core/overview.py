@@ -1,29 +1,28 @@
 """The service-level overview of one instance (status page, `tuningd status`): its values and the
-pure steps that build them from the working set without scanning or sorting it per request."""
+pure steps that build them without walking or sorting the queue per request."""
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from tuningd.config import SchedulingSettings
 from tuningd.core import limits, recovery
 from tuningd.core.model import ACTIVE_STATES, Job, LocalState
+from tuningd.core.workset import QueueGroup, sort_key
 
-__all__ = ["FAILURES_SHOWN", "FAILURE_WINDOW_S", "QUEUE_SHOWN", "SCAN_REFRESH_S", "ActiveJob",
-           "InstanceRole", "LimitUse", "Overview", "PausedCreates", "QueuedJob",
-           "WorkingSetScan", "build", "limit_uses", "queue_head", "recent_failures"]
+__all__ = ["FAILURES_SHOWN", "FAILURE_WINDOW_S", "QUEUE_SHOWN", "ActiveJob", "InstanceRole",
+           "LimitUse", "Overview", "PausedCreates", "QueuedJob", "build", "limit_uses",
+           "merged_head", "queue_head", "recent_failures"]
 
 # At most this many queued jobs (the head of the queue) and recent failures are listed.
 QUEUE_SHOWN = 50
 FAILURES_SHOWN = 20
 # A failure is "recent" when the job ended within this window.
 FAILURE_WINDOW_S = 24 * 3600.0
-# The active set and the oldest queued time come from a scan of the working set at most this old
-# while it keeps changing (a daemon may hold 100k queued jobs; the page refreshes every few
-# seconds in every open tab), as queue positions come from a sort at most QUEUE_RESORT_S old.
-SCAN_REFRESH_S = 1.0
 
 
 class InstanceRole(StrEnum):
@@ -93,37 +92,6 @@ class Overview:
     last_poll_at: float | None
 
 
-@dataclass(frozen=True)
-class WorkingSetScan:
-    """What one pass over the working set found: the active jobs' ids and the oldest queued time.
-
-    Reused until the working set changed (its version) and either the scan is SCAN_REFRESH_S
-    old or the number of active jobs differs (so a job that starts shows at once)."""
-
-    version: int
-    computed_at: float
-    active_ids: tuple[str, ...]
-    oldest_queued_at: float | None
-
-    @classmethod
-    def of(cls, jobs: Iterable[Job], now: float, version: int) -> WorkingSetScan:
-        active: list[str] = []
-        oldest: float | None = None
-        for job in jobs:
-            if job.state in ACTIVE_STATES:
-                active.append(job.id)
-            elif job.state is LocalState.QUEUED and (oldest is None or job.created_at < oldest):
-                oldest = job.created_at
-        return cls(version=version, computed_at=now, active_ids=tuple(active),
-                   oldest_queued_at=oldest)
-
-    def fresh_enough(self, version: int, now: float, active: int) -> bool:
-        """Whether the scan may stand for the working set at `version`, which has `active`
-        active jobs (a changed number of active jobs is always rescanned)."""
-        return version == self.version or (now - self.computed_at < SCAN_REFRESH_S
-                                           and len(self.active_ids) == active)
-
-
 def limit_uses(active: Iterable[Job], configured: limits.Limits,
                adaptive: limits.AdaptiveLimits | None = None) -> tuple[LimitUse, ...]:
     """Every limited scope (global, each configured location and base model, each scope whose cap
@@ -174,28 +142,36 @@ def queue_head(order: Iterable[str], positions: Mapping[str, int],
     return tuple(head)
 
 
+def merged_head(groups: Iterable[QueueGroup], now: float,
+                settings: SchedulingSettings) -> tuple[QueuedJob, ...]:
+    """The first QUEUE_SHOWN queued jobs of a working set, merged from its groups' sorted orders
+    (each at most workset.RESORT_S old): no sort of the queue, a heap of one head per group."""
+    merged = heapq.merge(*(group.ordered(now, settings) for group in groups),
+                         key=lambda job: sort_key(job, now, settings))
+    return tuple(QueuedJob(job=job, position=i + 1)
+                 for i, job in enumerate(itertools.islice(merged, QUEUE_SHOWN)))
+
+
 def build(*, role: InstanceRole, version: str, now: float, counts: Mapping[LocalState, int],
-          jobs: Mapping[str, Job], scan: WorkingSetScan, queued: tuple[QueuedJob, ...],
-          failures: Iterable[Job], configured: limits.Limits | None,
-          adaptive: limits.AdaptiveLimits | None,
+          active: Iterable[Job], queued: tuple[QueuedJob, ...], queue_depth: int,
+          oldest_queued_at: float | None, failures: Iterable[Job],
+          configured: limits.Limits | None, adaptive: limits.AdaptiveLimits | None,
           paused: Mapping[tuple[str, str], recovery.Pause],
           last_poll_at: float | None) -> Overview:
-    """The overview from the working set (`jobs`, by id) and one recent scan of it: the active
-    jobs are looked up as they are now, so only the scan's ids are touched. No `configured`
-    limits: none listed (a standby that was not told them)."""
-    active_jobs = [job for job in (jobs.get(i) for i in scan.active_ids)
-                   if job is not None and job.state in ACTIVE_STATES]
-    active = []
+    """The overview from the active jobs, the head of the queue and its statistics, and what
+    else the instance knows. No `configured` limits: none listed (a standby not told them)."""
+    active_jobs = [job for job in active if job.state in ACTIVE_STATES]
+    entries = []
     for job in active_jobs:
         since = job.submit_started_at if job.submit_started_at is not None else job.created_at
-        active.append(ActiveJob(job=job, since=since, elapsed_s=max(0.0, now - since)))
-    active.sort(key=lambda a: (a.since, a.job.id))
+        entries.append(ActiveJob(job=job, since=since, elapsed_s=max(0.0, now - since)))
+    entries.sort(key=lambda a: (a.since, a.job.id))
     return Overview(
         role=role, version=version, at=now,
         counts={state: counts.get(state, 0) for state in LocalState},
-        queue_depth=counts.get(LocalState.QUEUED, 0),
-        oldest_queued_at=scan.oldest_queued_at if counts.get(LocalState.QUEUED, 0) else None,
-        queued=queued, active=tuple(active),
+        queue_depth=queue_depth,
+        oldest_queued_at=oldest_queued_at if queue_depth else None,
+        queued=queued, active=tuple(entries),
         recent_failures=recent_failures(failures, now),
         limits=() if configured is None else limit_uses(active_jobs, configured, adaptive),
         paused=tuple(PausedCreates(project=p, location=loc, pause=pause)

@@ -1,15 +1,12 @@
-"""What the leader's engine and a standby keep between status requests: the working-set scan and
-the failures read from the store (the overview itself is core.overview's)."""
+"""What the leader's engine and a standby keep between status requests: the failures read from
+the store (the overview itself is core.overview's)."""
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import structlog
 
 from tuningd.core import errors
-from tuningd.core.model import ACTIVE_STATES, Job, LocalState
-from tuningd.core.overview import WorkingSetScan
+from tuningd.core.model import Job, LocalState
 from tuningd.ports import JobStore
 
 log = structlog.get_logger("tuningd.service.overview")
@@ -23,23 +20,12 @@ FAILURES_READ = 100
 
 
 class OverviewCache:
-    """The last scan of a working set and the failures last read from the store."""
+    """The failures last read from the store."""
 
     def __init__(self, store: JobStore) -> None:
         self._store = store
-        self._scan: WorkingSetScan | None = None
         self._failures: tuple[Job, ...] = ()
         self._failures_read_at: float | None = None
-
-    def scan(self, jobs: Mapping[str, Job], version: int, now: float,
-             counts: Mapping[LocalState, int]) -> WorkingSetScan:
-        """A scan of `jobs` as of `version`, or one fresh enough (WorkingSetScan) for a working
-        set with these `counts` per state."""
-        active = sum(counts.get(state, 0) for state in ACTIVE_STATES)
-        scan = self._scan
-        if scan is None or not scan.fresh_enough(version, now, active):
-            scan = self._scan = WorkingSetScan.of(jobs.values(), now, version)
-        return scan
 
     async def stored_failures(self, now: float, *, every_s: float | None) -> tuple[Job, ...]:
         """The latest failed jobs in the store, read once (`every_s` None: the leader, which

@@ -30,7 +30,7 @@ from tuningd.core import errors, machine, overview, planner, recovery
 from tuningd.core.budget import Budgets, BudgetSettings
 from tuningd.core.limits import Limits
 from tuningd.core.machine import Event
-from tuningd.core.model import Job, JobEvent, LocalState
+from tuningd.core.model import ACTIVE_STATES, Job, JobEvent, LocalState
 from tuningd.core.overview import Overview
 from tuningd.ports import JobStore, StaleWrite
 from tuningd.service.facade import (
@@ -64,8 +64,10 @@ class Standby:
         self._scheduling = scheduling
         # The configured limits, for the overview (None: none shown).
         self._limits = limits
+        # From the last refresh, for the overview: the active jobs, the oldest queued job.
         self._jobs: dict[str, Job] = {}
-        self._version = 0
+        self._active: list[Job] = []
+        self._oldest_queued_at: float | None = None
         self._overviews = OverviewCache(store)
         self._clock = clock
         self._new_id = new_id or (lambda: str(uuid.uuid4()))
@@ -82,7 +84,9 @@ class Standby:
         now = self._clock()
         self._queue = QueueOrder.of(jobs, now, self._scheduling())
         self._jobs = {job.id: job for job in jobs}
-        self._version += 1
+        self._active = [job for job in jobs if job.state in ACTIVE_STATES]
+        self._oldest_queued_at = min((job.created_at for job in jobs
+                                      if job.state is LocalState.QUEUED), default=None)
         self._counts = {state: counts.get(state, 0) for state in LocalState}
         self._started = True
 
@@ -165,9 +169,9 @@ class Standby:
         failures = await self._overviews.stored_failures(now, every_s=FAILURES_REREAD_S)
         return overview.build(
             role=overview.InstanceRole.STANDBY, version=__version__, now=now,
-            counts=self._counts, jobs=self._jobs,
-            scan=self._overviews.scan(self._jobs, self._version, now, self._counts),
+            counts=self._counts, active=self._active,
             queued=overview.queue_head(self._queue.order(), self._queue.positions, self._jobs),
-            failures=failures,
+            queue_depth=self._counts.get(LocalState.QUEUED, 0),
+            oldest_queued_at=self._oldest_queued_at, failures=failures,
             configured=self._limits() if self._limits is not None else None,
             adaptive=None, paused={}, last_poll_at=None)
