@@ -147,7 +147,7 @@ def _daemon(procs: Processes, tmp_path: Path) -> DaemonProc:
     token_file.chmod(0o600)
     return procs.daemon(emulator.url, {
         "server": {"token_file": str(token_file)},
-        "limits": {"max_active": 1, "per_base_model": {"gemini-2.5-flash": 1}},
+        "limits": {"max_active": 2, "per_base_model": {"gemini-2.5-flash": 1}},
         "polling": {"initial_interval_s": 0.3, "max_interval_s": 0.6},
     })
 
@@ -155,14 +155,19 @@ def _daemon(procs: Processes, tmp_path: Path) -> DaemonProc:
 async def test_the_status_page_logs_in_shows_a_running_job_and_is_screenshotted(
         procs: Processes, tmp_path: Path) -> None:
     """In headless Chromium: the page asks for the token (a wrong one is refused), keeps it in
-    sessionStorage only, then shows a job running with its sub-state, the queue with positions
-    and the limits; the screenshot is written to tests/output/status-page.png."""
+    sessionStorage only, then shows a job running with its sub-state, the queue with positions,
+    the limits and a job Vertex refused with its error; the screenshot is written to
+    tests/output/status-page.png."""
     daemon = _daemon(procs, tmp_path)
     runner = ok_json(daemon.call("POST", daemon.collection_url(version="v1beta1"),
                                  body=job_body("runs <first>")))
     waiting = [ok_json(daemon.call("POST", daemon.collection_url(version="v1beta1") +
                                    f"?priority={p}", body=job_body(f"waits {p}")))
                for p in (1, 2)]
+    # An unknown base model passes the daemon (it forwards models it does not list) and is
+    # refused by Vertex at create: a recent failure with its reason.
+    refused = ok_json(daemon.call("POST", daemon.collection_url(version="v1beta1"),
+                                  body=job_body("refused", baseModel="no-such-model")))
 
     async with chromium(tmp_path) as page:
         await page.send("Page.enable")
@@ -196,9 +201,16 @@ async def test_the_status_page_logs_in_shows_a_running_job_and_is_screenshotted(
         queue = await page.js("Array.from(document.querySelectorAll('#queue-table tr.job'))"
                               ".map(r => [r.dataset.jobId, r.children[0].textContent])")
         assert queue == [[job_id_of(waiting[1]), "1"], [job_id_of(waiting[0]), "2"]]
+        assert "waits for a free slot: baseModel/gemini-2.5-flash" in await page.js(
+            "document.getElementById('queue-table').innerText")
         limits = await page.js("document.getElementById('limits-table').innerText")
-        assert "global" in limits and "baseModel/gemini-2.5-flash" in limits
-        assert "1 / 1" in limits
+        assert "global" in limits and "1 / 2" in limits
+        assert "baseModel/gemini-2.5-flash" in limits and "1 / 1" in limits
+        failure = await page.until(
+            f"(() => {{ const row = document.querySelector("
+            f"'#failures-table tr[data-job-id=\"{job_id_of(refused)}\"]');"
+            " return row ? row.innerText : null; })()", 30, "the refused job as a failure")
+        assert "refused" in failure and "no-such-model" in failure
         assert "No place has its creates paused." in text
         assert "Last successful poll" in text and "never" not in text
 

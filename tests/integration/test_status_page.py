@@ -98,6 +98,7 @@ async def test_status_json_has_the_agreed_shape_queue_active_jobs_and_limits(
     assert body["queue"]["depth"] == 2
     assert body["queue"]["oldestQueuedTime"] == body["queued"][1]["createTime"]
     assert [(q["id"], q["queuePosition"]) for q in body["queued"]] == [(high.id, 1), (low.id, 2)]
+    assert body["queued"][0]["waitingFor"] == ["global", "baseModel/gemini-2.5-flash"]
     active = {a["id"]: a for a in body["active"]}
     assert set(active) == {first.id, second.id}
     assert active[first.id]["state"] == "running"

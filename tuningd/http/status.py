@@ -11,7 +11,8 @@ from tuningd.core.overview import ActiveJob, LimitUse, Overview, PausedCreates, 
 from tuningd.http.jobview import job_name, job_view
 from tuningd.vertex import wire
 
-__all__ = ["STATUS_SCHEMAS", "job_reasons", "scope_name", "status_json"]
+__all__ = ["STATUS_SCHEMAS", "full_scopes", "job_reasons", "scope_name", "status_json",
+           "waiting_for"]
 
 
 def _time(unix_s: float | None) -> str | None:
@@ -44,8 +45,22 @@ def _job(job: Job, view: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return entry
 
 
-def _queued(entry: QueuedJob) -> dict[str, Any]:
-    return {**_job(entry.job), "queuePosition": entry.position}
+def full_scopes(ov: Overview) -> dict[limits.Scope, LimitUse]:
+    """The limits with no room left (every active slot taken)."""
+    return {use.scope: use for use in ov.limits if use.active >= use.limit}
+
+
+def waiting_for(job: Job, full: Mapping[limits.Scope, LimitUse]) -> list[str]:
+    """The full limits a queued job counts in (what it waits for), by scope name."""
+    return [scope_name(scope) for scope in limits.scopes_of(job) if scope in full]
+
+
+def _queued(entry: QueuedJob, full: Mapping[limits.Scope, LimitUse]) -> dict[str, Any]:
+    out = {**_job(entry.job), "queuePosition": entry.position}
+    waits = waiting_for(entry.job, full)
+    if waits:
+        out["waitingFor"] = waits
+    return out
 
 
 def _active(entry: ActiveJob) -> dict[str, Any]:
@@ -85,6 +100,7 @@ def _paused(entry: PausedCreates) -> dict[str, Any]:
 def status_json(ov: Overview) -> dict[str, Any]:
     """The agreed status shape (version, role, counts, queue, limits, pausedCreates,
     lastSuccessfulPollTime) plus the lists the status page shows."""
+    full = full_scopes(ov)
     return {
         "version": ov.version,
         "role": ov.role.value,
@@ -94,7 +110,7 @@ def status_json(ov: Overview) -> dict[str, Any]:
         "limits": [_limit(use) for use in ov.limits],
         "pausedCreates": [_paused(p) for p in ov.paused],
         "lastSuccessfulPollTime": _time(ov.last_poll_at),
-        "queued": [_queued(q) for q in ov.queued],
+        "queued": [_queued(q, full) for q in ov.queued],
         "active": [_active(a) for a in ov.active],
         "recentFailures": [_failure(job) for job in ov.recent_failures],
     }
@@ -119,6 +135,8 @@ _STATUS_JOB: dict[str, Any] = {
                       "message, time), when it has one"},
         "nextAttemptTime": {**_TIME, "description": "when the job acts next after an error"},
         "queuePosition": {"type": "integer", "minimum": 1},
+        "waitingFor": {"type": "array", "items": {"type": "string"},
+                       "description": "queued: the scopes of the job whose limit is full"},
         "since": {**_TIME, "description": "when its first create started"},
         "elapsedSeconds": {"type": "number", "minimum": 0},
         "remoteName": {"type": "string"}, "remoteState": {"type": "string"},

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -16,7 +16,7 @@ from tuningd.core.model import TERMINAL_STATES, Job, LocalState
 from tuningd.core.overview import FAILURE_WINDOW_S, QUEUE_SHOWN, Overview
 from tuningd.http.envelope import json_response
 from tuningd.http.jobview import job_view
-from tuningd.http.status import job_reasons, scope_name, status_json
+from tuningd.http.status import full_scopes, job_reasons, scope_name, status_json, waiting_for
 from tuningd.service.facade import JobService
 from tuningd.vertex import wire
 
@@ -222,10 +222,13 @@ def _job_cell(job: Job) -> str:
 
 
 def reason_cell(job: Job, reasons: Mapping[str, Any], now: float,
-                paused: Collection[tuple[str, str]] = ()) -> str:
+                paused: Collection[tuple[str, str]] = (), waits: Sequence[str] = ()) -> str:
     """Why the job waits or was retried: `reasons` (the job view's lastError and
-    nextAttemptTime, see status.job_reasons), a paused place, a cancel under way."""
+    nextAttemptTime, see status.job_reasons), a paused place, full limits (`waits`), a cancel
+    under way."""
     parts: list[str] = []
+    if waits:
+        parts.append("waits for a free slot: " + ", ".join(_e(w) for w in waits))
     err = reasons.get("lastError")
     if isinstance(err, Mapping):
         status = err.get("status") or err.get("code") or "error"
@@ -321,13 +324,15 @@ def _active(ov: Overview) -> str:
 
 def _queue(ov: Overview) -> str:
     places = {(p.project, p.location) for p in ov.paused}
-    rows = [f'<tr class="job" data-job-id="{_e(q.job.id)}"><td class="num">{q.position}</td>'
-            f"<td>{_job_cell(q.job)}</td>"
-            f'<td class="num">{q.job.priority}</td>'
-            f"<td>{_e(q.job.base_model)}</td>"
-            f'<td class="num">{_e(duration(ov.at - q.job.created_at))}</td>'
-            f"<td>{reason_cell(q.job, job_reasons(q.job), ov.at, places)}</td></tr>"
-            for q in ov.queued]
+    full = full_scopes(ov)
+    rows = []
+    for q in ov.queued:
+        reason = reason_cell(q.job, job_reasons(q.job), ov.at, places, waiting_for(q.job, full))
+        rows.append(f'<tr class="job" data-job-id="{_e(q.job.id)}">'
+                    f'<td class="num">{q.position}</td><td>{_job_cell(q.job)}</td>'
+                    f'<td class="num">{q.job.priority}</td><td>{_e(q.job.base_model)}</td>'
+                    f'<td class="num">{_e(duration(ov.at - q.job.created_at))}</td>'
+                    f"<td>{reason}</td></tr>")
     shown = (f"first {len(ov.queued)} of {ov.queue_depth}" if ov.queue_depth > len(ov.queued)
              else f"{ov.queue_depth} queued")
     return (f'<section id="queue"><h2>Queue <small>{_e(shown)}, in submission order (at most '
