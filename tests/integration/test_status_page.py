@@ -16,9 +16,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from engine_harness import LOCATION, PROJECT, Harness, emulator_config, open_harness, settings
 from ha_cluster import eventually, open_cluster
-from test_leadership import HA
 
 from tuningd import __version__
+from tuningd.config_ha import HaSettings
 from tuningd.core.model import LocalState
 from tuningd.emulator.faults import ErrorRule
 from tuningd.http.api import make_api_app
@@ -28,6 +28,8 @@ TOKEN = "page-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 AGREED_KEYS = {"version", "role", "counts", "queue", "limits", "pausedCreates",
                "lastSuccessfulPollTime"}
+# A short lease tried often: the first instance leads within a fraction of a second.
+HA = HaSettings(lease_ttl_s=1.0, acquire_interval_s=0.1, fence_margin_s=0.3)
 HOSTILE = "<script>alert('x')</script> & \"quoted\""
 
 Client = TestClient[web.Request, web.Application]

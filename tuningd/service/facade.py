@@ -110,7 +110,8 @@ class JobService(Protocol):
     async def overview(self) -> Overview:
         """The instance at a glance (status page, `tuningd status`): counts, the head of the
         queue, active jobs, recent failures, limits, paused creates, role. Costs the active
-        jobs and small caps, not the queue or the history (see core.overview)."""
+        jobs and small caps, never a walk or sort of the queue or the history per request
+        (see core.overview)."""
         ...
 
 

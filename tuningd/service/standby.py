@@ -17,6 +17,7 @@ the store or not at all:
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -64,8 +65,9 @@ class Standby:
         self._scheduling = scheduling
         # The configured limits, for the overview (None: none shown).
         self._limits = limits
-        # From the last refresh, for the overview: the active jobs, the oldest queued job.
-        self._jobs: dict[str, Job] = {}
+        # From the last refresh, for the overview: the head of the queue, the active jobs, the
+        # oldest queued job (not every job: the queue may be long).
+        self._head: tuple[overview.QueuedJob, ...] = ()
         self._active: list[Job] = []
         self._oldest_queued_at: float | None = None
         self._overviews = OverviewCache(store)
@@ -83,7 +85,10 @@ class Standby:
         counts = await self._store.count_by_state()
         now = self._clock()
         self._queue = QueueOrder.of(jobs, now, self._scheduling())
-        self._jobs = {job.id: job for job in jobs}
+        head_ids = set(itertools.islice(self._queue.order(), overview.QUEUE_SHOWN))
+        self._head = overview.queue_head(
+            self._queue.order(), self._queue.positions,
+            {job.id: job for job in jobs if job.id in head_ids})
         self._active = [job for job in jobs if job.state in ACTIVE_STATES]
         self._oldest_queued_at = min((job.created_at for job in jobs
                                       if job.state is LocalState.QUEUED), default=None)
@@ -170,7 +175,7 @@ class Standby:
         return overview.build(
             role=overview.InstanceRole.STANDBY, version=__version__, now=now,
             counts=self._counts, active=self._active,
-            queued=overview.queue_head(self._queue.order(), self._queue.positions, self._jobs),
+            queued=self._head,
             queue_depth=self._counts.get(LocalState.QUEUED, 0),
             oldest_queued_at=self._oldest_queued_at, failures=failures,
             configured=self._limits() if self._limits is not None else None,
