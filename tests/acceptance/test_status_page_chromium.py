@@ -153,11 +153,12 @@ def _daemon(procs: Processes, tmp_path: Path) -> DaemonProc:
 
 
 async def test_the_status_page_logs_in_shows_a_running_job_and_is_screenshotted(
-        procs: Processes, tmp_path: Path) -> None:
+        procs: Processes, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """In headless Chromium: the page asks for the token (a wrong one is refused), keeps it in
     sessionStorage only, then shows a job running with its sub-state, the queue with positions,
     the limits and a job Vertex refused with its error; the screenshot is written to
     tests/output/status-page.png."""
+    chromium_binary()  # skip (or fail under CI) before starting anything
     daemon = _daemon(procs, tmp_path)
     runner = ok_json(daemon.call("POST", daemon.collection_url(version="v1beta1"),
                                  body=job_body("runs <first>")))
@@ -224,7 +225,8 @@ async def test_the_status_page_logs_in_shows_a_running_job_and_is_screenshotted(
                                captureBeyondViewport=True)
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         SCREENSHOT.write_bytes(base64.b64decode(shot["data"]))
-        print(f"\nstatus page screenshot: {SCREENSHOT}")
+        with capsys.disabled():  # shown in every run, for the note that attaches it
+            print(f"\nstatus page screenshot: {SCREENSHOT}")
         assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert SCREENSHOT.stat().st_size > 10_000
 
