@@ -268,7 +268,8 @@ class Daemon:
                           may_create=may_create, shared=True)
 
         standby = Standby(store, scheduling=lambda: self.settings.scheduling,
-                          budget=engine_settings(s).budget)
+                          budget=engine_settings(s).budget,
+                          limits=lambda: engine_settings(self.settings).limits)
         return Leadership(store, settings=s.ha, holder=s.ha.holder(default_instance_id()),
                           make_engine=make_engine, standby=standby, metrics=self.metrics,
                           drain_s=s.server.drain_timeout_s, on_progress=self.watchdog.progress)

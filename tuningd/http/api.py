@@ -34,6 +34,7 @@ from tuningd.http.envelope import HANDLER_ARGS, Handler, json_response
 from tuningd.http.jobview import job_name, job_view, render_view
 from tuningd.http.openapi import openapi_document
 from tuningd.http.passthrough import Passthrough
+from tuningd.http.statuspage import add_status_routes
 from tuningd.service.facade import JobService
 from tuningd.vertex import models, wire
 
@@ -118,7 +119,8 @@ def make_api_app(
     - engine: the job facade every job route calls (the Engine, or on a shared store the
       leadership's switch between the engine and the standby facade).
     - token: when set, `Authorization: Bearer <token>` is required on every route except
-      /healthz, /readyz and /metrics (401 UNAUTHENTICATED otherwise).
+      /healthz, /readyz, /metrics and the status page's shell at / (401 UNAUTHENTICATED
+      otherwise).
     - allowed_projects / allowed_locations: when non-empty, other projects or locations in a path
       (or of a job looked up by id) answer 403 PERMISSION_DENIED.
     - max_body_bytes: request bodies above it answer 413 (status INVALID_ARGUMENT).
@@ -174,6 +176,7 @@ def make_api_app(
         router.add_get(base + "/{id:[^/:]+}", api.get, allow_head=False)
         router.add_post(base + "/{id:[^/:]+}:cancel", api.cancel)
     router.add_get("/v1/tuningd/jobs/{id:[^/:]+}", api.lookup, allow_head=False)
+    add_status_routes(router, engine)
     if passthrough is not None:
         passthrough.add_routes(router, allowed_projects=frozenset(allowed_projects),
                                allowed_locations=frozenset(allowed_locations))

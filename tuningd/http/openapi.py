@@ -8,6 +8,7 @@ from typing import Any
 from tuningd import __version__
 from tuningd.core.model import LocalState
 from tuningd.http.passthrough import openapi_paths as passthrough_openapi_paths
+from tuningd.http.status import STATUS_SCHEMAS
 from tuningd.vertex import wire
 from tuningd.vertex.schema import schema
 
@@ -262,6 +263,7 @@ def _schemas() -> dict[str, Any]:
                            "to": {"type": "string"}, "reason": {"type": "string"},
                            "detail": {"type": "object"}},
         },
+        **STATUS_SCHEMAS,
         **{f"CreateTuningJobBody.{version}": _create_body(version, tuning_job)
            for version in wire.API_VERSIONS},
         "ListTuningJobsResponse": {
@@ -369,6 +371,28 @@ def openapi_document(*, with_metrics: bool, with_token: bool,
         "/openapi.json": {"get": {
             "summary": "This document.", "operationId": "openapi",
             "responses": {"200": _json_response("OpenAPI 3.0 document", {"type": "object"}),
+                          **_error_responses(*auth_errors)},
+        }},
+        "/": {"get": {
+            "summary": "The status page (HTML shell; its script asks for the API token and "
+                       "fetches /v1/tuningd/status.html with it).",
+            "operationId": "statusPage", "security": [],
+            "responses": {"200": {"description": "the page",
+                                  "content": {"text/html": {"schema": _STRING}}},
+                          **_error_responses()},
+        }},
+        "/v1/tuningd/status": {"get": {
+            "summary": "tuningd extension: this instance at a glance (`tuningd status`).",
+            "operationId": "tuningd.status",
+            "responses": {"200": _json_response("the status", _ref("TuningdStatus")),
+                          **_error_responses(*auth_errors)},
+        }},
+        "/v1/tuningd/status.html": {"get": {
+            "summary": "tuningd extension: the status as an HTML fragment (the page inserts "
+                       "it).",
+            "operationId": "tuningd.statusFragment",
+            "responses": {"200": {"description": "the fragment",
+                                  "content": {"text/html": {"schema": _STRING}}},
                           **_error_responses(*auth_errors)},
         }},
         "/v1/tuningd/jobs/{id}": {"get": {

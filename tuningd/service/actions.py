@@ -60,6 +60,8 @@ class Actions:
         # Next sweep time per place; places with a sweep in flight.
         self.sweep_at: dict[planner.Place, float] = {}
         self.sweeping: set[planner.Place] = set()
+        # When a poll last got Vertex's answer (status views; None: not since the start).
+        self.last_poll_success_at: float | None = None
         self._sweeper = Sweeper(
             list_place=self._list_labelled, cancel=self._cancel_remote, lookup=self._lookup,
             in_flight=capacity.busy.__contains__, adopt=self._adopt,
@@ -431,8 +433,10 @@ class Actions:
             error_code=_grpc_code(exc.status), error_message=f"{exc.status}: {exc.message}"))
 
     def _mark_poll_success(self) -> None:
+        now = self._clock()
+        self.last_poll_success_at = now
         if self._metrics is not None:
-            self._metrics.mark_poll_success(self._clock())
+            self._metrics.mark_poll_success(now)
 
     def count_unknown_outcome(self) -> None:
         if self._metrics is not None:

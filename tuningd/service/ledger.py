@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -33,6 +33,9 @@ from tuningd.ports import JobStore, StaleWrite
 from tuningd.vertex import wire
 
 log = structlog.get_logger("tuningd.service.engine")
+
+# How many of the latest failures the ledger remembers for status views.
+RECENT_FAILED_KEPT = 50
 
 
 class Ledger:
@@ -56,6 +59,8 @@ class Ledger:
         self._polling = polling
         # History notes that could not be written (store errors), written with the next commit.
         self._notes: dict[str, list[str]] = {}
+        # The jobs that failed here lately, newest first (status views; bounded).
+        self.failed: deque[Job] = deque(maxlen=RECENT_FAILED_KEPT)
 
     def note(self, job_id: str, text: str) -> None:
         """A history line for the job's next commit (its store refused one just now)."""
@@ -160,6 +165,8 @@ class Ledger:
         if after.state.is_terminal:
             self.jobs.pop(after.id, None)
             self.runs.learn(after)
+            if tr.state_changed and after.state is LocalState.FAILED:
+                self.failed.appendleft(after)
         else:
             self.jobs[after.id] = after
         if tr.state_changed:
