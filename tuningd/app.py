@@ -10,12 +10,11 @@ import errno
 import os
 import signal
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import structlog
@@ -27,18 +26,17 @@ from tuningd.adapters.google_auth import (
     TokenSource,
     token_source_from_settings,
 )
-from tuningd.adapters.log import configure_logging
+from tuningd.adapters.log import Format, configure_logging
 from tuningd.adapters.metrics import Metrics, build_registry, metrics_handler
 from tuningd.adapters.preflight import check_at_start
 from tuningd.adapters.secret_files import TokenFileError, bind_private_unix_socket, read_token_file
-from tuningd.adapters.sqlite.store import EXIT_STORE_UNUSABLE, StoreUnusable
 from tuningd.adapters.stores import open_store
 from tuningd.adapters.systemd_notify import Notifier, Watchdog
 from tuningd.adapters.vertex_http import VertexClient
 from tuningd.config import PollingSettings, ServerSettings, Settings, load_settings
 from tuningd.core import limits, recovery
 from tuningd.core.budget import BudgetSettings
-from tuningd.core.errors import ConfigError, TuningdError
+from tuningd.core.errors import ConfigError
 from tuningd.http.api import make_api_app
 from tuningd.http.connections import (
     ConnectionGuard,
@@ -324,7 +322,7 @@ class Daemon:
             log.error("daemon.reload_failed", error=exc.message)
             self.notifier.ready(status="reload failed; running with the previous settings")
             return
-        configure_logging(fresh.logging.level, _log_format(fresh.logging.format))
+        configure_logging(fresh.logging.level, cast(Format, fresh.logging.format))
         self.settings = dataclasses.replace(self.settings, limits=fresh.limits,
                                             polling=fresh.polling, retry=fresh.retry,
                                             scheduling=fresh.scheduling, logging=fresh.logging,
@@ -437,66 +435,3 @@ def _url(addr: Any) -> str:
         return f"unix:{addr}"
     host, port = addr[0], addr[1]
     return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
-
-
-def _log_format(fmt: str) -> Any:
-    return fmt
-
-
-def flag_overrides(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, str]:
-    """`serve --host/--port/--store` as the environment overrides they stand for, so they are
-    validated like every other key and outlive a SIGHUP reload."""
-    out = dict(env)
-    if getattr(args, "host", None):
-        out["TUNINGD_SERVER_HOST"] = args.host
-    if getattr(args, "port", None) is not None:
-        out["TUNINGD_SERVER_PORT"] = str(args.port)
-    if getattr(args, "store", None):
-        out["TUNINGD_STORE_URL" if "://" in args.store else "TUNINGD_STORE_PATH"] = args.store
-    if getattr(args, "state_dir", None):
-        state_dir = str(Path(args.state_dir).absolute())
-        out["TUNINGD_EMULATOR_STATE_DIR"] = state_dir
-        if not {"TUNINGD_STORE_PATH", "TUNINGD_STORE_URL"} & set(out):
-            out["TUNINGD_STORE_PATH"] = str(Path(state_dir) / "tuningd.db")
-    return out
-
-
-def run_daemon(args: argparse.Namespace) -> int:
-    """`tuningd serve`: exit 0 after a clean stop, 2 on a configuration error, 65 when the
-    database file is unusable (empty, not SQLite, damaged: see store_open), 1 otherwise."""
-    env = flag_overrides(args, os.environ)
-    try:
-        settings = load_settings(args.config, env)
-    except ConfigError as exc:
-        print(f"tuningd: {exc.message}", file=sys.stderr)
-        return 2
-    if getattr(args, "state_dir", None) and not (args.emulator or settings.emulator.enabled):
-        print("tuningd: --state-dir keeps the embedded emulator's state: use it with --emulator "
-              "(the store alone is --store)", file=sys.stderr)
-        return 2
-    configure_logging(settings.logging.level, _log_format(settings.logging.format))
-    daemon = Daemon(settings, emulator_args=args, config_path=args.config, env=env)
-    try:
-        asyncio.run(daemon.run())
-    except (TuningdError, ExceptionGroup) as exc:
-        err = _unwrap(exc)
-        if err is None:
-            raise
-        log.error("daemon.failed", status=err.status, error=err.message)
-        print(f"tuningd: {err.message}", file=sys.stderr)
-        if isinstance(err, StoreUnusable):
-            return EXIT_STORE_UNUSABLE
-        return 2 if isinstance(err, ConfigError) else 1
-    return 0
-
-
-def _unwrap(exc: BaseException) -> TuningdError | None:
-    """The TuningdError inside a TaskGroup's exception group (or the error itself)."""
-    if isinstance(exc, TuningdError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _unwrap(inner)
-            if found is not None:
-                return found
-    return None

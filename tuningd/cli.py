@@ -48,7 +48,7 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from tuningd.app import run_daemon
+    from tuningd.serve import run_daemon
 
     return run_daemon(args)
 
