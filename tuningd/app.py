@@ -203,10 +203,13 @@ class Daemon:
             return None
         initial_s = max(0.2, job_seconds / 20)
         max_s = max(initial_s, job_seconds / 10)
+        # The embedded emulator's run time does not follow a job's tokens, so an end expected
+        # from earlier jobs would be wrong here: never wait longer than the longest interval.
         self._env = {**self._env, "TUNINGD_POLLING_INITIAL_INTERVAL_S": str(initial_s),
-                     "TUNINGD_POLLING_MAX_INTERVAL_S": str(max_s)}
+                     "TUNINGD_POLLING_MAX_INTERVAL_S": str(max_s),
+                     "TUNINGD_POLLING_QUIET_MAX_S": str(max_s)}
         polling = dataclasses.replace(self.settings.polling, initial_interval_s=initial_s,
-                                      max_interval_s=max_s)
+                                      max_interval_s=max_s, quiet_max_s=max_s)
         self.settings = dataclasses.replace(self.settings, polling=polling)
         return polling
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tuningd.app import flag_overrides
+from tuningd.serve import flag_overrides
 from tuningd.config import settings_from
 
 
