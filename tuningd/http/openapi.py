@@ -338,10 +338,29 @@ def openapi_document(*, with_metrics: bool, with_token: bool,
         "/v1/tuningd/jobs/{id}": {"get": {
             "summary": "tuningd extension: a job by local id alone (with history), whatever "
                        "its project and location.",
+            "description": "The id may be a unique prefix of at least 4 characters; an "
+                           "ambiguous one answers 400 INVALID_ARGUMENT naming the jobs it "
+                           "matches.",
             "operationId": "tuningd.lookupJob",
-            "parameters": [_ID_PARAM, _ALT_PARAM],
+            "parameters": [_param("id", "path", "tuningd job id, or a unique prefix of one.",
+                                  {"type": "string", "pattern": "^[^/:]+$"}), _ALT_PARAM],
             "responses": {"200": _json_response("the job", _ref("TuningJob")),
-                          **_error_responses(*auth_errors, 403, 404, 503)},
+                          **_error_responses(400, *auth_errors, 403, 404, 503)},
+        }},
+        "/v1/tuningd/jobs": {"get": {
+            "summary": "tuningd extension: the jobs of every project and location, newest "
+                       "first.",
+            "operationId": "tuningd.listJobs",
+            "parameters": [
+                _param("filter", "query", "AIP-160 filter, as in the Vertex list.", _STRING),
+                _param("pageSize", "query", "default 50, maximum 100",
+                       {"type": "integer", "format": "int32", "minimum": 0}),
+                _param("pageToken", "query", "nextPageToken of the previous page (same "
+                       "filter)", _STRING),
+                _ALT_PARAM,
+            ],
+            "responses": {"200": _json_response("one page", _ref("ListTuningJobsResponse")),
+                          **_error_responses(400, *auth_errors, 503)},
         }},
     }
     if with_metrics:
