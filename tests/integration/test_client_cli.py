@@ -344,3 +344,32 @@ def test_details_name_the_tuning_kind_and_its_dataset() -> None:
                     preTunedModel={"tunedModelName": "projects/p/locations/l/models/7"})
     assert "preferenceOptimization" in text and "gs://b/pref.jsonl" in text
     assert "projects/p/locations/l/models/7" in text
+
+
+# --------------------------------------------------------------------------------------------
+# status (GET /v1/tuningd/status is served by another part of the daemon: a fixture here)
+
+
+async def test_status_reads_the_status_route(capsys: pytest.CaptureFixture[str]) -> None:
+    """`status` asks GET /v1/tuningd/status and prints it as text, or the JSON as it came with
+    --json."""
+    from aiohttp import web
+
+    document = json.loads((Path(__file__).resolve().parents[1] / "fixtures" /
+                           "status.json").read_text())
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    app = web.Application()
+    app.router.add_get("/v1/tuningd/status", status)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        url = str(server.make_url("")).rstrip("/")
+        assert await run("status", "--server", url) == 0
+        out = capsys.readouterr().out
+        assert "0.1.0, leader (runs the queue)" in out and "PERMISSION_DENIED" in out
+        assert await run("status", "--server", url, "--json") == 0
+        assert json.loads(capsys.readouterr().out) == document
+    finally:
+        await server.close()
