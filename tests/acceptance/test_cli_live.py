@@ -43,6 +43,8 @@ pytestmark = pytest.mark.acceptance
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 SEEDED = ("abcd0001-0000-4000-8000-000000000001", "abcd0002-0000-4000-8000-000000000002")
 GOOD_LINES = (EXAMPLES / "train-sample.jsonl").read_text().splitlines()[:4]
+# Vertex refuses creates in this project (API disabled): its jobs stay queued until cancelled.
+HOLD = "hold-proj"
 
 
 @dataclass
@@ -90,7 +92,8 @@ async def _seed(db: Path) -> None:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """Emulated jobs of about 3 s read their dataset under a local GCS root (bad.jsonl fails
-    them); the daemon's store starts with two ended jobs whose ids share a prefix."""
+    them), creates in HOLD are refused; the daemon's store starts with two ended jobs whose ids
+    share a prefix."""
     tmp = tmp_path_factory.mktemp("cli-live")
     bucket = tmp / "gcs" / "acc-bucket"
     bucket.mkdir(parents=True)
@@ -100,7 +103,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     procs = Processes(tmp)
     try:
         emulator = procs.emulator(job_seconds=3.0, pending_seconds=0.3, max_concurrent=8,
-                                  extra=["--gcs-root", str(tmp / "gcs")])
+                                  extra=["--gcs-root", str(tmp / "gcs"),
+                                         "--error-rule", f"create:{HOLD}:403:1:SERVICE_DISABLED"])
         daemon = procs.daemon(emulator.url, {"limits": {"max_active": 8}})
         yield World(emulator, daemon, tmp)
     finally:
@@ -158,28 +162,26 @@ def _interrupt(proc: subprocess.Popen[bytes]) -> int:
 
 
 def test_submit_quiet_prints_only_the_id_and_wait_exits_by_outcome(world: World) -> None:
-    """submit -q prints the job id alone; wait exits 0 for a success, 4 for a failure, 5 for a
-    cancellation (failed before cancelled when several), 6 when --max-wait passes first; wait
-    -q prints nothing and a prefix names a job as well as its id."""
+    """submit -q prints the job id alone; wait exits 6 when --max-wait passes first, then 0 for
+    a success, 4 for a failure, 5 for a cancellation (failed before cancelled when several);
+    wait -q prints nothing and a prefix names a job as well as its id."""
     done = world.cli("submit", world.job_file("good"), "--project", "wait-proj", "-q")
     assert done.returncode == 0 and UUID.fullmatch(done.stdout.rstrip("\n")), done
     assert done.stdout.count("\n") == 1 and done.stderr == ""
     good = done.stdout.strip()
     bad = world.submit("wait-proj", "bad", dataset="bad.jsonl")
-    dropped = world.submit("wait-proj", "dropped", "--priority", "-5")
-    assert world.cli("cancel", dropped[:8]).returncode == 0
-    slow = world.submit("wait-proj", "slow")
+    held = world.submit(HOLD, "held")
 
-    assert world.cli("wait", slow, "--max-wait", "0.2", "-q").returncode == 6
+    assert world.cli("wait", held, "--max-wait", "0.3", "-q").returncode == 6
+    assert world.cli("cancel", held[:8]).returncode == 0
     waited = world.cli("wait", good[:8], "--interval", "0.2")
     assert waited.returncode == 0, waited
     assert re.search(rf"{good[:8]}\s+.*succeeded", waited.stdout), waited.stdout
     quiet = world.cli("wait", bad, "-q", "--interval", "0.2")
     assert (quiet.returncode, quiet.stdout) == (4, "")
-    assert world.cli("wait", dropped[:6], "-q").returncode == 5
-    assert world.cli("wait", good, dropped, "-q").returncode == 5
-    assert world.cli("wait", good, bad, dropped, "-q").returncode == 4
-    assert world.cli("wait", slow, "-q", "--interval", "0.2").returncode == 0
+    assert world.cli("wait", held[:6], "-q").returncode == 5
+    assert world.cli("wait", good, held, "-q").returncode == 5
+    assert world.cli("wait", good, bad, held, "-q").returncode == 4
 
 
 def test_submit_wait_follows_the_job_to_its_end(world: World) -> None:
@@ -214,15 +216,16 @@ def test_id_prefixes_unique_ambiguous_and_unknown(world: World) -> None:
         assert ambiguous.returncode == 1, (command, ambiguous)
         assert "400 INVALID_ARGUMENT" in ambiguous.stderr and "ambiguous" in ambiguous.stderr
         assert SEEDED[0] in ambiguous.stderr and SEEDED[1] in ambiguous.stderr
+    for command in ("show", "wait"):
         unknown = world.cli(command, "ffff0000")
         assert unknown.returncode == 1 and "404 NOT_FOUND" in unknown.stderr, (command, unknown)
     assert world.cli("wait", "abcd0002", "-q").returncode == 0
     watched = world.cli("watch", "abcd0002")
     assert watched.returncode == 0 and "abcd0002  succeeded" in watched.stdout, watched
-    queued = world.submit("prefix-proj", "to-cancel", "--priority", "-9")
+    queued = world.submit(HOLD, "to-cancel")
     cancelled = world.cli("cancel", queued[:10])
     assert cancelled.returncode == 0, cancelled
-    assert cancelled.stdout.strip() == ("Cancellation requested for projects/prefix-proj/"
+    assert cancelled.stdout.strip() == (f"Cancellation requested for projects/{HOLD}/"
                                         f"locations/us-central1/tuningJobs/{queued}.")
 
 
