@@ -208,14 +208,16 @@ EVERYWHERE = "/v1/tuningd/jobs"
 def list_scope(args: argparse.Namespace) -> tuple[str, str | None]:
     """(list path, location the client filters on) of list and watch: one project's and
     location's collection, or tuningd's list of every place (--all-projects, or no project
-    set anywhere), then filtered to --location / $TUNINGD_LOCATION if given."""
+    set anywhere), then only of an explicit --location (an environment's default location
+    does not narrow a view of every place)."""
     project = project_default(args)
     if args.all_projects:
         if args.project:
             raise UsageError("--all-projects and --project exclude each other")
         project = None
     if project is None:
-        return EVERYWHERE, location_given(args)
+        location: str | None = args.location
+        return EVERYWHERE, location
     return collection(project, location_default(args)), None
 
 
