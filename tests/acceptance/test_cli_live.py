@@ -28,7 +28,9 @@ from helpers import (
     DaemonProc,
     EmulatorProc,
     Processes,
+    http,
     job_body,
+    ok_json,
     run_cli,
     tuningd_argv,
     wait_until,
@@ -320,3 +322,32 @@ def test_watch_on_a_terminal_redraws_the_table_in_place(world: World) -> None:
     assert re.search(r"\x1b\[\d*A", text) and "\x1b[2K" in text  # up, and erase: in place
     assert text.count("tuningd watch") > 3  # redrawn at every look...
     assert " -> " not in text and "Traceback" not in text  # ...not appended as lines
+
+
+def test_wait_rides_out_a_daemon_restart(procs: Processes) -> None:
+    """wait keeps polling while the daemon is down and restarts, and still exits by the job's
+    outcome (the emulator's clock is manual: the job ends only when the test moves it)."""
+    emulator = procs.emulator(job_seconds=5.0, pending_seconds=1.0, extra=["--manual-clock"])
+    daemon = procs.daemon(emulator.url)
+    job = daemon.submit(job_body("through-a-restart"))["name"].rsplit("/", 1)[-1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUNINGD_")}
+    proc = subprocess.Popen(tuningd_argv("wait", job, "--interval", "0.2", "--server",
+                                         daemon.url), cwd=str(REPO), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    out = Output(lambda: os.read(proc.stdout.fileno(), 65536))  # type: ignore[union-attr]
+    try:
+        out.until(rf"Z  {job[:8]}  ")  # its first look is done
+        daemon.kill()
+        daemon.start()
+        assert proc.poll() is None, out.text()
+        wait_until(lambda: "remoteState" in daemon.job(job)["tuningd"], 30,
+                   message="the job to reach Vertex")
+        ok_json(http("POST", emulator.url + "/emulator/advance", body={"seconds": 30}))
+        assert proc.wait(timeout=60) == 0, out.text()
+    finally:
+        proc.kill()
+        proc.wait()
+        out.close()
+    assert "-> succeeded" in out.text() and "Traceback" not in out.text()
