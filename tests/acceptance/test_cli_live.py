@@ -351,3 +351,23 @@ def test_wait_rides_out_a_daemon_restart(procs: Processes) -> None:
         proc.wait()
         out.close()
     assert "-> succeeded" in out.text() and "Traceback" not in out.text()
+
+
+def test_status_reads_the_daemons_status(world: World) -> None:
+    """`tuningd status` reads the daemon's GET /v1/tuningd/status: its role, jobs by state, the
+    queue, every limit and the last good poll as text, the agreed document with --json."""
+    if world.daemon.call("GET", "/v1/tuningd/status").status == 404:
+        pytest.skip("GET /v1/tuningd/status is another branch's (page); it runs once merged")
+    world.submit("status-proj", "for-status")
+    done = world.cli("status")
+    assert done.returncode == 0, done
+    lines = done.stdout.splitlines()
+    assert re.fullmatch(r"tuningd\s+\S+, single instance", lines[0]), lines
+    counts = lines[1].split()
+    assert counts[:2] == ["jobs", "queued"] and counts[2].isdigit(), lines
+    assert lines[2].startswith("queue ") and lines[3].startswith("last good poll ")
+    assert any(line.split()[:1] == ["global"] for line in lines), lines
+    as_json = json.loads(world.cli("status", "--json").stdout)
+    assert {"version", "role", "counts", "queue", "limits", "pausedCreates",
+            "lastSuccessfulPollTime"} <= set(as_json)
+
