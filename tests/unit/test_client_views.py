@@ -163,7 +163,8 @@ def test_status_of_an_idle_daemon() -> None:
 
 def test_the_tracker_reports_firsts_and_changes_only() -> None:
     """A job is reported when first seen and when its state, sub-state or last error changes,
-    not when only its age or queue position does; ended jobs are remembered in order."""
+    not when only its age or queue position does; ended jobs are remembered in order, the
+    latest few only when asked to forget."""
     tracker = Tracker()
     first = tracker.merge({"a": job("a"), "b": job("b")})
     assert [c.old for c in first] == [None, None]
@@ -175,6 +176,9 @@ def test_the_tracker_reports_firsts_and_changes_only() -> None:
     assert tracker.ended == ["b", "a"]
     line = tracker.lines([change], NOW)[0]
     assert line.endswith("  a  queued -> running/tuning")
+    tracker.merge({"c": job("c", state="failed")})
+    tracker.forget_ended(2)
+    assert tracker.ended == ["a", "c"] and set(tracker.known) == {"a", "c"}
 
 
 @pytest.mark.parametrize(("states", "code"), [

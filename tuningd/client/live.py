@@ -107,6 +107,13 @@ class Tracker:
     def drop(self, ident: str) -> None:
         self.known.pop(ident, None)
 
+    def forget_ended(self, keep: int) -> None:
+        """Forget all but the `keep` jobs that ended last (a watch of days stays small)."""
+        cut = max(0, len(self.ended) - keep)
+        for ident in self.ended[:cut]:
+            self.known.pop(ident, None)
+        del self.ended[:cut]
+
     def lines(self, changes: Sequence[Change], now: float) -> list[str]:
         shorts = short_ids(self.known)
         return [change_line(c, shorts[job_id(c.new)], rows([c.new], now)[0]) for c in changes]
@@ -161,7 +168,10 @@ def poll(conn: Connection, scope: Scope, tracker: Tracker) -> list[Change]:
                 if exc.http_status != 404:
                     raise
                 tracker.drop(ident)  # pruned since: nothing more to say of it
-    return tracker.merge(current)
+    changes = tracker.merge(current)
+    if not scope.ids:
+        tracker.forget_ended(ENDED_SHOWN)
+    return changes
 
 
 def _transient(exc: Exception) -> bool:
