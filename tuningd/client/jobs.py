@@ -82,8 +82,8 @@ def age_or_run_time(job: Mapping[str, Any], now: float) -> str:
     created = parse_time(job.get("createTime"))
     started = parse_time(job.get("startTime"))
     ended = parse_time(job.get("endTime"))
-    since = started if started is not None and local_state(job) not in ("queued",
-                                                                          "submitting") else created
+    waiting = local_state(job) in ("queued", "submitting")
+    since = created if waiting or started is None else started
     if since is None:
         return "-"
     until = ended if ended is not None and is_terminal(job) else now
