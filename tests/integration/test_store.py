@@ -230,7 +230,8 @@ async def test_migration_4_keeps_older_jobs_at_the_configured_version(tmp_path: 
         for script in MIGRATIONS[:3]:
             raw.executescript(script)
         raw.execute("PRAGMA user_version = 3")
-        columns = [c for c in JOB_COLUMNS if c != "api_version"]
+        columns = [c for c in JOB_COLUMNS if c != "api_version"
+                   and not c.startswith("last_error_")]  # (migration 6's)
         values = {f.name: getattr(old, f.name) for f in fields(Job)}
         values["state"] = old.state.value
         values["cancel_requested"] = int(old.cancel_requested)
@@ -242,7 +243,35 @@ async def test_migration_4_keeps_older_jobs_at_the_configured_version(tmp_path: 
         await insert_job(s, make_job(2, api_version="v1beta1"), "accepted")
         assert (await s.get(make_job(2).id)).api_version == "v1beta1"  # type: ignore[union-attr]
     with sqlite3.connect(db) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    raw.close()
+
+
+async def test_migration_6_adds_an_empty_last_error(tmp_path: Path) -> None:
+    """A database of schema 5 gains the last-error columns; its jobs read back with none
+    recorded, and a new last error is stored and read back."""
+    db = tmp_path / "tuningd.db"
+    old = make_job()
+    with sqlite3.connect(db) as raw:
+        for script in MIGRATIONS[:5]:
+            raw.executescript(script)
+        raw.execute("PRAGMA user_version = 5")
+        columns = [c for c in JOB_COLUMNS if not c.startswith("last_error_")]
+        values = {f.name: getattr(old, f.name) for f in fields(Job)}
+        values["state"] = old.state.value
+        values["cancel_requested"] = int(old.cancel_requested)
+        raw.execute(f"INSERT INTO jobs ({', '.join(columns)}) "
+                    f"VALUES ({', '.join('?' * len(columns))})", [values[c] for c in columns])
+    raw.close()
+    async with await Store.open(db) as s:
+        got = await s.get(old.id)
+        assert got == old and got is not None and got.last_error_code is None
+        failed = got.evolve(last_error_code=16, last_error_message="no credentials",
+                            last_error_at=1_700_000_005.5)
+        await s.update_job(failed)
+        assert await s.get(old.id) == failed
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     raw.close()
 
 

@@ -138,7 +138,8 @@ async def test_update_job_has_no_event_and_keeps_state(store: JobStore) -> None:
     job = make_job(state=LocalState.RUNNING)
     await insert_job(store, job, "accepted")
     polled = job.evolve(next_action_at=123.5, poll_interval_s=60.0, retry_count=1,
-                        remote_json='{"state": "JOB_STATE_RUNNING"}')
+                        remote_json='{"state": "JOB_STATE_RUNNING"}', last_error_code=14,
+                        last_error_message="read timed out", last_error_at=120.25)
     await store.update_job(polled)
     assert await store.get(job.id) == polled
     assert len(await store.history(job.id)) == 1

@@ -34,6 +34,7 @@ from tuningd.http.envelope import HANDLER_ARGS, Handler, json_response
 from tuningd.http.jobview import job_name, job_view, render_view
 from tuningd.http.openapi import openapi_document
 from tuningd.http.passthrough import Passthrough
+from tuningd.http.statuspage import add_status_routes
 from tuningd.http.tuningd_jobs import resolve_job, serve_list
 from tuningd.service.facade import JobService
 from tuningd.vertex import models, wire
@@ -119,7 +120,8 @@ def make_api_app(
     - engine: the job facade every job route calls (the Engine, or on a shared store the
       leadership's switch between the engine and the standby facade).
     - token: when set, `Authorization: Bearer <token>` is required on every route except
-      /healthz, /readyz and /metrics (401 UNAUTHENTICATED otherwise).
+      /healthz, /readyz, /metrics and the status page's shell at / (401 UNAUTHENTICATED
+      otherwise).
     - allowed_projects / allowed_locations: when non-empty, other projects or locations in a path
       (or of a job looked up by id) answer 403 PERMISSION_DENIED.
     - max_body_bytes: request bodies above it answer 413 (status INVALID_ARGUMENT).
@@ -176,6 +178,7 @@ def make_api_app(
         router.add_post(base + "/{id:[^/:]+}:cancel", api.cancel)
     router.add_get("/v1/tuningd/jobs", api.list_everywhere, allow_head=False)
     router.add_get("/v1/tuningd/jobs/{id:[^/:]+}", api.lookup, allow_head=False)
+    add_status_routes(router, engine)
     if passthrough is not None:
         passthrough.add_routes(router, allowed_projects=frozenset(allowed_projects),
                                allowed_locations=frozenset(allowed_locations))
@@ -353,9 +356,10 @@ class _Api:
                     checks[name] = "ok"
                 else:
                     failures[name] = "failed" if result is False else str(result)
+        body: dict[str, Any] = {"status": "ready", "checks": checks}
         if failures:
             reasons = "; ".join(f"{name}: {why}" for name, why in sorted(failures.items()))
-            raise Unavailable(
+            error = Unavailable(
                 f"tuningd is not ready: {reasons}",
                 details=[{
                     "@type": "type.googleapis.com/google.rpc.ErrorInfo",
@@ -364,10 +368,15 @@ class _Api:
                     "metadata": failures,
                 }],
             )
-        body: dict[str, Any] = {"status": "ready", "checks": checks}
+            # Google's envelope for clients of errors, and beside it the readiness answer's
+            # own shape with every reason, for people and probes reading the body.
+            body = {**wire.error_envelope(error), "status": "not_ready",
+                    "reasons": [{"check": name, "reason": why}
+                                for name, why in sorted(failures.items())],
+                    "checks": {**checks, **failures}}
         if self._instance is not None:
             body["instance"] = dict(self._instance())
-        return json_response(body)
+        return json_response(body, status=503 if failures else 200)
 
 
 def _without_extension(view: Mapping[str, Any]) -> dict[str, Any]:

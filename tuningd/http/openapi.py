@@ -8,6 +8,7 @@ from typing import Any
 from tuningd import __version__
 from tuningd.core.model import LocalState
 from tuningd.http.passthrough import openapi_paths as passthrough_openapi_paths
+from tuningd.http.status import STATUS_SCHEMAS
 from tuningd.vertex import wire
 from tuningd.vertex.schema import schema
 
@@ -234,6 +235,25 @@ def _schemas() -> dict[str, Any]:
                     "properties": {"status": {"type": "string"}, "message": {"type": "string"},
                                    "since": timestamp, "nextProbeTime": timestamp},
                 },
+                "lastError": {
+                    "type": "object",
+                    "description": "the last error tuningd met for this job (a refused or "
+                                   "failed create, a throttle, a failed poll...), kept with "
+                                   "its time after later success; absent once the job "
+                                   "succeeded",
+                    "required": ["code", "status", "message", "time"],
+                    "properties": {
+                        "code": {"type": "integer", "description": "google.rpc.Code number"},
+                        "status": {"type": "string",
+                                   "description": "google.rpc.Code name, e.g. UNAUTHENTICATED"},
+                        "message": {"type": "string"}, "time": timestamp},
+                },
+                "nextAttemptTime": {
+                    **timestamp,
+                    "description": "when tuningd next acts on the job (a retry, a reconcile, "
+                                   "a poll, the probe of paused creates); absent for an ended "
+                                   "job and for one that waits only for capacity or is acted "
+                                   "on now"},
             },
         },
         "HistoryEntry": {
@@ -243,6 +263,7 @@ def _schemas() -> dict[str, Any]:
                            "to": {"type": "string"}, "reason": {"type": "string"},
                            "detail": {"type": "object"}},
         },
+        **STATUS_SCHEMAS,
         **{f"CreateTuningJobBody.{version}": _create_body(version, tuning_job)
            for version in wire.API_VERSIONS},
         "ListTuningJobsResponse": {
@@ -271,6 +292,21 @@ def _schemas() -> dict[str, Any]:
                                      "checks": {"type": "object",
                                                 "additionalProperties": {"type": "string"}},
                                      "instance": _ref("Instance")}},
+        "NotReady": {"type": "object", "required": ["error", "status", "reasons", "checks"],
+                     "description": "Google's error envelope, and every reason tuningd is "
+                                    "not ready (engine starting or draining, store not "
+                                    "writable, ...); `checks` holds \"ok\" or the reason "
+                                    "for each check",
+                     "properties": {
+                         "error": {"type": "object", "description": "as in ErrorEnvelope",
+                                   "required": ["code", "message", "status"]},
+                         "status": {"type": "string", "enum": ["not_ready"]},
+                         "reasons": {"type": "array", "items": {
+                             "type": "object", "required": ["check", "reason"],
+                             "properties": {"check": _STRING, "reason": _STRING}}},
+                         "checks": {"type": "object",
+                                    "additionalProperties": {"type": "string"}},
+                         "instance": _ref("Instance")}},
         "Instance": {"type": "object", "description": "Several instances on one store: this "
                      "one's role (leader runs the engine) and who holds the lease.",
                      "properties": {"role": {"type": "string", "enum": ["leader", "standby"]},
@@ -328,11 +364,35 @@ def openapi_document(*, with_metrics: bool, with_token: bool,
             "summary": "Readiness: engine started, store writable, credentials usable.",
             "operationId": "readyz", "security": [],
             "responses": {"200": _json_response("ready", _ref("Readiness")),
-                          **_error_responses(503)},
+                          **_error_responses(),
+                          "503": _json_response("not ready, with every reason",
+                                                _ref("NotReady"))},
         }},
         "/openapi.json": {"get": {
             "summary": "This document.", "operationId": "openapi",
             "responses": {"200": _json_response("OpenAPI 3.0 document", {"type": "object"}),
+                          **_error_responses(*auth_errors)},
+        }},
+        "/": {"get": {
+            "summary": "The status page (HTML shell; its script asks for the API token and "
+                       "fetches /v1/tuningd/status.html with it).",
+            "operationId": "statusPage", "security": [],
+            "responses": {"200": {"description": "the page",
+                                  "content": {"text/html": {"schema": _STRING}}},
+                          **_error_responses()},
+        }},
+        "/v1/tuningd/status": {"get": {
+            "summary": "tuningd extension: this instance at a glance (`tuningd status`).",
+            "operationId": "tuningd.status",
+            "responses": {"200": _json_response("the status", _ref("TuningdStatus")),
+                          **_error_responses(*auth_errors)},
+        }},
+        "/v1/tuningd/status.html": {"get": {
+            "summary": "tuningd extension: the status as an HTML fragment (the page inserts "
+                       "it).",
+            "operationId": "tuningd.statusFragment",
+            "responses": {"200": {"description": "the fragment",
+                                  "content": {"text/html": {"schema": _STRING}}},
                           **_error_responses(*auth_errors)},
         }},
         "/v1/tuningd/jobs/{id}": {"get": {

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tuningd.config import SchedulingSettings
 from tuningd.core import errors, planner, recovery, schedule
 from tuningd.core.model import LOCAL_TO_REMOTE, Job, JobEvent, LocalState
+from tuningd.core.overview import Overview
 from tuningd.ports import JobStore, page_key
 
 JobPredicate = Callable[[Job], bool]
@@ -37,7 +38,7 @@ class QueueOrder:
 
     version: int
     computed_at: float
-    positions: dict[str, int]
+    positions: dict[str, int]  # in queue order (the first queued job first)
     neg_priorities: list[int]  # ascending, i.e. by effective priority descending
 
     @classmethod
@@ -48,6 +49,10 @@ class QueueOrder:
                    positions={j.id: i + 1 for i, j in enumerate(order)},
                    neg_priorities=[-schedule.effective_priority(j, now, scheduling)
                                    for j in order])
+
+    def order(self) -> Iterator[str]:
+        """The sorted job ids, first first (for the head of the queue in status views)."""
+        return iter(self.positions)
 
     def position(self, job: Job, now: float, scheduling: SchedulingSettings) -> int:
         """1-based place of a queued job; one newer than the sort is placed by a binary search
@@ -106,6 +111,13 @@ class JobService(Protocol):
     def ready(self) -> bool: ...
 
     def state_counts(self) -> dict[LocalState, int]: ...
+
+    async def overview(self) -> Overview:
+        """The instance at a glance (status page, `tuningd status`): counts, the head of the
+        queue, active jobs, recent failures, limits, paused creates, role. Costs the active
+        jobs and small caps, never a walk or sort of the queue or the history per request
+        (see core.overview)."""
+        ...
 
 
 def queued_job(job_id: str, project: str, location: str, spec: Mapping[str, Any], *,
