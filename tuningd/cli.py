@@ -1,5 +1,5 @@
-"""Command line entry point: `tuningd serve | emulator | submit | list | show | cancel | config |
-store | migrate`."""
+"""Command line entry point: `tuningd serve | emulator | submit | list | show | cancel | wait |
+watch | status | config | store | migrate`."""
 
 from __future__ import annotations
 

@@ -105,12 +105,16 @@ class FakeEngine(Engine):
     async def history(self, job_id: str) -> list[JobEvent]:
         return list(self.events.get(job_id, []))
 
-    async def list_jobs(self, project: str, location: str, *, predicate: JobPredicate | None,
+    async def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        return sorted(i for i in self.jobs if i.startswith(prefix))[:limit]
+
+    async def list_jobs(self, project: str | None, location: str | None, *,
+                        predicate: JobPredicate | None,
                         page_size: int, after_key: str | None,
                         states: frozenset[LocalState] | None = None,
                         labels: Mapping[str, str] | None = None) -> Page:
         ordered = sorted((j for j in self.jobs.values()
-                          if (j.project, j.location) == (project, location)
+                          if project in (None, j.project) and location in (None, j.location)
                           and (states is None or j.state in states)
                           and all((j.spec.get("labels") or {}).get(k) == v
                                   for k, v in (labels or {}).items())),

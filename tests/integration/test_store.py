@@ -20,6 +20,7 @@ from typing import TypeVar
 import pytest
 
 from tests.integration.store_jobs import full_job, insert_job, make_job
+from tuningd.adapters.sqlite.reads import IDS_FROM, IDS_IN_RANGE
 from tuningd.adapters.sqlite.store import (
     JOB_COLUMNS,
     MIGRATIONS,
@@ -169,6 +170,20 @@ async def test_queries_stay_fast_with_100k_jobs(tmp_path: Path) -> None:
         assert counts[LocalState.SUCCEEDED] == 99_900
         # count_by_state scans one small index; the rest touch O(page) rows.
         assert all(t < 0.1 for t in timings.values()), timings
+
+
+async def test_id_prefix_reads_search_the_primary_key(tmp_path: Path) -> None:
+    """The id-prefix queries are index searches of the primary key, never a scan (LIKE would
+    scan): SQLite's plan for each says SEARCH on the jobs table's key."""
+    db = tmp_path / "tuningd.db"
+    async with await Store.open(db):
+        pass
+    with sqlite3.connect(db) as conn:
+        for sql, params in ((IDS_IN_RANGE, ("ab", "ac", 5)), (IDS_FROM, ("ab", 5))):
+            plan = " ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+            assert "SEARCH jobs USING COVERING INDEX sqlite_autoindex_jobs_1 (id>?" in plan, plan
+            assert "SCAN" not in plan, plan
+    conn.close()
 
 
 async def test_check_writable(tmp_path: Path) -> None:

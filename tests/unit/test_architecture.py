@@ -176,15 +176,30 @@ def test_http_helpers_are_defined_once() -> None:
 
 
 def test_every_module_is_in_a_room() -> None:
-    """Besides the composition root, config, the ports and the CLI's client, every module lives
-    in a package named for its layer (core, vertex, adapters, service, http, emulator)."""
+    """Besides the composition root, config and the ports, every module lives in a package
+    named for its layer (core, vertex, adapters, service, http, emulator, the CLI's client)."""
     top = {m for m in MODULES if m.count(".") == 1}
     rooms = {"tuningd.core", "tuningd.vertex", "tuningd.adapters", "tuningd.service",
-             "tuningd.http", "tuningd.emulator"}
-    assert top - rooms <= {"tuningd.app", "tuningd.serve", "tuningd.cli", "tuningd.client",
-                           "tuningd.config",
+             "tuningd.http", "tuningd.emulator", "tuningd.client"}
+    assert top - rooms <= {"tuningd.app", "tuningd.serve", "tuningd.cli", "tuningd.config",
                            "tuningd.config_values", "tuningd.config_ha", "tuningd.ports"}, \
         sorted(top - rooms)
+
+
+@pytest.mark.parametrize("module", _of("tuningd.client"))
+def test_the_client_talks_to_the_daemon_over_http_only(module: str) -> None:
+    """The CLI client knows the daemon by its API alone: of tuningd it imports itself and the
+    token file reader, never the core, the service, the stores or the HTTP adapter."""
+    bad = {d for d in _deps(module)
+           if not _in(d, "tuningd.client") and d != "tuningd.adapters.secret_files"}
+    assert not bad, f"{module} depends on {sorted(bad)}"
+
+
+def test_nothing_but_the_entry_point_uses_the_client() -> None:
+    """The client is a leaf: only the command line entry point (tuningd.cli) imports it."""
+    for module in MODULES:
+        if module != "tuningd.cli" and not _in(module, "tuningd.client"):
+            assert not any(_in(d, "tuningd.client") for d in _deps(module)), module
 
 
 @pytest.mark.parametrize("module", _of("tuningd.http"))

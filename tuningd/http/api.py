@@ -35,6 +35,7 @@ from tuningd.http.jobview import job_name, job_view, render_view
 from tuningd.http.openapi import openapi_document
 from tuningd.http.passthrough import Passthrough
 from tuningd.http.statuspage import add_status_routes
+from tuningd.http.tuningd_jobs import resolve_job, serve_list
 from tuningd.service.facade import JobService
 from tuningd.vertex import models, wire
 
@@ -175,6 +176,7 @@ def make_api_app(
         router.add_get(base, api.list, allow_head=False)
         router.add_get(base + "/{id:[^/:]+}", api.get, allow_head=False)
         router.add_post(base + "/{id:[^/:]+}:cancel", api.cancel)
+    router.add_get("/v1/tuningd/jobs", api.list_everywhere, allow_head=False)
     router.add_get("/v1/tuningd/jobs/{id:[^/:]+}", api.lookup, allow_head=False)
     add_status_routes(router, engine)
     if passthrough is not None:
@@ -268,15 +270,21 @@ class _Api:
         history = await self._engine.history(job.id)
         return self._respond(request, job, history, _version(request))
 
+    def _in_scope(self, job: Job) -> bool:
+        return ((not self._projects or job.project in self._projects)
+                and (not self._locations or job.location in self._locations))
+
     async def lookup(self, request: web.Request) -> web.Response:
-        """GET /v1/tuningd/jobs/{id}: a job by local id alone, whatever its project/location."""
-        job_id = request.match_info["id"]
-        job = await self._engine.get(job_id)
-        if job is None:
-            raise NotFound(f"tuningd job {job_id} does not exist.")
+        """GET /v1/tuningd/jobs/{id}: a job by local id (or a unique prefix of one) alone,
+        whatever its project/location."""
+        job = await resolve_job(self._engine, request.match_info["id"], self._in_scope)
         self._check_scope(job.project, job.location)
         history = await self._engine.history(job.id)
         return self._respond(request, job, history, "v1")
+
+    async def list_everywhere(self, request: web.Request) -> web.Response:
+        """GET /v1/tuningd/jobs: every project's and location's jobs in scope, newest first."""
+        return await serve_list(request, self._engine, self._in_scope)
 
     async def list(self, request: web.Request) -> web.Response:
         """GET .../tuningJobs?filter=&pageSize=&pageToken=: newest first, AIP-160 filter."""

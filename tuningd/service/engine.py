@@ -143,6 +143,13 @@ class Engine:
             self._store_failed("get", exc)
             raise
 
+    async def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        try:
+            return await self._store.ids_with_prefix(prefix, limit)
+        except errors.StoreError as exc:
+            self._store_failed("ids_with_prefix", exc)
+            raise
+
     async def history(self, job_id: str) -> list[JobEvent]:
         try:
             return await self._store.history(job_id)
@@ -150,7 +157,8 @@ class Engine:
             self._store_failed("history", exc)
             raise
 
-    async def list_jobs(self, project: str, location: str, *, predicate: JobPredicate | None,
+    async def list_jobs(self, project: str | None, location: str | None, *,
+                        predicate: JobPredicate | None,
                         page_size: int, after_key: str | None,
                         states: frozenset[LocalState] | None = None,
                         labels: Mapping[str, str] | None = None) -> Page:

@@ -82,9 +82,14 @@ class JobService(Protocol):
 
     async def get(self, job_id: str) -> Job | None: ...
 
+    async def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        """Ids of the jobs whose id starts with `prefix`, in id order, at most `limit`."""
+        ...
+
     async def history(self, job_id: str) -> list[JobEvent]: ...
 
-    async def list_jobs(self, project: str, location: str, *, predicate: JobPredicate | None,
+    async def list_jobs(self, project: str | None, location: str | None, *,
+                        predicate: JobPredicate | None,
                         page_size: int, after_key: str | None,
                         states: frozenset[LocalState] | None = None,
                         labels: Mapping[str, str] | None = None) -> Page: ...
@@ -142,11 +147,12 @@ def check_cancellable(job: Job | None, job_id: str) -> Job:
     return job
 
 
-async def list_page(store: JobStore, project: str, location: str, *,
+async def list_page(store: JobStore, project: str | None, location: str | None, *,
                     predicate: JobPredicate | None, page_size: int, after_key: str | None,
                     states: frozenset[LocalState] | None, labels: Mapping[str, str] | None,
                     fresher: Callable[[Job], Job] = lambda job: job) -> Page:
-    """Newest first; keeps reading store pages until `page_size` jobs match.
+    """Newest first; keeps reading store pages until `page_size` jobs match (`project` /
+    `location` None: every one the store holds).
 
     `states` / `labels` are necessary conditions of `predicate` (store_pushdown) that the
     store answers from its indexes, so a rare match does not read the whole history;

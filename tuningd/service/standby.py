@@ -115,10 +115,14 @@ class Standby:
     async def get(self, job_id: str) -> Job | None:
         return await self._store.get(job_id)
 
+    async def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        return await self._store.ids_with_prefix(prefix, limit)
+
     async def history(self, job_id: str) -> list[JobEvent]:
         return await self._store.history(job_id)
 
-    async def list_jobs(self, project: str, location: str, *, predicate: JobPredicate | None,
+    async def list_jobs(self, project: str | None, location: str | None, *,
+                        predicate: JobPredicate | None,
                         page_size: int, after_key: str | None,
                         states: frozenset[LocalState] | None = None,
                         labels: Mapping[str, str] | None = None) -> Page:
