@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tuningd.serve import flag_overrides
 from tuningd.config import settings_from
+from tuningd.serve import flag_overrides
 
 
 def args(**values: str) -> argparse.Namespace:
