@@ -146,7 +146,7 @@ class Outcome(StrEnum):
     REMOTE_LOST = "remote_lost"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Job:
     """One accepted tuning request and everything tuningd knows about it.
 
