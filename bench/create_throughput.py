@@ -4,7 +4,7 @@ Three processes besides the load generator, all on 127.0.0.1:
 - a standalone emulator (`python -m tuningd.cli emulator`, quota 1, hour-long jobs),
 - the daemon (`python -m tuningd.cli serve --config <tmp toml>`, store in a temp dir,
   limits.max_active = 1, so nearly every create is stored and queued: the API + store path),
-- bench/_bare_server.py: aiohttp answering every POST with a fixed small JSON.
+- bench/_bare_server.py: aiohttp parsing every POST's JSON body and echoing it as JSON.
 Both servers get the same load: wrk (C, its own process; `apt-get install wrk`) when installed,
 otherwise bench/_load_client.py processes. The daemon is loaded for --rounds consecutive rounds
 against the same (growing) queue, so a slowdown with queue length shows.
