@@ -158,6 +158,7 @@ class Metrics:
             ["method", "route", "code"],
             registry=r,
         )
+        self._api_children: dict[tuple[str, str, str], Counter] = {}
         self.loop_iterations = Counter(
             "tuningd_engine_loop_iterations_total", "Engine loop iterations.", registry=r
         )
@@ -273,6 +274,10 @@ class Metrics:
         for state in LocalState:
             self.jobs.labels(state=state.value).set(counts.get(state, 0))
 
+    def set_job_count(self, state: LocalState, count: int) -> None:
+        """Set one state's count (a create changes the queued count alone)."""
+        self.jobs.labels(state=state.value).set(count)
+
     def observe_transition(self, from_state: LocalState | str, to_state: LocalState | str) -> None:
         self.transitions.labels(from_state=str(from_state), to_state=str(to_state)).inc()
 
@@ -322,7 +327,13 @@ class Metrics:
 
     def observe_api_request(self, method: str, route: str, code: int | str) -> None:
         """`route` must be the route template (e.g. /v1/.../tuningJobs/{id}), never a raw path."""
-        self.api_requests.labels(method=method, route=route, code=str(code)).inc()
+        key = (method, route, str(code))
+        child = self._api_children.get(key)
+        if child is None:
+            # labels() resolves its arguments on every call; a request is served in ~0.2 ms,
+            # so the child is kept (routes, methods and codes are few: the dict stays small).
+            child = self._api_children[key] = self.api_requests.labels(*key)
+        child.inc()
 
     def loop_iteration(self) -> None:
         self.loop_iterations.inc()
