@@ -67,7 +67,9 @@ def job_to_row(job: Job) -> tuple[Any, ...]:
 
 
 def detail_json(detail: Mapping[str, Any] | None) -> str:
-    return json.dumps(dict(detail or {}), sort_keys=True, separators=(",", ":"))
+    if not detail:
+        return "{}"  # most events (every create's) carry no detail
+    return json.dumps(dict(detail), sort_keys=True, separators=(",", ":"))
 
 
 def labels_of(spec_json: str) -> list[tuple[str, str]]:
