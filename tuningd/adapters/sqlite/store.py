@@ -203,7 +203,9 @@ class Store(StoreReads):
         self._pending.append((body, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush(), name="store-group-commit")
-        return await asyncio.shield(future)
+        # No shield needed: a cancelled caller cancels only its future; the write is in the
+        # batch already and _settle skips a future that is done.
+        return await future
 
     async def _flush(self) -> None:
         """Commit waiting writes, one transaction per batch, until none are left."""
