@@ -85,7 +85,7 @@ def exercise(m: Metrics) -> None:
     m.count_reconciliation("found")
     m.mark_poll_success(now)
     m.observe_api_request("GET", "/healthz", 200)
-    m.loop_iteration()
+    m.loop_iteration(0.0004)
     # A daemon that has swept once and never paused a place: the per-place gauges stay unset,
     # so the panels must show data from their fallbacks and the pre-initialised counters.
     m.mark_sweep(now)
@@ -160,6 +160,7 @@ def test_series_as_prometheus_stores_them(prom: Prometheus) -> None:
         "tuningd_job_transitions_total",
         "tuningd_api_requests_total",
         "tuningd_engine_loop_iterations_total",
+        "tuningd_engine_loop_round_seconds_bucket",
         "tuningd_create_pauses_total",
         "tuningd_sweep_findings_total",
         "tuningd_sweep_cancels_total",

@@ -197,3 +197,20 @@ async def test_metrics_match_the_store_after_a_run(tmp_path: Path) -> None:
         last_poll = h.metric("tuningd_last_successful_poll_timestamp_seconds")
         assert last_poll is not None and start < last_poll <= h.clock.now()
         assert h.metric("tuningd_submit_reconciliations_total", result="found") == 0
+
+
+async def test_jobs_held_by_the_create_bucket_sleep_until_it_refills(tmp_path: Path) -> None:
+    """When only the create bucket is empty the loop sleeps until it (or the tick) comes
+    round, not the request bucket's 50 ms: a queue over its create budget costs no rounds."""
+    import dataclasses
+
+    from tuningd.core.budget import BudgetSettings
+
+    engine = dataclasses.replace(settings(max_active=10),
+                                 budget=BudgetSettings(creates_per_minute=6.0, burst_s=10.0))
+    async with open_harness(tmp_path, emulator=emulator_config(), engine=engine) as h:
+        for _ in range(4):
+            await h.submit()
+        assert await h.engine.step() == 1  # the one create token the bucket holds
+        delay = h.engine._iterate()
+        assert delay == pytest.approx(h.engine.settings.tick_s)

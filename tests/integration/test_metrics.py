@@ -39,6 +39,7 @@ REQUIRED = {
     "tuningd_job_transitions": "counter",
     "tuningd_api_requests": "counter",
     "tuningd_engine_loop_iterations": "counter",
+    "tuningd_engine_loop_round_seconds": "histogram",
     "tuningd_start_time_seconds": "gauge",
     "tuningd_create_pauses": "counter",
     "tuningd_sweep_findings": "counter",
@@ -102,7 +103,7 @@ def exercise(m: Metrics) -> None:
     m.count_reconciliation("found")
     m.mark_poll_success(1_700_000_200)
     m.observe_api_request("POST", "/v1/projects/{project}/locations/{location}/tuningJobs", 200)
-    m.loop_iteration()
+    m.loop_iteration(0.0004)
     m.set_creates_paused("proj-a", "us-central1", True)
     m.count_create_pause("PERMISSION_DENIED")
     m.count_sweep_finding("duplicate")

@@ -130,7 +130,7 @@ def test_plan_counts_existing_active_jobs() -> None:
         jobs = [job("busy", state), job("q")]
         p = plan(jobs, NOW, limits=Limits(max_active=1))
         assert p.submits == (), state
-        assert p.waiting_for_slot == ("q",)
+        assert p.waiting_for_slot == ()  # a full global scope: the queue is not even read
 
 
 def test_plan_ignores_terminal_jobs_for_limits() -> None:
@@ -179,7 +179,7 @@ def test_plan_skips_busy_jobs_but_counts_them() -> None:
     jobs = [job("sub", S.SUBMITTING, submit_started_at=0.0), job("q1"), job("q2", created_at=1)]
     p = plan(jobs, NOW, limits=Limits(max_active=2), busy={"sub", "q1"})
     assert p.submits == ()
-    assert p.waiting_for_slot == ("q2",)
+    assert p.waiting_for_slot == ()  # the global scope is full: the queue is not read
     assert all("sub" not in a.job_ids for a in p.actions)
     p = plan(jobs, NOW, limits=Limits(max_active=3), busy={"sub", "q1"})
     assert p.submits == ("q2",)

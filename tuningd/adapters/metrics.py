@@ -162,6 +162,14 @@ class Metrics:
         self.loop_iterations = Counter(
             "tuningd_engine_loop_iterations_total", "Engine loop iterations.", registry=r
         )
+        # A round should cost the jobs that can act, whatever the queue: these buckets show
+        # a round that starts walking the queue long before it becomes an outage.
+        self.loop_round = Histogram(
+            "tuningd_engine_loop_round_seconds",
+            "CPU-bound time of one planning round (plan, start actions, gauges).",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
         self._init_reliability(r)
         self._leading = False
         self._precreate()
@@ -335,8 +343,9 @@ class Metrics:
             child = self._api_children[key] = self.api_requests.labels(*key)
         child.inc()
 
-    def loop_iteration(self) -> None:
+    def loop_iteration(self, round_s: float) -> None:
         self.loop_iterations.inc()
+        self.loop_round.observe(round_s)
 
     def set_creates_paused(self, project: str, location: str, paused: bool) -> None:
         """1 while the breaker of this place is open or probing, 0 once it closed."""

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 from tuningd.config import PollingSettings, SchedulingSettings
 from tuningd.core.budget import BudgetSnapshot
-from tuningd.core.limits import GLOBAL, AdaptiveLimits, Limits, active_counts, scopes_of
+from tuningd.core.limits import GLOBAL, AdaptiveLimits, Limits, Scope, active_counts, scopes_of
 from tuningd.core.model import REMOTE_STATES, Job, LocalState
 from tuningd.core.recovery import Pause
-from tuningd.core.schedule import queue_order
+from tuningd.core.workset import QueueGroup, SortKey, WorkingSet, sort_key
 
 
 class ActionKind(StrEnum):
@@ -58,7 +60,8 @@ class Plan:
     actions: tuple[Action, ...]
     # Due but held back by the location's request budget (retry when tokens are back).
     over_budget: tuple[str, ...] = ()
-    # Queued and due, but a scope is full (the queue proper).
+    # Queued and due, but a scope is full: the head of each group held back (its other jobs
+    # wait with it); empty when the global scope is full, since the queue is not read then.
     waiting_for_slot: tuple[str, ...] = ()
     # Queued and due, but creates to their place are paused (see recovery.Pause).
     paused: tuple[str, ...] = ()
@@ -75,6 +78,15 @@ class Plan:
     @property
     def cancels(self) -> tuple[str, ...]:
         return tuple(a.job_id for a in self.of_kind(ActionKind.CANCEL))
+
+
+class QueueView(Protocol):
+    """The queued jobs as the planner reads them (workset.WorkingSet is one)."""
+
+    @property
+    def groups(self) -> Mapping[tuple[str, str, str], QueueGroup]: ...
+
+    def queued(self, job_id: str) -> Job | None: ...
 
 
 def _needs_cancel(job: Job) -> bool:
@@ -119,10 +131,13 @@ def plan(jobs: Sequence[Job], now: float, *,
          busy: AbstractSet[str] = frozenset(),
          accept_submits: bool = True,
          paused: Mapping[Place, Pause] | None = None,
-         sweeps: Mapping[Place, float] | None = None) -> Plan:
+         sweeps: Mapping[Place, float] | None = None,
+         queue: QueueView | None = None) -> Plan:
     """Decide the remote calls to make now.
 
-    `jobs` are all non-terminal jobs. `busy` holds ids with a call in flight (skipped, but still
+    `jobs` are all non-terminal jobs; or, when `queue` is given, the jobs that are not queued
+    (the queued ones are in `queue`, grouped: a round then costs the jobs that can act, not the
+    length of the queue). `busy` holds ids with a call in flight (skipped, but still
     counted against limits; a busy queued job is a create under way and counts as active).
     `batch_refused` holds locations where the list filter was refused (per-job GETs there).
     `budgets` None means unlimited. `paused` holds places whose creates are paused: their jobs
@@ -135,6 +150,11 @@ def plan(jobs: Sequence[Job], now: float, *,
     polling = polling or PollingSettings()
     adaptive = adaptive or AdaptiveLimits()
     paused = paused or {}
+    if queue is None:
+        queue = WorkingSet()
+        for job in jobs:
+            queue[job.id] = job
+        jobs = list(queue.active.values())
     spend = _Spend(budgets)
     cancels: list[Action] = []
     submits: list[Action] = []
@@ -159,46 +179,15 @@ def plan(jobs: Sequence[Job], now: float, *,
     # this plan count as active; a job held back only by budget keeps its slots reserved so a
     # lower-priority job cannot take them for hours while it waits seconds for a token.
     counts = active_counts(jobs, busy)
-    global_cap = adaptive.effective(GLOBAL, limits)
-    if global_cap is not None and counts.get(GLOBAL, 0) >= global_cap:
-        # Every queued job waits for a slot: skip the sort, which is the cost of a long queue.
-        # Their due times do not matter now; a slot that frees wakes the engine.
-        waiting.extend(j.id for j in jobs if j.state is LocalState.QUEUED and j.id not in busy)
-        candidates: list[Job] = []
-    else:
-        candidates = queue_order(jobs, now, scheduling)
-    probing: set[Place] = set()
-    for job in candidates:
-        if job.id in busy:
-            continue
-        if job.next_action_at > now:
-            future.append(job.next_action_at)
-            continue
-        place = (job.project, job.location)
-        pause = paused.get(place)
-        # Only the queue head of a paused place may probe, once its time has come.
-        if pause is not None and (pause.probing or place in probing or pause.probe_at > now):
-            if not pause.probing and pause.probe_at > now:
-                future.append(pause.probe_at)
-            blocked.append(job.id)
-            continue
-        scopes = scopes_of(job)
-        full = False
-        for scope in scopes:
-            cap = adaptive.effective(scope, limits)
-            if cap is not None and counts.get(scope, 0) >= cap:
-                full = True
-        if full or not accept_submits:
-            waiting.append(job.id)
-            continue
-        for scope in scopes:
-            counts[scope] = counts.get(scope, 0) + 1
-        if pause is not None:
-            probing.add(place)
-        if spend.create(job.location):
-            submits.append(Action(ActionKind.SUBMIT, job.project, job.location, (job.id,)))
-        else:
-            over_budget.append(job.id)
+    for job_id in busy:
+        held = queue.queued(job_id)
+        if held is not None:  # a create under way: it counts as active
+            for scope in scopes_of(held):
+                counts[scope] = counts.get(scope, 0) + 1
+    _plan_creates(queue, now, counts=counts, limits=limits, adaptive=adaptive,
+                  scheduling=scheduling, busy=busy, accept_submits=accept_submits,
+                  paused=paused, spend=spend, out=_CreateOut(submits, over_budget, waiting,
+                                                             blocked, future))
 
     # 3. Reconciles: submitting jobs (not in flight) once due. How long to wait before an empty
     # list counts is recovery.absence_verdict's business; the planner only honours the time.
@@ -262,3 +251,79 @@ def plan(jobs: Sequence[Job], now: float, *,
     return Plan(actions=tuple(actions), over_budget=tuple(over_budget),
                 waiting_for_slot=tuple(waiting), paused=tuple(blocked),
                 next_due_at=min(future) if future else None)
+
+
+@dataclass(frozen=True)
+class _CreateOut:
+    submits: list[Action]
+    over_budget: list[str]
+    waiting: list[str]
+    blocked: list[str]
+    future: list[float]
+
+
+def _plan_creates(queue: QueueView, now: float, *, counts: dict[Scope, int], limits: Limits,
+                  adaptive: AdaptiveLimits, scheduling: SchedulingSettings,
+                  busy: AbstractSet[str], accept_submits: bool, paused: Mapping[Place, Pause],
+                  spend: _Spend, out: _CreateOut) -> None:
+    """Walk the queue in order by merging the heads of its groups; a group whose scopes are
+    full, or whose place is paused, is left at its head (every job in it would wait the same),
+    and nothing is walked while the global scope is full: the cost is the jobs that can act."""
+    caps: dict[Scope, int | None] = {}
+
+    def full(scope: Scope) -> bool:
+        if scope not in caps:
+            caps[scope] = adaptive.effective(scope, limits)
+        cap = caps[scope]
+        return cap is not None and counts.get(scope, 0) >= cap
+
+    if full(GLOBAL):
+        # Every queued job waits for a slot, whatever its due time; a slot that frees wakes
+        # the engine. Nothing of the queue is read.
+        return
+    groups = list(queue.groups.values())
+
+    heap: list[tuple[SortKey, int, Job, Iterator[Job]]] = []
+
+    def push(i: int, jobs: Iterator[Job]) -> None:
+        for job in jobs:
+            heapq.heappush(heap, (sort_key(job, now, scheduling), i, job, jobs))
+            return
+
+    for i, group in enumerate(groups):
+        push(i, group.ordered(now, scheduling))
+    probing: set[Place] = set()
+    while heap:
+        _, i, job, rest = heapq.heappop(heap)
+        if job.id in busy:
+            push(i, rest)
+            continue
+        scopes = scopes_of(job)
+        if full(scopes[0]):
+            # Every queued job waits for a slot; a slot that frees wakes the engine.
+            out.waiting.append(job.id)
+            return
+        if job.next_action_at > now:
+            out.future.append(job.next_action_at)
+            push(i, rest)
+            continue
+        place = (job.project, job.location)
+        pause = paused.get(place)
+        # Only the queue head of a paused place may probe, once its time has come.
+        if pause is not None and (pause.probing or place in probing or pause.probe_at > now):
+            if not pause.probing and pause.probe_at > now:
+                out.future.append(pause.probe_at)
+            out.blocked.append(job.id)
+            continue  # the whole group waits with its head
+        if not accept_submits or any(full(scope) for scope in scopes):
+            out.waiting.append(job.id)
+            continue  # the group's other jobs share these scopes
+        for scope in scopes:
+            counts[scope] = counts.get(scope, 0) + 1
+        if pause is not None:
+            probing.add(place)
+        if spend.create(job.location):
+            out.submits.append(Action(ActionKind.SUBMIT, job.project, job.location, (job.id,)))
+        else:
+            out.over_budget.append(job.id)
+        push(i, rest)

@@ -12,7 +12,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -30,10 +30,8 @@ from tuningd.service.actions import Actions
 from tuningd.service.breaker import Breaker
 from tuningd.service.capacity import Capacity
 from tuningd.service.facade import (
-    QUEUE_RESORT_S,
     JobPredicate,
     Page,
-    QueueOrder,
     check_cancellable,
     list_page,
     queued_job,
@@ -78,7 +76,6 @@ class Engine:
                                 rng=self._rng, wake=self.wake, may_create=may_create)
         self._wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._queue_cache: QueueOrder | None = None
         self._accepting: dict[str, asyncio.Event] = {}
         self._started = False
         self.draining = False
@@ -192,20 +189,12 @@ class Engine:
     def queue_position(self, job: Job) -> int | None:
         """1-based place in the submission order; None unless queued.
 
-        The order is re-sorted at most once a second (a long queue under a burst of creates
-        would otherwise be re-sorted per request); a job newer than the sort is placed by a
-        binary search on the sorted priorities, so positions may lag by up to a second.
+        From the working set's groups, each sorted at most once a second (aging moves in steps
+        of minutes), so a position costs a binary search per group, never a sort of the queue.
         """
         if job.state is not LocalState.QUEUED:
             return None
-        now = self._clock()
-        cache = self._queue_cache
-        if cache is None or (cache.version != self._ledger.version
-                             and now - cache.computed_at >= QUEUE_RESORT_S):
-            cache = self._queue_cache = QueueOrder.of(
-                self._ledger.jobs.values(), now, self.settings.scheduling,
-                version=self._ledger.version)
-        return cache.position(job, now, self.settings.scheduling)
+        return self._ledger.jobs.position(job.id, self._clock(), self.settings.scheduling)
 
     def spend_request(self, location: str) -> float:
         """Take one request token of the location's budget for a call made outside the loop
@@ -315,11 +304,12 @@ class Engine:
         """The loop: plan, start the actions, sleep until something is due or happens."""
         while not stop.is_set():
             self._wakeup.clear()
+            started = time.perf_counter()
             delay = self._iterate()
+            if self._metrics is not None:
+                self._metrics.loop_iteration(time.perf_counter() - started)
             if self._on_progress is not None:
                 self._on_progress()
-            if self._metrics is not None:
-                self._metrics.loop_iteration()
             waiter = asyncio.ensure_future(self._wakeup.wait())
             stopper = asyncio.ensure_future(stop.wait())
             try:
@@ -358,8 +348,9 @@ class Engine:
         """One planning round; returns how long to sleep before the next one."""
         now = self._clock()
         s = self.settings
-        jobs = list(self._ledger.jobs.values())
-        locations = {j.location for j in jobs} | {loc for _, loc in self._actions.sweep_at}
+        working = self._ledger.jobs
+        jobs = list(working.active.values())
+        locations = working.locations() | {loc for _, loc in self._actions.sweep_at}
         plan = planner.plan(
             jobs, now, limits=s.limits, adaptive=self._capacity.adaptive,
             budgets=self._capacity.budgets.snapshot(locations, now), scheduling=s.scheduling,
@@ -368,6 +359,7 @@ class Engine:
             paused=self._breaker.pauses,
             sweeps={p: t for p, t in self._actions.sweep_at.items()
                     if p not in self._actions.sweeping},
+            queue=working,
         )
         for action in plan.actions:
             budget = self._capacity.budgets.location(action.location, now)
@@ -387,15 +379,30 @@ class Engine:
             task.add_done_callback(self._tasks.discard)
         if self._metrics is not None:
             gauges.publish_scopes(self._metrics, jobs, self._capacity.adaptive, s.limits)
-            gauges.publish_oldest(self._metrics, jobs)
+            gauges.publish_oldest(self._metrics, jobs, working.queue_stats())
         delay = s.tick_s
         if plan.next_due_at is not None:
             delay = min(delay, max(0.0, plan.next_due_at - now))
         if plan.over_budget:
-            waits = [self._capacity.budgets.location(loc, now).requests.seconds_until(now)
-                     for loc in locations]
-            delay = min(delay, max(0.05, min(waits, default=delay)))
+            delay = min(delay, self._budget_wait(plan.over_budget, now))
         return delay
+
+    def _budget_wait(self, over_budget: Sequence[str], now: float) -> float:
+        """Until the bucket that holds the due jobs back has a token: a create waits for the
+        create bucket (and the request bucket), anything else for the request bucket."""
+        blocked: set[tuple[str, bool]] = set()
+        for job_id in over_budget:
+            job = self._ledger.jobs.get(job_id)
+            if job is not None:
+                blocked.add((job.location, job.state is LocalState.QUEUED))
+        waits = []
+        for location, create in blocked:
+            budget = self._capacity.budgets.location(location, now)
+            wait = budget.requests.seconds_until(now)
+            if create:
+                wait = max(wait, budget.creates.seconds_until(now))
+            waits.append(wait)
+        return max(0.05, min(waits, default=self.settings.tick_s))
 
     async def _execute(self, action: planner.Action) -> None:
         try:

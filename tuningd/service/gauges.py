@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from tuningd.adapters.metrics import Metrics
 from tuningd.core import errors, limits
 from tuningd.core.model import Job, LocalState
+from tuningd.core.workset import QueueStats
 from tuningd.vertex import wire
 
 
@@ -15,10 +16,11 @@ def scope_label(scope: limits.Scope) -> str:
     return scope.kind.value if not scope.name else f"{scope.kind.value}:{scope.name}"
 
 
-def publish_oldest(m: Metrics, jobs: Sequence[Job]) -> None:
-    """Backlog age and longest run; once per loop round, since both scan every job."""
-    queued = [j.created_at for j in jobs if j.state is LocalState.QUEUED]
-    m.set_oldest_queued(min(queued) if queued else 0.0)
+def publish_oldest(m: Metrics, active: Sequence[Job], queue: QueueStats) -> None:
+    """Backlog age and longest run, once per loop round: from the queue's index and the active
+    jobs, never a walk of the queue."""
+    m.set_oldest_queued(queue.oldest_created_at or 0.0)
+    jobs = active
     starts: list[float] = []
     for job in jobs:
         if job.state is not LocalState.RUNNING:

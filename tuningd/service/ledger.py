@@ -27,6 +27,7 @@ from tuningd.core import errors, machine
 from tuningd.core.machine import Event, Transition
 from tuningd.core.model import Job, LocalState
 from tuningd.core.schedule import retry_at, schedule_poll
+from tuningd.core.workset import WorkingSet
 from tuningd.ports import JobStore, StaleWrite
 from tuningd.vertex import wire
 
@@ -41,7 +42,7 @@ class Ledger:
                  shared: bool = False) -> None:
         self.store = store
         self.shared = shared
-        self.jobs: dict[str, Job] = {}
+        self.jobs = WorkingSet()
         self.counts: Counter[LocalState] = Counter()
         self.lock = asyncio.Lock()
         # Bumped whenever the queue or the limits may look different (queue positions, views).
