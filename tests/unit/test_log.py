@@ -12,7 +12,7 @@ from datetime import datetime
 import pytest
 import structlog
 
-from tuningd.adapters.log import REDACTED, configure_logging, is_secret_key
+from tuningd.adapters.log import REDACTED, configure_logging, enabled_for, is_secret_key
 from tuningd.core.model import LocalState
 
 
@@ -180,3 +180,15 @@ def test_fast_paths_redact_exactly_what_the_value_regex_does() -> None:
     # The key cache answers as before, repeatedly.
     for _ in range(3):
         assert is_secret_key("Authorization") and not is_secret_key("token_type")
+
+
+def test_enabled_for_follows_the_level_and_yields_to_capture_logs() -> None:
+    """enabled_for says a debug line at level info would be dropped (so hot paths skip it), an
+    info line kept, and a debug line kept under capture_logs, which keeps every level."""
+    configure_logging("info", "json", stream=io.StringIO())
+    assert not enabled_for("tuningd.http.api", logging.DEBUG)
+    assert enabled_for("tuningd.http.api", logging.INFO)
+    with structlog.testing.capture_logs():
+        assert enabled_for("tuningd.http.api", logging.DEBUG)
+    configure_logging("debug", "json", stream=io.StringIO())
+    assert enabled_for("tuningd.http.api", logging.DEBUG)

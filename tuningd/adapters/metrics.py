@@ -77,6 +77,7 @@ class Metrics:
         )
         self.start_time.set(time.time())
         self.jobs = Gauge("tuningd_jobs", "Jobs per local state.", ["state"], registry=r)
+        self._job_children: dict[LocalState, Gauge] = {}
         self.transitions = Counter(
             "tuningd_job_transitions_total",
             "Job state transitions.",
@@ -284,7 +285,10 @@ class Metrics:
 
     def set_job_count(self, state: LocalState, count: int) -> None:
         """Set one state's count (a create changes the queued count alone)."""
-        self.jobs.labels(state=state.value).set(count)
+        child = self._job_children.get(state)
+        if child is None:  # labels() resolves its arguments per call: kept, as per API route
+            child = self._job_children[state] = self.jobs.labels(state=state.value)
+        child.set(count)
 
     def observe_transition(self, from_state: LocalState | str, to_state: LocalState | str) -> None:
         self.transitions.labels(from_state=str(from_state), to_state=str(to_state)).inc()
