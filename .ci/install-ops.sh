@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the ops tools the acceptance tests use: promtool/prometheus, systemd-analyze, and
-# PostgreSQL's server binaries (the tests start a throwaway cluster of their own: tests/pg.py).
+# Installs the ops tools the acceptance tests use: promtool/prometheus, systemd-analyze,
+# PostgreSQL's server binaries (the tests start a throwaway cluster of their own: tests/pg.py)
+# and Chromium (the status page's headless browser test).
 # Idempotent: does nothing when all are already there. Needs root (CI runs as root).
 set -euo pipefail
 
@@ -14,9 +15,10 @@ missing=()
 command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 have_postgres || missing+=(postgresql)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 if [ "${#missing[@]}" -eq 0 ]; then
-    echo "install-ops: promtool, prometheus, systemd-analyze and PostgreSQL present"
+    echo "install-ops: promtool, prometheus, systemd-analyze, PostgreSQL and Chromium present"
     exit 0
 fi
 
@@ -35,5 +37,6 @@ $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"
 
-command -v promtool >/dev/null && command -v systemd-analyze >/dev/null && have_postgres
+command -v promtool >/dev/null && command -v systemd-analyze >/dev/null && have_postgres \
+    && command -v chromium >/dev/null
 echo "install-ops: done"

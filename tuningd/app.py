@@ -7,16 +7,14 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
-import gc
 import os
 import signal
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import structlog
@@ -28,17 +26,17 @@ from tuningd.adapters.google_auth import (
     TokenSource,
     token_source_from_settings,
 )
-from tuningd.adapters.log import configure_logging
+from tuningd.adapters.log import Format, configure_logging
 from tuningd.adapters.metrics import Metrics, build_registry, metrics_handler
+from tuningd.adapters.preflight import check_at_start
 from tuningd.adapters.secret_files import TokenFileError, bind_private_unix_socket, read_token_file
-from tuningd.adapters.sqlite.store import EXIT_STORE_UNUSABLE, StoreUnusable
 from tuningd.adapters.stores import open_store
 from tuningd.adapters.systemd_notify import Notifier, Watchdog
 from tuningd.adapters.vertex_http import VertexClient
 from tuningd.config import PollingSettings, ServerSettings, Settings, load_settings
 from tuningd.core import limits, recovery
 from tuningd.core.budget import BudgetSettings
-from tuningd.core.errors import ConfigError, TuningdError
+from tuningd.core.errors import ConfigError
 from tuningd.http.api import make_api_app
 from tuningd.http.connections import (
     ConnectionGuard,
@@ -134,6 +132,7 @@ class Daemon:
         self.jobs: JobService | None = None
         self.catalog = model_catalog(settings)
         self._session: aiohttp.ClientSession | None = None
+        self._tokens: TokenSource = AnonymousTokenSource()
         self._runner: web.AppRunner | None = None
         self._guard: ConnectionGuard | None = None
         self.urls: list[str] = []
@@ -151,25 +150,49 @@ class Daemon:
             pending_seconds=getattr(a, "emulator_pending_seconds", 2.0),
             max_concurrent=getattr(a, "emulator_max_concurrent", 2),
             gcs_root=Path(gcs) if gcs else None, strict_unknown_fields=False),
-            host=self.settings.emulator.host, port=self.settings.emulator.port)
+            host=self.settings.emulator.host, port=self.settings.emulator.port,
+            state_dir=Path(self.settings.emulator.state_dir) if self.settings.emulator.state_dir
+            else None)
         await self.emulator.start()
         self.settings = dataclasses.replace(
             self.settings, vertex=dataclasses.replace(self.settings.vertex,
                                                       endpoint=self.emulator.url))
         if self._config_path is None and not {"TUNINGD_STORE_PATH",
                                                "TUNINGD_STORE_URL"} & set(self._env):
-            # The emulator forgets its jobs when it stops, so a database that outlived it would
-            # only hold jobs Vertex "lost": keep the two lifetimes equal unless told otherwise.
-            self._tempdir = tempfile.TemporaryDirectory(prefix="tuningd-")
+            # The database lives as long as the emulator's jobs: beside them when the emulator
+            # keeps them, else in a temporary directory (a database that outlived an in-memory
+            # emulator would only hold jobs Vertex "lost").
+            state_dir = self.settings.emulator.state_dir
+            if not state_dir:
+                self._tempdir = tempfile.TemporaryDirectory(prefix="tuningd-")
+                state_dir = self._tempdir.name
             self.settings = dataclasses.replace(
                 self.settings, store=dataclasses.replace(
-                    self.settings.store, path=str(Path(self._tempdir.name) / "tuningd.db")))
+                    self.settings.store, path=str(Path(state_dir) / "tuningd.db")))
+        state = self._state_warning()
         polling = self._demo_polling(getattr(a, "emulator_job_seconds", 20.0))
         log.info("emulator.embedded", url=self.emulator.url, store=self.settings.store.shown,
+                 state=state,
                  **({"polling_initial_interval_s": polling.initial_interval_s,
                      "polling_max_interval_s": polling.max_interval_s,
                      "hint": "polling scaled to the emulator's job length; a config file or "
                              "TUNINGD_POLLING_* sets it"} if polling else {}))
+
+    def _state_warning(self) -> str:
+        """Where the demo's state lives, said plainly (with a warning) when it will not last."""
+        if self._tempdir is not None:
+            log.warning("state.not_persisted", dir=self._tempdir.name,
+                        hint="state is temporary: the database and the emulator's jobs are "
+                             "deleted when tuningd stops; serve --emulator --state-dir DIR "
+                             "keeps them")
+            return f"temporary, deleted on stop ({self._tempdir.name})"
+        if not self.settings.emulator.state_dir:
+            log.warning("emulator.state_not_persisted",
+                        hint="the emulator forgets its jobs when tuningd stops, so jobs still "
+                             "running then fail as 'remote job lost' after a restart; "
+                             "--state-dir DIR or emulator.state_dir keeps them")
+            return "emulator jobs in memory only"
+        return self.settings.emulator.state_dir
 
     def _demo_polling(self, job_seconds: float) -> PollingSettings | None:
         """With --emulator and no word on polling, poll on the scale of the emulated jobs (a 20 s
@@ -180,10 +203,13 @@ class Daemon:
             return None
         initial_s = max(0.2, job_seconds / 20)
         max_s = max(initial_s, job_seconds / 10)
+        # The embedded emulator's run time does not follow a job's tokens, so an end expected
+        # from earlier jobs would be wrong here: never wait longer than the longest interval.
         self._env = {**self._env, "TUNINGD_POLLING_INITIAL_INTERVAL_S": str(initial_s),
-                     "TUNINGD_POLLING_MAX_INTERVAL_S": str(max_s)}
+                     "TUNINGD_POLLING_MAX_INTERVAL_S": str(max_s),
+                     "TUNINGD_POLLING_QUIET_MAX_S": str(max_s)}
         polling = dataclasses.replace(self.settings.polling, initial_interval_s=initial_s,
-                                      max_interval_s=max_s)
+                                      max_interval_s=max_s, quiet_max_s=max_s)
         self.settings = dataclasses.replace(self.settings, polling=polling)
         return polling
 
@@ -204,7 +230,8 @@ class Daemon:
         # A frozen leader's open transaction ends well before its lease would.
         self.store = await open_store(s.store, stale_transaction_s=s.ha.lease_ttl_s / 2)
         self._session = aiohttp.ClientSession()
-        vertex = VertexClient(self._session, self._token_source(), endpoint=s.vertex.endpoint,
+        self._tokens = self._token_source()
+        vertex = VertexClient(self._session, self._tokens, endpoint=s.vertex.endpoint,
                               api_version=s.vertex.api_version,
                               timeout_s=s.vertex.request_timeout_s,
                               observer=self.metrics.observe_vertex_request)
@@ -242,7 +269,8 @@ class Daemon:
                           may_create=may_create, shared=True)
 
         standby = Standby(store, scheduling=lambda: self.settings.scheduling,
-                          budget=engine_settings(s).budget)
+                          budget=engine_settings(s).budget,
+                          limits=lambda: engine_settings(self.settings).limits)
         return Leadership(store, settings=s.ha, holder=s.ha.holder(default_instance_id()),
                           make_engine=make_engine, standby=standby, metrics=self.metrics,
                           drain_s=s.server.drain_timeout_s, on_progress=self.watchdog.progress)
@@ -297,7 +325,7 @@ class Daemon:
             log.error("daemon.reload_failed", error=exc.message)
             self.notifier.ready(status="reload failed; running with the previous settings")
             return
-        configure_logging(fresh.logging.level, _log_format(fresh.logging.format))
+        configure_logging(fresh.logging.level, cast(Format, fresh.logging.format))
         self.settings = dataclasses.replace(self.settings, limits=fresh.limits,
                                             polling=fresh.polling, retry=fresh.retry,
                                             scheduling=fresh.scheduling, logging=fresh.logging,
@@ -330,6 +358,7 @@ class Daemon:
                     assert self.engine is not None
                     tg.create_task(self.engine.run(self.stop_event), name="engine")
                 tg.create_task(self._status_loop(), name="status")
+                tg.create_task(self._preflight(), name="preflight")
                 # Every instance prunes (a second pass on a shared store deletes nothing).
                 assert self.store is not None
                 retention = Retention(self.store, metrics=self.metrics,
@@ -340,6 +369,22 @@ class Daemon:
                 watchdog.cancel()
         finally:
             await self.shutdown()
+
+    async def _preflight(self) -> None:
+        """Warn (once each, with the fix) when Vertex is unreachable or no credentials work;
+        the daemon runs on either way. Nothing to check against the embedded emulator."""
+        if self.emulator is not None or self._session is None:
+            return
+        v = self.settings.vertex
+        tokens = None if isinstance(self._tokens, AnonymousTokenSource) else self._tokens
+        # Google's regional hosts share one front end: one of them answering is the evidence.
+        location = (v.allowed_locations or ("us-central1",))[0]
+        try:
+            await check_at_start(self._session, endpoint_url=v.base_url(location),
+                                 configured=bool(v.endpoint),
+                                 token=None if tokens is None else tokens.token)
+        except Exception:  # a check must never take the daemon down
+            log.exception("preflight.failed")
 
     async def _status_loop(self) -> None:
         while not self.stop_event.is_set():
@@ -372,6 +417,7 @@ class Daemon:
             await self.emulator.stop()
         if self._tempdir is not None:
             self._tempdir.cleanup()
+            log.info("state.deleted", dir=self._tempdir.name)
         log.info("daemon.stopped")
 
 
@@ -392,72 +438,3 @@ def _url(addr: Any) -> str:
         return f"unix:{addr}"
     host, port = addr[0], addr[1]
     return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
-
-
-def _log_format(fmt: str) -> Any:
-    return fmt
-
-
-def flag_overrides(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, str]:
-    """`serve --host/--port/--store` as the environment overrides they stand for, so they are
-    validated like every other key and outlive a SIGHUP reload."""
-    out = dict(env)
-    if getattr(args, "host", None):
-        out["TUNINGD_SERVER_HOST"] = args.host
-    if getattr(args, "port", None) is not None:
-        out["TUNINGD_SERVER_PORT"] = str(args.port)
-    if getattr(args, "store", None):
-        out["TUNINGD_STORE_URL" if "://" in args.store else "TUNINGD_STORE_PATH"] = args.store
-    return out
-
-
-# The collector's generation thresholds in a serving daemon (CPython's are 700, 10, 10). Each
-# create leaves a few hundred short-lived objects: at 700 the young generation was collected every
-# one or two creates, and the collector took ~7 % of a create's CPU (issue 11, bench
-# create_throughput); at 20,000 it runs every few dozen creates and costs under 1 %.
-GC_THRESHOLDS = (20_000, 20, 20)
-
-
-def tune_gc() -> None:
-    """Set GC_THRESHOLDS and freeze what exists at start (modules, settings: it lives as long as
-    the process, so full collections need not walk it)."""
-    gc.set_threshold(*GC_THRESHOLDS)
-    gc.freeze()
-
-
-def run_daemon(args: argparse.Namespace) -> int:
-    """`tuningd serve`: exit 0 after a clean stop, 2 on a configuration error, 65 when the
-    database file is unusable (empty, not SQLite, damaged: see store_open), 1 otherwise."""
-    env = flag_overrides(args, os.environ)
-    try:
-        settings = load_settings(args.config, env)
-    except ConfigError as exc:
-        print(f"tuningd: {exc.message}", file=sys.stderr)
-        return 2
-    configure_logging(settings.logging.level, _log_format(settings.logging.format))
-    daemon = Daemon(settings, emulator_args=args, config_path=args.config, env=env)
-    tune_gc()
-    try:
-        asyncio.run(daemon.run())
-    except (TuningdError, ExceptionGroup) as exc:
-        err = _unwrap(exc)
-        if err is None:
-            raise
-        log.error("daemon.failed", status=err.status, error=err.message)
-        print(f"tuningd: {err.message}", file=sys.stderr)
-        if isinstance(err, StoreUnusable):
-            return EXIT_STORE_UNUSABLE
-        return 2 if isinstance(err, ConfigError) else 1
-    return 0
-
-
-def _unwrap(exc: BaseException) -> TuningdError | None:
-    """The TuningdError inside a TaskGroup's exception group (or the error itself)."""
-    if isinstance(exc, TuningdError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _unwrap(inner)
-            if found is not None:
-                return found
-    return None

@@ -1,5 +1,5 @@
-"""Command line entry point: `tuningd serve | emulator | submit | list | show | cancel | config |
-store | migrate`."""
+"""Command line entry point: `tuningd serve | emulator | submit | list | show | cancel | wait |
+watch | status | config | store | migrate`."""
 
 from __future__ import annotations
 
@@ -39,16 +39,22 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    help="with --emulator: the emulated global concurrency quota (default 2)")
     p.add_argument("--emulator-gcs-root", metavar="DIR",
                    help="with --emulator: read datasets from DIR/bucket/path for gs://bucket/path")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="with --emulator: keep the database (DIR/tuningd.db, unless --store "
+                        "names one) and the emulator's jobs (DIR/emulator.json, "
+                        "emulator.state_dir) across restarts; without it, and with no config, "
+                        "both live in a temporary directory deleted on stop")
     p.set_defaults(func=_run_serve)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from tuningd.app import run_daemon
+    from tuningd.serve import run_daemon
 
     return run_daemon(args)
 
 
 def _add_emulator(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from tuningd.config import LOG_FORMATS, LOG_LEVELS
     from tuningd.emulator import cli as emulator_cli
 
     p = subparsers.add_parser(
@@ -58,7 +64,21 @@ def _add_emulator(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         "for tests, CI and laptops.",
     )
     emulator_cli.add_arguments(p)
-    p.set_defaults(func=emulator_cli.run)
+    p.add_argument("--log-level", choices=LOG_LEVELS, default="info",
+                   help="log verbosity (default info)")
+    p.add_argument("--log-format", choices=LOG_FORMATS, default="auto",
+                   help="auto (default): short console lines on a terminal, JSON lines "
+                        "otherwise (a file, a pipe, the journal); json; console")
+    p.set_defaults(func=_run_emulator)
+
+
+def _run_emulator(args: argparse.Namespace) -> int:
+    """The standalone emulator, logging as the daemon does (JSON unless stderr is a terminal)."""
+    from tuningd.adapters.log import configure_logging
+    from tuningd.emulator import cli as emulator_cli
+
+    configure_logging(args.log_level, args.log_format)
+    return emulator_cli.run(args)
 
 
 def _add_config(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

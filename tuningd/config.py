@@ -200,6 +200,9 @@ class PollingSettings(_Section):
     # within this window (0: every active job there). Their schedules then move together and
     # the location is read once per round instead of once per job.
     batch_coalesce_s: float = _key(0.0, min_value=0.0)
+    # The longest a running job that is not expected to end yet (see core/eta) goes unread:
+    # an unexpected end (an early failure, a cancel from elsewhere) is seen within this.
+    quiet_max_s: float = _key(1200.0, positive=True)
 
     @property
     def effective_coalesce_s(self) -> float:
@@ -237,7 +240,9 @@ class SweepSettings(_Section):
 
     section: ClassVar[str] = "sweep"
 
-    interval_s: float = _key(300.0, positive=True)
+    # Poll lists count as sweeps (they ask for every active job of tuningd's), so this only
+    # bounds places whose jobs are all quiet (issue 11: a sweep is a read like any other).
+    interval_s: float = _key(900.0, positive=True)
     cancel_unowned: bool = _key(True)
 
 
@@ -309,6 +314,8 @@ class EmulatorSettings(_Section):
     enabled: bool = _key(False)
     host: str = _key("127.0.0.1")
     port: int = _key(0, min_value=0, max_value=65535)
+    # Where the emulator keeps its jobs across restarts (DIR/emulator.json); "" = in memory only.
+    state_dir: str = _key("")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from tuningd.core.model import Job, JobEvent, LocalState
 
 __all__ = ["ChangeFeed", "Fenced", "Forwarded", "JobDict", "JobList", "JobStore", "Lease",
            "Leases", "RowDamaged", "StaleWrite", "VertexApi", "page_key", "parse_page_key",
-           "split_job_name"]
+           "prefix_end", "split_job_name"]
 
 # A TuningJob in canonical (camelCase proto3 JSON) form, and a list of them.
 JobDict = dict[str, Any]
@@ -47,6 +47,20 @@ def parse_page_key(key: str) -> tuple[float, str]:
         return float(created), job_id
     except ValueError:
         raise errors.InvalidArgument(f"invalid page key {key!r}") from None
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The least string above every string that starts with `prefix` (code point order, which
+    is also the byte order of UTF-8 that SQLite's BINARY and PostgreSQL's "C" collations use),
+    or None when there is none: `prefix <= id < prefix_end(prefix)` is the prefix as a range."""
+    chars = list(prefix)
+    while chars:
+        last = ord(chars.pop())
+        if last < 0x10FFFF:
+            # Surrogates cannot be stored as UTF-8: the next storable code point follows them.
+            following = last + 1 if not 0xD800 <= last + 1 <= 0xDFFF else 0xE000
+            return "".join(chars) + chr(following)
+    return None
 
 
 class StaleWrite(errors.Internal):
@@ -117,11 +131,17 @@ class JobStore(Protocol):
         """Number of jobs in each local state (every state present, zero included)."""
         ...
 
+    async def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        """Ids of the jobs whose local id starts with `prefix` (non-empty), in id order, at most
+        `limit`: a range read of the primary key, so its cost is the answer's, not the store's."""
+        ...
+
     async def list_jobs(self, project: str | None = None, location: str | None = None,
                         states: Collection[LocalState] | None = None,
                         after_key: str | None = None, limit: int = 50,
                         labels: Mapping[str, str] | None = None) -> list[Job]:
-        """Jobs newest first (created_at DESC, id DESC), at most `limit`, after `after_key`."""
+        """Jobs newest first (created_at DESC, id DESC), at most `limit`, after `after_key`.
+        `project` / `location` None means every project / location the store holds."""
         ...
 
     async def list_page(self, project: str | None = None, location: str | None = None,

@@ -16,7 +16,8 @@ import pytest
 
 pytestmark = pytest.mark.acceptance
 
-COMMANDS = ("serve", "emulator", "submit", "list", "show", "cancel", "config", "store")
+COMMANDS = ("serve", "emulator", "submit", "list", "show", "cancel", "wait", "watch", "status",
+            "config", "store")
 
 
 def _free_port() -> int:

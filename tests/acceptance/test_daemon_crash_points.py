@@ -116,11 +116,12 @@ def test_kill_in_the_middle_of_a_migration_leaves_the_old_schema(procs: Processe
     daemon = procs.daemon(emu.url, {**FAST, "limits": {"max_active": 1}})
     job_id = job_id_of(daemon.submit(job_body("old-schema")))
     daemon.stop()
-    # Make it a version 2 database: what migrations 3 to 5 add is not there yet.
+    # Make it a version 2 database: what migrations 3 to 6 add is not there yet.
     db = Path(daemon.config["store"]["path"])
     with sqlite3.connect(db) as raw:
         raw.execute("DROP INDEX jobs_ended")
-        for column in ("attempt_ended_at", "absent_checks", "missing_checks", "api_version"):
+        for column in ("attempt_ended_at", "absent_checks", "missing_checks", "api_version",
+                       "last_error_code", "last_error_message", "last_error_at"):
             raw.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
         raw.execute("PRAGMA user_version = 2")
 

@@ -62,7 +62,8 @@ class Instance:
                           may_create=may_create, shared=True)
 
         self.standby = Standby(self.store, scheduling=lambda: cluster.engine_settings.scheduling,
-                               budget=cluster.engine_settings.budget)
+                               budget=cluster.engine_settings.budget,
+                               limits=lambda: cluster.engine_settings.limits)
         self.leadership = Leadership(self.store, settings=cluster.ha, holder=name,
                                      make_engine=make_engine, standby=self.standby,
                                      metrics=self.metrics, drain_s=0.5, monotonic=monotonic)

@@ -58,6 +58,9 @@ def full_job() -> Job:
         absent_checks=2,
         missing_checks=1,
         api_version="v1beta1",
+        last_error_code=16,
+        last_error_message="no usable Google credentials: ünïcode\n",
+        last_error_at=1_700_000_001.625,
     )
 
 

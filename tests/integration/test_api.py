@@ -105,12 +105,16 @@ class FakeEngine(Engine):
     async def history(self, job_id: str) -> list[JobEvent]:
         return list(self.events.get(job_id, []))
 
-    async def list_jobs(self, project: str, location: str, *, predicate: JobPredicate | None,
+    async def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        return sorted(i for i in self.jobs if i.startswith(prefix))[:limit]
+
+    async def list_jobs(self, project: str | None, location: str | None, *,
+                        predicate: JobPredicate | None,
                         page_size: int, after_key: str | None,
                         states: frozenset[LocalState] | None = None,
                         labels: Mapping[str, str] | None = None) -> Page:
         ordered = sorted((j for j in self.jobs.values()
-                          if (j.project, j.location) == (project, location)
+                          if project in (None, j.project) and location in (None, j.location)
                           and (states is None or j.state in states)
                           and all((j.spec.get("labels") or {}).get(k) == v
                                   for k, v in (labels or {}).items())),
@@ -741,7 +745,8 @@ async def test_healthz(api: Factory) -> None:
 
 
 async def test_readyz(api: Factory) -> None:
-    """/readyz is 200 when all is well and 503 naming every failing check otherwise."""
+    """/readyz is 200 when all is well and 503 naming every failing check otherwise: Google's
+    error envelope, and beside it `reasons` (one per failing check) and every check's state."""
     checks: dict[str, bool | str] = {"store": True, "credentials": True}
 
     async def readiness() -> dict[str, bool | str]:
@@ -755,14 +760,25 @@ async def test_readyz(api: Factory) -> None:
     checks["credentials"] = "token refresh failed"
     checks["store"] = False
     engine.is_ready = False
-    error = await assert_error(await client.get("/readyz"), 503, "UNAVAILABLE")
+    not_ready = await client.get("/readyz")
+    assert not_ready.status == 503
+    body = await not_ready.json()
+    error = body["error"]
+    assert (error["code"], error["status"]) == (503, "UNAVAILABLE")
     assert "credentials: token refresh failed" in error["message"]
     assert error["details"][0]["metadata"] == {"engine": "starting", "store": "failed",
                                                "credentials": "token refresh failed"}
+    assert body["status"] == "not_ready"
+    assert body["reasons"] == [{"check": "credentials", "reason": "token refresh failed"},
+                               {"check": "engine", "reason": "starting"},
+                               {"check": "store", "reason": "failed"}]
+    assert body["checks"] == {"engine": "starting", "store": "failed",
+                              "credentials": "token refresh failed"}
     engine.is_ready, engine.draining = True, True
     checks.update(store=True, credentials=True)
-    error = await assert_error(await client.get("/readyz"), 503, "UNAVAILABLE")
-    assert error["details"][0]["metadata"] == {"engine": "draining"}
+    draining = await (await client.get("/readyz")).json()
+    assert draining["error"]["details"][0]["metadata"] == {"engine": "draining"}
+    assert draining["checks"] == {"engine": "draining", "store": "ok", "credentials": "ok"}
 
 
 async def test_readyz_with_crashing_check_is_503(api: Factory) -> None:
@@ -771,7 +787,11 @@ async def test_readyz_with_crashing_check_is_503(api: Factory) -> None:
         raise OSError("disk gone")
 
     client, _ = await api(readiness=readiness)
-    await assert_error(await client.get("/readyz"), 503, "UNAVAILABLE")
+    resp = await client.get("/readyz")
+    assert resp.status == 503
+    body = await resp.json()
+    assert body["error"]["status"] == "UNAVAILABLE"
+    assert body["reasons"] == [{"check": "readiness", "reason": "check failed: OSError"}]
 
 
 async def test_unknown_route_and_wrong_method_are_enveloped(api: Factory) -> None:

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestServer
 from test_api import VALID_JOB, FakeEngine
 
 from tuningd import client
+from tuningd.client.details import format_job_details
 from tuningd.core.model import LocalState
 from tuningd.http.api import make_api_app
 
@@ -58,7 +59,7 @@ async def secured() -> AsyncIterator[Server]:
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Isolate the tests from the caller's environment and keep server logs off stdout."""
     for name in ("TUNINGD_URL", "TUNINGD_TOKEN_FILE", "GOOGLE_CLOUD_PROJECT",
-                 "GOOGLE_CLOUD_LOCATION"):
+                 "GOOGLE_CLOUD_LOCATION", "TUNINGD_PROJECT", "TUNINGD_LOCATION"):
         monkeypatch.delenv(name, raising=False)
     with structlog.testing.capture_logs():
         yield
@@ -88,9 +89,10 @@ async def test_submit_prints_table(server: Server, job_file: Path,
                      "--priority", "4", "--request-id", "req-1")
     out = capsys.readouterr().out.splitlines()
     assert code == 0
-    assert out[0].split() == ["ID", "STATE", "DISPLAY", "NAME", "BASE", "MODEL", "CREATED",
-                              "REMOTE"]
-    assert out[1].split()[:4] == ["job-0001", "queued", "sentiment-v3", "gemini-2.5-flash"]
+    assert out[0].split() == ["ID", "STATE", "SUB-STATE", "PRIORITY", "QUEUE", "AGE", "DISPLAY",
+                              "NAME", "REASON"]
+    assert out[1].split()[:5] == ["job-0001", "queued", "-", "4", "1"]
+    assert out[1].split()[6] == "sentiment-v3"
     submit = server.engine.submits[0]
     assert (submit["project"], submit["location"]) == ("proj-a", "us-central1")
     assert (submit["priority"], submit["request_id"]) == (4, "req-1")
@@ -176,7 +178,7 @@ async def test_list_state_filter(server: Server, capsys: pytest.CaptureFixture[s
                          "--state", state) == 0
         rows = capsys.readouterr().out.splitlines()[1:]
         assert [r.split()[0] for r in rows] == [done.id]
-        assert rows[0].split()[-1] == "JOB_STATE_SUCCEEDED"
+        assert rows[0].split()[1] == "succeeded"
 
 
 async def test_list_empty_and_bad_filter(server: Server,
@@ -314,7 +316,7 @@ def test_state_filter_and_job_path() -> None:
 
 
 def _details(**job: Any) -> str:
-    return client.format_job_details(job)
+    return format_job_details(job)
 
 
 def test_details_of_a_finished_job() -> None:
@@ -342,3 +344,32 @@ def test_details_name_the_tuning_kind_and_its_dataset() -> None:
                     preTunedModel={"tunedModelName": "projects/p/locations/l/models/7"})
     assert "preferenceOptimization" in text and "gs://b/pref.jsonl" in text
     assert "projects/p/locations/l/models/7" in text
+
+
+# --------------------------------------------------------------------------------------------
+# status (GET /v1/tuningd/status is served by another part of the daemon: a fixture here)
+
+
+async def test_status_reads_the_status_route(capsys: pytest.CaptureFixture[str]) -> None:
+    """`status` asks GET /v1/tuningd/status and prints it as text, or the JSON as it came with
+    --json."""
+    from aiohttp import web
+
+    document = json.loads((Path(__file__).resolve().parents[1] / "fixtures" /
+                           "status.json").read_text())
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    app = web.Application()
+    app.router.add_get("/v1/tuningd/status", status)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        url = str(server.make_url("")).rstrip("/")
+        assert await run("status", "--server", url) == 0
+        out = capsys.readouterr().out
+        assert "0.1.0, leader (runs the queue)" in out and "PERMISSION_DENIED" in out
+        assert await run("status", "--server", url, "--json") == 0
+        assert json.loads(capsys.readouterr().out) == document
+    finally:
+        await server.close()

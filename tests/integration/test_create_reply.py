@@ -104,21 +104,24 @@ async def test_a_replayed_create_answers_the_job_as_it_is_now(
 @pytest.mark.parametrize("enum_as_int", [False, True])
 def test_render_queued_matches_the_general_renderer_with_a_pause(version: str,
                                                                  enum_as_int: bool) -> None:
-    """With creates paused and a later update time, the light path still renders the same
-    bytes as job_view + render_view, and refuses a job that is not only queued."""
+    """With creates paused, a last error and a later update time, the light path still renders
+    the same bytes as job_view + render_view, and refuses a job that is not only queued."""
     spec = wire.strip_output_only(wire.parse_tuning_job(RICH, api_version=version))
     now = time.time()
     job = queued_job("j-1", PROJECT, LOCATION, spec, priority=3, request_id="r",
                      api_version=version, now=now)
-    job = job.evolve(updated_at=now + 1.25)
+    job = job.evolve(updated_at=now + 1.25, last_error_code=7, last_error_message="denied",
+                     last_error_at=now)
     pause = recovery.Pause(status="PERMISSION_DENIED", message="no", since=now - 5,
                            probe_at=now + 30)
     light = render_queued(job, spec, queue_position=4, pause=pause, enum_as_int=enum_as_int,
-                          api_version=version)
-    general = render_view(job_view(job, queue_position=4, pause=pause),
+                          api_version=version, now=now)
+    general = render_view(job_view(job, queue_position=4, pause=pause, now=now),
                           enum_as_int=enum_as_int, api_version=version)
     assert json.dumps(light) == json.dumps(general)
-    assert light["tuningd"]["createsPaused"]["status"] == "PERMISSION_DENIED"
+    ext = light["tuningd"]
+    assert ext["createsPaused"]["status"] == "PERMISSION_DENIED"
+    assert ext["lastError"]["status"] == "PERMISSION_DENIED" and "nextAttemptTime" in ext
     with pytest.raises(ValueError):
         render_queued(job.evolve(state=LocalState.SUBMITTING), spec, queue_position=None,
                       pause=None)

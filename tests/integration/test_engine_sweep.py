@@ -86,3 +86,22 @@ async def test_configured_places_are_swept_after_the_database_was_lost(tmp_path:
         (event,) = h.events("sweep.unowned_remote_job")
         assert event["remote_name"].endswith(remote.job_id)
         assert remote.cancel_s is None
+
+
+async def test_a_poll_list_is_a_sweep_so_no_separate_sweep_read_is_made(tmp_path: Path) -> None:
+    """With the sweep interval far away, the poll lists of a place's running jobs still find
+    and cancel a duplicate (they ask for every active job of tuningd's), and no read is made
+    for a sweep of its own."""
+    async with open_harness(tmp_path, engine=settings(max_active=2, sweep_interval_s=100_000),
+                            expect_unowned=True) as h:
+        first, second = await h.submit(), await h.submit()
+        await h.settle()
+        duplicate = h.plant_remote(first.id)
+        sweeps_before = h.metric("tuningd_last_sweep_timestamp_seconds")
+        await h.run(60)
+
+        assert duplicate.state in (JobState.JOB_STATE_CANCELLING, JobState.JOB_STATE_CANCELLED)
+        assert h.metric("tuningd_sweep_findings_total", kind="duplicate") == 1
+        assert h.metric("tuningd_last_sweep_timestamp_seconds") > (sweeps_before or 0)
+        await h.run_until_ended(first.id, second.id)
+        assert (await h.job(first.id)).state is LocalState.SUCCEEDED

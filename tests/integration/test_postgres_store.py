@@ -215,3 +215,34 @@ async def test_sessions_end_a_stale_transaction_unless_the_url_says_otherwise(
     async with await PostgresStore.open(own) as store:
         rows = await store._read("SHOW idle_in_transaction_session_timeout")
         assert rows[0][0] == "7s"
+
+
+async def test_migration_6_adds_an_empty_last_error(pg_url: str) -> None:
+    """A database at schema 5 with a job gains the last-error columns: the job reads back with
+    none recorded, and a last error written after is read back."""
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute("CREATE TABLE schema_migrations (number INTEGER PRIMARY KEY, "
+                           "intent TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL "
+                           "DEFAULT clock_timestamp())")
+        for migration in MIGRATIONS[:5]:
+            await conn.execute(migration.postgres)
+            await conn.execute("INSERT INTO schema_migrations (number, intent) VALUES ($1, $2)",
+                               migration.number, migration.intent)
+        await conn.execute("INSERT INTO jobs (id, project, location, spec_json, base_model, "
+                           "state, created_at, updated_at) VALUES ('job000001', 'p1', "
+                           "'us-central1', '{\"baseModel\": \"gemini-2.0-flash-001\"}', "
+                           "'gemini-2.0-flash-001', 'queued', 1700000001, 1700000001)")
+    finally:
+        await conn.close()
+    s = await PostgresStore.open(pg_url)
+    try:
+        assert s.migrated == (5, LATEST) and LATEST == 6
+        got = await s.get("job000001")
+        assert got == make_job() and got is not None and got.last_error_code is None
+        failed = got.evolve(last_error_code=16, last_error_message="no credentials",
+                            last_error_at=1_700_000_005.5)
+        await s.update_job(failed)
+        assert await s.get("job000001") == failed
+    finally:
+        await s.close()

@@ -20,6 +20,7 @@ from typing import TypeVar
 import pytest
 
 from tests.integration.store_jobs import full_job, insert_job, make_job
+from tuningd.adapters.sqlite.reads import IDS_FROM, IDS_IN_RANGE
 from tuningd.adapters.sqlite.store import (
     JOB_COLUMNS,
     MIGRATIONS,
@@ -171,6 +172,20 @@ async def test_queries_stay_fast_with_100k_jobs(tmp_path: Path) -> None:
         assert all(t < 0.1 for t in timings.values()), timings
 
 
+async def test_id_prefix_reads_search_the_primary_key(tmp_path: Path) -> None:
+    """The id-prefix queries are index searches of the primary key, never a scan (LIKE would
+    scan): SQLite's plan for each says SEARCH on the jobs table's key."""
+    db = tmp_path / "tuningd.db"
+    async with await Store.open(db):
+        pass
+    with sqlite3.connect(db) as conn:
+        for sql, params in ((IDS_IN_RANGE, ("ab", "ac", 5)), (IDS_FROM, ("ab", 5))):
+            plan = " ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+            assert "SEARCH jobs USING COVERING INDEX sqlite_autoindex_jobs_1 (id>?" in plan, plan
+            assert "SCAN" not in plan, plan
+    conn.close()
+
+
 async def test_check_writable(tmp_path: Path) -> None:
     """check_writable() is True for an open store and False once it is closed."""
     s = await Store.open(tmp_path / "tuningd.db")
@@ -215,7 +230,8 @@ async def test_migration_4_keeps_older_jobs_at_the_configured_version(tmp_path: 
         for script in MIGRATIONS[:3]:
             raw.executescript(script)
         raw.execute("PRAGMA user_version = 3")
-        columns = [c for c in JOB_COLUMNS if c != "api_version"]
+        columns = [c for c in JOB_COLUMNS if c != "api_version"
+                   and not c.startswith("last_error_")]  # (migration 6's)
         values = {f.name: getattr(old, f.name) for f in fields(Job)}
         values["state"] = old.state.value
         values["cancel_requested"] = int(old.cancel_requested)
@@ -227,7 +243,35 @@ async def test_migration_4_keeps_older_jobs_at_the_configured_version(tmp_path: 
         await insert_job(s, make_job(2, api_version="v1beta1"), "accepted")
         assert (await s.get(make_job(2).id)).api_version == "v1beta1"  # type: ignore[union-attr]
     with sqlite3.connect(db) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    raw.close()
+
+
+async def test_migration_6_adds_an_empty_last_error(tmp_path: Path) -> None:
+    """A database of schema 5 gains the last-error columns; its jobs read back with none
+    recorded, and a new last error is stored and read back."""
+    db = tmp_path / "tuningd.db"
+    old = make_job()
+    with sqlite3.connect(db) as raw:
+        for script in MIGRATIONS[:5]:
+            raw.executescript(script)
+        raw.execute("PRAGMA user_version = 5")
+        columns = [c for c in JOB_COLUMNS if not c.startswith("last_error_")]
+        values = {f.name: getattr(old, f.name) for f in fields(Job)}
+        values["state"] = old.state.value
+        values["cancel_requested"] = int(old.cancel_requested)
+        raw.execute(f"INSERT INTO jobs ({', '.join(columns)}) "
+                    f"VALUES ({', '.join('?' * len(columns))})", [values[c] for c in columns])
+    raw.close()
+    async with await Store.open(db) as s:
+        got = await s.get(old.id)
+        assert got == old and got is not None and got.last_error_code is None
+        failed = got.evolve(last_error_code=16, last_error_message="no credentials",
+                            last_error_at=1_700_000_005.5)
+        await s.update_job(failed)
+        assert await s.get(old.id) == failed
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     raw.close()
 
 

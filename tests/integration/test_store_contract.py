@@ -138,7 +138,8 @@ async def test_update_job_has_no_event_and_keeps_state(store: JobStore) -> None:
     job = make_job(state=LocalState.RUNNING)
     await insert_job(store, job, "accepted")
     polled = job.evolve(next_action_at=123.5, poll_interval_s=60.0, retry_count=1,
-                        remote_json='{"state": "JOB_STATE_RUNNING"}')
+                        remote_json='{"state": "JOB_STATE_RUNNING"}', last_error_code=14,
+                        last_error_message="read timed out", last_error_at=120.25)
     await store.update_job(polled)
     assert await store.get(job.id) == polled
     assert len(await store.history(job.id)) == 1
@@ -351,3 +352,48 @@ async def test_prune_ended_deletes_the_oldest_ended_jobs_and_nothing_else(
     assert (await store.count_by_state())[LocalState.SUCCEEDED] == 0
     size = await store.size_bytes()
     assert size is None or size > 0
+
+
+# ----- id prefixes and listing every place -----
+
+async def test_ids_with_prefix_is_a_range_of_ids(store: JobStore) -> None:
+    """ids_with_prefix answers exactly the ids starting with the prefix, in id order, at most
+    `limit`, including ids next to the range's ends and with characters at the top of Unicode."""
+    ids = ["ab", "ab0", "ab01", "ab~", "ab\U0010ffff", "ab\U0010ffffz", "ac", "aa\U0010ffff",
+           "b", "abc-1", "abc.1", "abd"]
+    for n, job_id in enumerate(ids):
+        await insert_job(store, make_job(n, id=job_id), "accepted")
+    assert await store.ids_with_prefix("ab", 100) == sorted(i for i in ids if i.startswith("ab"))
+    assert await store.ids_with_prefix("ab", 2) == ["ab", "ab0"]
+    assert await store.ids_with_prefix("abc-", 100) == ["abc-1"]
+    assert await store.ids_with_prefix("ab\U0010ffff", 100) == ["ab\U0010ffff", "ab\U0010ffffz"]
+    assert await store.ids_with_prefix("aa", 100) == ["aa\U0010ffff"]
+    assert await store.ids_with_prefix("zz", 100) == []
+    with pytest.raises(errors.InvalidArgument):
+        await store.ids_with_prefix("", 10)
+    with pytest.raises(errors.InvalidArgument):
+        await store.ids_with_prefix("a", 0)
+
+
+async def test_list_pages_across_every_project_and_location(store: JobStore) -> None:
+    """project and location None list every place's jobs newest first, page by page without
+    gaps or repeats; one of them None lists every value of it."""
+    places = [("p1", "us-central1"), ("p2", "us-central1"), ("p1", "europe-west4"),
+              ("p3", "asia-east1")]
+    jobs = [make_job(i, project=places[i % 4][0], location=places[i % 4][1],
+                     created_at=1000.0 + i // 2) for i in range(13)]
+    for job in jobs:
+        await insert_job(store, job, "accepted")
+    expected = sorted(jobs, key=lambda j: (j.created_at, j.id), reverse=True)
+    seen: list[Job] = []
+    key: str | None = None
+    while True:
+        page, key = await store.list_page(None, None, after_key=key, limit=5)
+        seen.extend(page)
+        if key is None:
+            break
+    assert seen == expected
+    assert await store.list_jobs("p1", None, limit=100) == [j for j in expected
+                                                            if j.project == "p1"]
+    assert await store.list_jobs(None, "us-central1", limit=100) == [
+        j for j in expected if j.location == "us-central1"]

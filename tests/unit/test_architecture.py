@@ -21,7 +21,7 @@ SETTINGS = {"tuningd.config", "tuningd.config_values", "tuningd.config_ha"}
 # composition root reaches them through tuningd.ports.
 CONCRETE = ("tuningd.adapters.sqlite", "tuningd.adapters.memory", "tuningd.adapters.postgres",
             "tuningd.adapters.vertex_http", "tuningd.adapters.google_auth")
-COMPOSITION = {"tuningd.app", "tuningd.cli"}
+COMPOSITION = {"tuningd.app", "tuningd.cli", "tuningd.serve"}
 # HTTP plumbing the daemon's API and the emulator share (aiohttp over the core, nothing else).
 SHARED_HTTP = {"tuningd.http.envelope"}
 
@@ -137,7 +137,8 @@ def test_the_service_modules_use_the_ports() -> None:
 
 
 def test_only_the_composition_root_imports_app_and_the_emulator() -> None:
-    """No module but cli imports app, and nothing outside app/cli imports the emulator."""
+    """No module but cli and serve imports app, and nothing outside the composition root (app,
+    serve, cli) imports the emulator."""
     for module in MODULES:
         deps = _deps(module)
         if module not in COMPOSITION:
@@ -175,14 +176,30 @@ def test_http_helpers_are_defined_once() -> None:
 
 
 def test_every_module_is_in_a_room() -> None:
-    """Besides the composition root, config, the ports and the CLI's client, every module lives
-    in a package named for its layer (core, vertex, adapters, service, http, emulator)."""
+    """Besides the composition root, config and the ports, every module lives in a package
+    named for its layer (core, vertex, adapters, service, http, emulator, the CLI's client)."""
     top = {m for m in MODULES if m.count(".") == 1}
     rooms = {"tuningd.core", "tuningd.vertex", "tuningd.adapters", "tuningd.service",
-             "tuningd.http", "tuningd.emulator"}
-    assert top - rooms <= {"tuningd.app", "tuningd.cli", "tuningd.client", "tuningd.config",
+             "tuningd.http", "tuningd.emulator", "tuningd.client"}
+    assert top - rooms <= {"tuningd.app", "tuningd.serve", "tuningd.cli", "tuningd.config",
                            "tuningd.config_values", "tuningd.config_ha", "tuningd.ports"}, \
         sorted(top - rooms)
+
+
+@pytest.mark.parametrize("module", _of("tuningd.client"))
+def test_the_client_talks_to_the_daemon_over_http_only(module: str) -> None:
+    """The CLI client knows the daemon by its API alone: of tuningd it imports itself and the
+    token file reader, never the core, the service, the stores or the HTTP adapter."""
+    bad = {d for d in _deps(module)
+           if not _in(d, "tuningd.client") and d != "tuningd.adapters.secret_files"}
+    assert not bad, f"{module} depends on {sorted(bad)}"
+
+
+def test_nothing_but_the_entry_point_uses_the_client() -> None:
+    """The client is a leaf: only the command line entry point (tuningd.cli) imports it."""
+    for module in MODULES:
+        if module != "tuningd.cli" and not _in(module, "tuningd.client"):
+            assert not any(_in(d, "tuningd.client") for d in _deps(module)), module
 
 
 @pytest.mark.parametrize("module", _of("tuningd.http"))
@@ -191,3 +208,10 @@ def test_the_http_adapter_reaches_the_service_only_through_its_facade(module: st
     facade both are one), never against the engine or its parts."""
     inner = {d for d in _deps(module) if _in(d, "tuningd.service")} - {"tuningd.service.facade"}
     assert not inner, f"{module} depends on {sorted(inner)}"
+
+
+def test_no_module_is_over_500_lines() -> None:
+    """Rooms of one concern: a module that grows past 500 lines is split by concern."""
+    long = {m: n for m, path in MODULES.items()
+            if (n := len(path.read_text(encoding="utf-8").splitlines())) > 500}
+    assert not long, long

@@ -54,7 +54,8 @@ def test_defaults() -> None:
     assert (s.polling.multiplier, s.polling.jitter) == (2.0, 0.2)
     assert (s.reconcile.list_lag_s, s.reconcile.absent_confirmations,
             s.reconcile.confirm_spacing_s, s.reconcile.not_found_confirm_s) == (60.0, 3, 60.0, 60.0)
-    assert (s.sweep.interval_s, s.sweep.cancel_unowned) == (300.0, True)
+    assert (s.sweep.interval_s, s.sweep.cancel_unowned) == (900.0, True)
+    assert s.polling.quiet_max_s == 1200.0
     assert (s.breaker.probe_initial_s, s.breaker.probe_max_s) == (30.0, 900.0)
     assert s.breaker.jitter == 0.2
     assert s.polling.batch_min_jobs == 2
@@ -209,6 +210,7 @@ BAD: list[tuple[dict[str, Any], dict[str, str], str]] = [
     ({"polling": {"max_interval_s": 1}}, {}, "polling.max_interval_s"),
     ({"polling": {"multiplier": 0.5}}, {}, "polling.multiplier"),
     ({"polling": {"jitter": 1.5}}, {}, "polling.jitter"),
+    ({"polling": {"quiet_max_s": 0}}, {}, "polling.quiet_max_s"),
     ({"reconcile": {"list_lag_s": -0.1}}, {}, "reconcile.list_lag_s"),
     ({"reconcile": {"absent_confirmations": 0}}, {}, "reconcile.absent_confirmations"),
     ({"sweep": {"interval_s": 0}}, {}, "sweep.interval_s"),
@@ -230,6 +232,7 @@ BAD: list[tuple[dict[str, Any], dict[str, str], str]] = [
     ({"emulator": {"enabled": "yes"}}, {}, "emulator.enabled"),
     ({"emulator": {"host": 1}}, {}, "emulator.host"),
     ({"emulator": {"port": -1}}, {}, "emulator.port"),
+    ({"emulator": {"state_dir": 1}}, {}, "emulator.state_dir"),
     ({}, {"TUNINGD_LIMITS_MAX_ACTIVE": "two"}, "limits.max_active"),
     ({}, {"TUNINGD_LIMITS_MAX_ACTIVE": "0"}, "limits.max_active"),
     ({}, {"TUNINGD_POLLING_JITTER": "nan"}, "polling.jitter"),

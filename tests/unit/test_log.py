@@ -7,7 +7,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 import structlog
@@ -180,6 +180,63 @@ def test_fast_paths_redact_exactly_what_the_value_regex_does() -> None:
     # The key cache answers as before, repeatedly.
     for _ in range(3):
         assert is_secret_key("Authorization") and not is_secret_key("token_type")
+
+
+def test_console_job_transition_is_one_short_line_and_json_keeps_every_key() -> None:
+    """A typical job transition renders on a terminal as one line well under 120 characters
+    (time, level, event, short job id, from->to, reason), while JSON keeps every key whole."""
+    fields = {"from_state": "pending", "to_state": "running",
+              "reason": "observed: remote JOB_STATE_RUNNING/TUNING_JOB_STATE_TUNING",
+              "remote_name": "projects/123456789012/locations/us-central1/tuningJobs/"
+                             "4982013113894174720",
+              "remote_state": "JOB_STATE_RUNNING"}
+    job_id = "7f3c2a9e-0b1d-4c55-9a53-2f1e0c6d8b11"
+    console = io.StringIO()
+    configure_logging("info", "console", console)
+    structlog.get_logger("tuningd.service.engine").bind(job_id=job_id).info("job.transition",
+                                                                            **fields)
+    [line] = console.getvalue().splitlines()
+    assert len(line) < 100, line
+    assert re.fullmatch(r"\d\d:\d\d:\d\d INFO  job\.transition 7f3c2a9e pending->running "
+                        r'"observed: remote RUNNING/TUNING"', line), line
+    piped = io.StringIO()
+    configure_logging("info", "auto", piped)
+    structlog.get_logger("tuningd.service.engine").bind(job_id=job_id).info("job.transition",
+                                                                            **fields)
+    [rec] = lines(piped)
+    assert rec["job_id"] == job_id and {k: rec[k] for k in fields} == fields
+
+
+def test_console_keeps_a_fix_whole_and_cuts_other_long_values() -> None:
+    """A warning's `fix` is shown whole on the console; other long values are cut short."""
+    buf = io.StringIO()
+    configure_logging("info", "console", buf)
+    fix = "run `gcloud auth application-default login`, or set vertex.credentials_file " * 2
+    structlog.get_logger().warning("vertex.credentials_missing", fix=fix, body="x" * 500)
+    [line] = buf.getvalue().splitlines()
+    assert " WARN  vertex.credentials_missing " in line
+    assert fix.strip() in line and "x" * 100 not in line
+
+
+def test_console_emulator_transition_names_the_remote_job_and_joins_the_substate() -> None:
+    """An emulator transition shows Vertex's id up front and the sub-state on the arrow, and
+    leaves out its clock time when that is the line's own; JSON keeps them as keys."""
+    fields = {"remote_id": "7540353937246927516", "location": "us-central1",
+              "from_state": "JOB_STATE_RUNNING", "to_state": "JOB_STATE_RUNNING",
+              "tuning_job_state": "TUNING_JOB_STATE_TUNING", "reason": "capacity acquired"}
+    buf = io.StringIO()
+    configure_logging("info", "console", buf)
+    log = structlog.get_logger("tuningd.emulator")
+    log.info("emulated_job.transitioned", **fields,
+             at=datetime.now(UTC).isoformat().replace("+00:00", "Z"))
+    [line] = buf.getvalue().splitlines()
+    assert line.endswith(' emulated_job.transitioned 7540353937246927516 RUNNING->RUNNING/TUNING '
+                         '"capacity acquired" location=us-central1'), line
+    piped = io.StringIO()
+    configure_logging("info", "json", piped)
+    log.info("emulated_job.transitioned", **fields, at="2026-01-01T00:00:00Z")
+    [rec] = lines(piped)
+    assert {k: rec[k] for k in fields} == fields and rec["at"] == "2026-01-01T00:00:00Z"
 
 
 def test_enabled_for_follows_the_level_and_yields_to_capture_logs() -> None:

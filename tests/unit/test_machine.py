@@ -559,3 +559,55 @@ def test_random_event_sequences_keep_invariants(events: list[Event]) -> None:
         if job.state in (S.PENDING, S.RUNNING):
             assert not job.cancel_requested
         assert (job.attempts >= 1) == (job.submit_started_at is not None)
+
+
+# ----- the last error -----
+
+ERROR_EVENTS: list[tuple[LocalState, Event, int]] = [
+    (S.SUBMITTING, Event.create_deferred(
+        retry_at=NOW, error_code=int(Code.UNAUTHENTICATED),
+        error_message="UNAUTHENTICATED: no usable Google credentials"),
+     int(Code.UNAUTHENTICATED)),
+    (S.SUBMITTING, Event.create_throttled(retry_at=NOW + 10, error_message="quota"),
+     int(Code.RESOURCE_EXHAUSTED)),
+    (S.SUBMITTING, Event.create_outcome_unknown(reconcile_at=NOW, error_message="timeout"),
+     int(Code.UNKNOWN)),
+    (S.SUBMITTING, Event.create_rejected(int(Code.INVALID_ARGUMENT), "bad dataset"),
+     int(Code.INVALID_ARGUMENT)),
+    (S.RUNNING, Event.transient_error(retry_at=NOW + 5, error_code=int(Code.DEADLINE_EXCEEDED),
+                                      error_message="DEADLINE_EXCEEDED: read timed out"),
+     int(Code.DEADLINE_EXCEEDED)),
+    (S.RUNNING, Event.remote_missing(recheck_at=NOW + 30, error_message="gone?"),
+     int(Code.NOT_FOUND)),
+    (S.RUNNING, Event.remote_not_found("gone"), int(Code.NOT_FOUND)),
+]
+
+
+@pytest.mark.parametrize(("state", "event", "code"), ERROR_EVENTS,
+                         ids=[e.kind.value for _, e, _ in ERROR_EVENTS])
+def test_error_events_record_the_last_error(state: LocalState, event: Event, code: int) -> None:
+    """Every event that carries an error stores its code, message (without a repeated status
+    name in front) and the event's time as the job's last error."""
+    job = apply(make_job(state), event, NOW).job
+    assert job.last_error_code == code
+    assert job.last_error_at == NOW
+    assert job.last_error_message
+    assert not job.last_error_message.startswith(f"{Code(code).name}: ")
+
+
+def test_last_error_is_kept_after_success_and_is_not_news() -> None:
+    """A later success keeps the last error (its time says how old it is), and an error alone
+    is bookkeeping: no history-worthy change."""
+    running = make_job(S.RUNNING)
+    tr = apply(running, Event.transient_error(retry_at=NOW + 5, error_message="flaky"), NOW)
+    assert not tr.changed and tr.job.last_error_message == "flaky"
+    later = apply(tr.job, Event.remote_observed(snap("JOB_STATE_SUCCEEDED")), NOW + 10).job
+    assert later.state is S.SUCCEEDED
+    assert (later.last_error_code, later.last_error_at) == (int(Code.UNAVAILABLE), NOW)
+
+
+def test_a_cancel_note_is_not_an_error() -> None:
+    """A cancel answered "already ended" (FAILED_PRECONDITION) is a note, not a last error."""
+    job = apply(make_job(S.CANCELLING), Event.cancel_sent(note="FAILED_PRECONDITION: ended"),
+                NOW).job
+    assert job.last_error_code is None and job.last_error_at is None

@@ -32,6 +32,9 @@ DEFAULT_TOKEN_HTTP_TIMEOUT_S = 30.0
 _OAUTH_ERROR_CODE = re.compile(r"[a-z]{1,20}(?:_[a-z]{1,20}){0,3}")
 
 _log = logging.getLogger(__name__)
+# google-auth warns at each failed ADC lookup that the metadata server is not there; tuningd says
+# once, with the fix, that no credentials work (adapters/preflight), and the job shows why.
+logging.getLogger("google.auth._default").setLevel(logging.ERROR)
 
 
 @runtime_checkable

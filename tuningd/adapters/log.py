@@ -1,12 +1,14 @@
-"""structlog setup: JSON lines or console output, ISO timestamps, and secret redaction."""
+"""structlog setup: JSON lines or short console lines, ISO timestamps, and secret redaction."""
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
+from datetime import datetime
 from typing import Any, Literal, TextIO
 
 import structlog
@@ -111,6 +113,93 @@ def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) 
     return event_dict
 
 
+# The console line: what a person scanning a terminal needs; JSON keeps every key.
+_CONSOLE_OMIT = frozenset({"timestamp", "level", "logger", "event", "job_id", "from_state",
+                           "to_state", "reason", "exception", "remote_name", "remote_json"})
+# Values worth reading whole (the fix for a problem); others are cut at _CONSOLE_VALUE_CHARS.
+_CONSOLE_WHOLE = frozenset({"error", "fix", "hint"})
+_CONSOLE_VALUE_CHARS = 60
+_LEVEL_LABELS = {"debug": "DEBUG", "info": "INFO", "warning": "WARN", "error": "ERROR",
+                 "critical": "CRIT", "exception": "ERROR"}
+_LEVEL_COLORS = {"WARN": "\x1b[33m", "ERROR": "\x1b[31m", "CRIT": "\x1b[31;1m",
+                 "DEBUG": "\x1b[2m"}
+_RESET = "\x1b[0m"
+JOB_ID_CHARS = 8
+# Vertex's enum prefixes say nothing a person needs on a terminal (RUNNING, TUNING...).
+_ENUM_PREFIX = re.compile(r"\b(?:TUNING_)?JOB_STATE_")
+
+
+def _console_value(key: str, value: Any) -> str:
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        text = ",".join(value)
+    else:
+        text = json.dumps(value, default=str)
+    text = _ENUM_PREFIX.sub("", text)
+    if key not in _CONSOLE_WHOLE and len(text) > _CONSOLE_VALUE_CHARS:
+        text = text[:_CONSOLE_VALUE_CHARS - 1] + "…"
+    if not text or any(c.isspace() for c in text):
+        text = json.dumps(text, ensure_ascii=False)
+    return text
+
+
+def _same_time(value: Any, stamp: str) -> bool:
+    """Whether an ISO time is within a second of the line's timestamp."""
+    try:
+        at = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        own = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        return abs((at - own).total_seconds()) < 1.0
+    except (TypeError, ValueError):
+        return False
+
+
+class ShortConsoleRenderer:
+    """One short line per event: time, level, event, the job's short id, a transition's
+    from->to and reason, then the other keys as key=value (long values cut, the fix whole).
+
+    A typical job transition stays well under 120 characters; a traceback follows its line."""
+
+    def __init__(self, colors: bool = False) -> None:
+        self._colors = colors
+
+    def __call__(self, _logger: WrappedLogger, method: str, event_dict: EventDict) -> str:
+        stamp = str(event_dict.get("timestamp", ""))
+        clock = stamp[11:19] if len(stamp) >= 19 else stamp
+        level = _LEVEL_LABELS.get(str(event_dict.get("level", method)), method.upper())
+        shown_level = f"{level:<5}"
+        if self._colors and level in _LEVEL_COLORS:
+            shown_level = f"{_LEVEL_COLORS[level]}{shown_level}{_RESET}"
+        event = str(event_dict.get("event", ""))
+        parts = [clock, shown_level, f"\x1b[1m{event}{_RESET}" if self._colors else event]
+        job_id, remote_id = event_dict.get("job_id"), event_dict.get("remote_id")
+        omit = set(_CONSOLE_OMIT)
+        if job_id:
+            parts.append(str(job_id)[:JOB_ID_CHARS])
+        elif remote_id:  # the emulator's lines: Vertex's id is the job's name there
+            parts.append(str(remote_id))
+            omit.add("remote_id")
+        before, after = event_dict.get("from_state"), event_dict.get("to_state")
+        if after is not None:
+            # The transition and its reason say the remote state; a sub-state joins the arrow.
+            omit.update({"remote_state", "tuning_job_state", "remote_substate"})
+            sub = event_dict.get("tuning_job_state") or event_dict.get("remote_substate")
+            arrow = f"{before}->{after}" if before is not None else f"->{after}"
+            parts.append(_ENUM_PREFIX.sub("", arrow + (f"/{sub}" if sub else "")))
+        reason = event_dict.get("reason")
+        if reason:
+            parts.append(_console_value("error", reason))
+        for key, value in event_dict.items():
+            if key in omit or value is None:
+                continue
+            if key == "at" and _same_time(value, stamp):
+                continue  # the emulator's clock time, when it is the line's own time
+            parts.append(f"{key}={_console_value(key, value)}")
+        line = " ".join(p for p in parts if p)
+        exception = event_dict.get("exception")
+        return f"{line}\n{exception}" if exception else line
+
+
 def _drop_color_message(
     _logger: WrappedLogger, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
@@ -147,7 +236,7 @@ def configure_logging(
     renderer: Processor = (
         structlog.processors.JSONRenderer()
         if use_json
-        else structlog.dev.ConsoleRenderer(colors=_isatty(out))
+        else ShortConsoleRenderer(colors=_isatty(out))
     )
     # Tracebacks and %-style arguments become text only here, so redact once more after them.
     final: list[Processor] = [

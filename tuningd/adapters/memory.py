@@ -174,6 +174,14 @@ class MemoryStore:
         job_id = self._by_request.get((project, location, request_id))
         return None if job_id is None else self._jobs[job_id]
 
+    async def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        """Ids starting with `prefix`, in id order, at most `limit`."""
+        if not prefix:
+            raise errors.InvalidArgument("an id prefix must not be empty")
+        if limit < 1:
+            raise errors.InvalidArgument(f"limit must be >= 1, got {limit}")
+        return sorted(i for i in self._jobs if i.startswith(prefix))[:limit]
+
     async def history(self, job_id: str) -> list[JobEvent]:
         """The job's events, oldest first."""
         return [e.read(job_id, seq) for seq, e in enumerate(self._events.get(job_id, ()), 1)]

@@ -245,6 +245,21 @@ MIGRATIONS: tuple[Migration, ...] = (
     CREATE INDEX jobs_ended ON jobs (ended_at) WHERE ended_at IS NOT NULL;
     """,
     ),
+    Migration(
+        6,
+        "Each job's last error (google.rpc code, message, when), so the reason a job waits "
+        "is shown with it; jobs stored before keep NULL (none recorded).",
+        sqlite="""
+    ALTER TABLE jobs ADD COLUMN last_error_code INTEGER;
+    ALTER TABLE jobs ADD COLUMN last_error_message TEXT;
+    ALTER TABLE jobs ADD COLUMN last_error_at REAL;
+    """,
+        postgres="""
+    ALTER TABLE jobs ADD COLUMN last_error_code BIGINT;
+    ALTER TABLE jobs ADD COLUMN last_error_message TEXT;
+    ALTER TABLE jobs ADD COLUMN last_error_at DOUBLE PRECISION;
+    """,
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from enum import StrEnum
@@ -12,10 +11,12 @@ from tuningd.core.errors import Code, IllegalTransition
 from tuningd.core.model import (
     REMOTE_TO_LOCAL,
     Job,
-    JobState,
     LocalState,
     Outcome,
 )
+
+# Re-exported: callers build their events' snapshots from here.
+from tuningd.core.snapshot import RemoteSnapshot as RemoteSnapshot
 
 
 class EventKind(StrEnum):
@@ -39,57 +40,14 @@ class EventKind(StrEnum):
 
 
 @dataclass(frozen=True)
-class RemoteSnapshot:
-    """What one Vertex TuningJob said about itself, reduced to what the machine needs.
-
-    `state` is the raw JobState name; a name tuningd does not know is kept raw and does not move
-    the job. `json_text` is the normalized TuningJob JSON that is stored as `Job.remote_json`.
-    """
-
-    name: str
-    state: str
-    substate: str | None = None
-    update_time: str | None = None
-    error_code: int | None = None
-    error_message: str | None = None
-    json_text: str | None = None
-
-    @property
-    def remote_id(self) -> str:
-        """The id after /tuningJobs/: the project may come back as a number (spec §8.4)."""
-        return self.name.rsplit("/", 1)[-1]
-
-    @property
-    def job_state(self) -> JobState | None:
-        try:
-            return JobState(self.state)
-        except ValueError:
-            return None
-
-    @classmethod
-    def from_json(cls, remote: Mapping[str, Any]) -> RemoteSnapshot:
-        """Build from a normalized (camelCase, enum names) TuningJob JSON object."""
-        error = remote.get("error") or {}
-        code = error.get("code")
-        substate = remote.get("tuningJobState")
-        update_time = remote.get("updateTime")
-        return cls(
-            name=str(remote.get("name", "")),
-            state=str(remote.get("state", JobState.JOB_STATE_UNSPECIFIED.value)),
-            substate=str(substate) if substate is not None else None,
-            update_time=str(update_time) if update_time is not None else None,
-            error_code=int(code) if code is not None else None,
-            error_message=str(error["message"]) if error.get("message") is not None else None,
-            json_text=json.dumps(remote, sort_keys=True, separators=(",", ":")),
-        )
-
-
-@dataclass(frozen=True)
 class Event:
     """One input to the machine. Build it with the class methods, which name the required data.
 
     `next_action_at`, when given, is stored on the job (the policy computed it); otherwise the
     machine leaves the schedule alone, except that a fresh cancel intent is due at once.
+    An event with an `error_code` (a google.rpc code) is an error: apply() records it on the job
+    as its last error (code, message, the event's time). A cancel's note has no code: "already
+    ended" is an answer, not a trouble.
     """
 
     kind: EventKind
@@ -118,20 +76,23 @@ class Event:
         return cls(EventKind.CREATE_REJECTED, error_code=error_code, error_message=error_message)
 
     @classmethod
-    def create_throttled(cls, *, retry_at: float, error_message: str = "") -> Event:
-        return cls(EventKind.CREATE_THROTTLED, next_action_at=retry_at,
+    def create_throttled(cls, *, retry_at: float, error_message: str = "",
+                         error_code: int = int(Code.RESOURCE_EXHAUSTED)) -> Event:
+        return cls(EventKind.CREATE_THROTTLED, next_action_at=retry_at, error_code=error_code,
                    error_message=error_message or None)
 
     @classmethod
-    def create_outcome_unknown(cls, *, reconcile_at: float, error_message: str = "") -> Event:
+    def create_outcome_unknown(cls, *, reconcile_at: float, error_message: str = "",
+                               error_code: int = int(Code.UNKNOWN)) -> Event:
         """The create may or may not have reached Vertex; the attempt ends now."""
         return cls(EventKind.CREATE_OUTCOME_UNKNOWN, next_action_at=reconcile_at,
-                   error_message=error_message or None)
+                   error_code=error_code, error_message=error_message or None)
 
     @classmethod
-    def create_deferred(cls, *, retry_at: float, error_message: str) -> Event:
+    def create_deferred(cls, *, retry_at: float, error_message: str,
+                        error_code: int = int(Code.UNAVAILABLE)) -> Event:
         """The create definitely did not happen and the job is fine: back to the queue."""
-        return cls(EventKind.CREATE_DEFERRED, next_action_at=retry_at,
+        return cls(EventKind.CREATE_DEFERRED, next_action_at=retry_at, error_code=error_code,
                    error_message=error_message)
 
     @classmethod
@@ -171,7 +132,7 @@ class Event:
     def remote_missing(cls, *, recheck_at: float, error_message: str) -> Event:
         """A read answered 404; believed only once it repeats and a list agrees."""
         return cls(EventKind.REMOTE_MISSING, next_action_at=recheck_at,
-                   error_message=error_message)
+                   error_code=int(Code.NOT_FOUND), error_message=error_message)
 
     @classmethod
     def remote_not_found(cls, error_message: str = "remote job not found") -> Event:
@@ -179,17 +140,20 @@ class Event:
                    error_message=error_message)
 
     @classmethod
-    def transient_error(cls, *, retry_at: float, error_message: str = "") -> Event:
-        return cls(EventKind.TRANSIENT_ERROR, next_action_at=retry_at,
+    def transient_error(cls, *, retry_at: float, error_message: str = "",
+                        error_code: int = int(Code.UNAVAILABLE)) -> Event:
+        return cls(EventKind.TRANSIENT_ERROR, next_action_at=retry_at, error_code=error_code,
                    error_message=error_message or None)
 
 
 # Fields that are bookkeeping, not news: a change only in these is not "changed" (no history
 # row, no poll-interval reset). The raw remote JSON is stored but is not news by itself: progress
 # counters (v1beta1 tuningJobMetadata) move on every poll while tuning, and Vertex states real
-# changes through state, sub-state and updateTime, which are content fields.
+# changes through state, sub-state and updateTime, which are content fields. The last error is
+# shown, not news either: a retried fault would otherwise write a history row per retry.
 _BOOKKEEPING_FIELDS = frozenset({"updated_at", "next_action_at", "poll_interval_s", "retry_count",
-                                 "remote_json"})
+                                 "remote_json", "last_error_code", "last_error_message",
+                                 "last_error_at"})
 _CONTENT_FIELDS = tuple(f.name for f in fields(Job) if f.name not in _BOOKKEEPING_FIELDS)
 
 
@@ -245,6 +209,24 @@ def _need_remote(event: Event) -> RemoteSnapshot:
 
 def _with_note(reason: str, event: Event) -> str:
     return f"{reason}: {event.error_message}" if event.error_message else reason
+
+
+def last_error(event: Event, now: float) -> dict[str, Any]:
+    """The job fields that record an error event as the job's last error ({} for no error).
+
+    A message that repeats its status name in front ("UNAVAILABLE: ...") is kept without it:
+    the code says it. Never cleared by later success: the time says how old it is."""
+    if event.error_code is None:
+        return {}
+    message = event.error_message or ""
+    try:
+        prefix = f"{Code(event.error_code).name}: "
+    except ValueError:
+        prefix = ""
+    if prefix and message.startswith(prefix):
+        message = message[len(prefix):]
+    return {"last_error_code": event.error_code, "last_error_message": message,
+            "last_error_at": now}
 
 
 def _adopt(job: Job, remote: RemoteSnapshot, now: float, verb: str) -> tuple[dict[str, Any], str]:
@@ -488,6 +470,7 @@ def apply(job: Job, event: Event, now: float) -> Transition:
         changes["next_action_at"] = event.next_action_at
     if event.poll_interval_s is not None:
         changes["poll_interval_s"] = event.poll_interval_s
+    changes.update(last_error(event, now))
     after = job.evolve(**changes)
     if after != job:
         after = after.evolve(updated_at=now)

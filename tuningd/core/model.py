@@ -194,6 +194,12 @@ class Job:
     # reconciled and cancelled upstream at it. None for jobs stored before tuningd remembered
     # it; those keep the configured default (vertex.api_version), as they were created with it.
     api_version: str | None = None
+    # The last error an event brought (google.rpc code, message, when), whatever became of the
+    # job after it: kept, not cleared on success, since its time says how old it is. None for
+    # jobs that never met one (and for jobs stored before tuningd kept it).
+    last_error_code: int | None = None
+    last_error_message: str | None = None
+    last_error_at: float | None = None
 
     @property
     def spec(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tuningd.config import PollingSettings, RetrySettings, SchedulingSettings
+from tuningd.core.eta import Eta
 from tuningd.core.model import Job, LocalState, TuningJobState
 
 
@@ -44,10 +45,24 @@ class PollSchedule:
 
 
 def schedule_poll(job: Job, changed: bool, now: float, settings: PollingSettings,
-                  rng: random.Random) -> PollSchedule:
-    """Interval to store plus the jittered next poll time (for Transition.with_schedule)."""
+                  rng: random.Random, eta: Eta | None = None) -> PollSchedule:
+    """Interval to store plus the jittered next poll time (for Transition.with_schedule).
+
+    With an expected end (`eta`), a job that cannot have ended yet is left alone until it
+    could (but never longer than `quiet_max_s`: an early failure is still seen), and near the
+    expected end it is polled every `window_interval_s`; once overdue the usual ramp applies."""
     interval = next_poll_interval(job, changed, settings)
-    return PollSchedule(interval, now + jittered(interval, settings.jitter, rng))
+    at = now + jittered(interval, settings.jitter, rng)
+    if eta is None or job.state is LocalState.CANCELLING or (
+            job.state is LocalState.PENDING and settings.pending_max_interval_s):
+        return PollSchedule(interval, at)
+    if now < eta.quiet_until:
+        return PollSchedule(interval, min(eta.quiet_until,
+                                          now + max(settings.quiet_max_s, interval)))
+    if now < eta.overdue_at:
+        window = max(settings.initial_interval_s, eta.window_interval_s)
+        return PollSchedule(window, now + window)
+    return PollSchedule(interval, at)
 
 
 def retry_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:

@@ -28,7 +28,7 @@ class EngineSettings:
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
     # Every place (project, location) is listed this often for managed-by=tuningd jobs that no
     # tracked local job owns; duplicates and late landings are cancelled when cancel_unowned.
-    sweep_interval_s: float = 300.0
+    sweep_interval_s: float = 900.0
     cancel_unowned: bool = True
     # Places swept even when no local job names them (e.g. after the database was lost).
     sweep_places: tuple[planner.Place, ...] = ()

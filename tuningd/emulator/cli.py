@@ -10,6 +10,7 @@ from pathlib import Path
 
 import structlog
 
+from tuningd.core.errors import TuningdError
 from tuningd.emulator.config import (
     DEFAULT_PROJECT_NUMBER,
     EmulatorConfig,
@@ -33,6 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds a job stays PENDING once it holds a quota slot")
     parser.add_argument("--job-seconds", type=float, default=60.0,
                         help="seconds a job stays RUNNING before it succeeds")
+    parser.add_argument("--seconds-per-million-tokens", type=float, default=0.0, metavar="S",
+                        help="when > 0, RUNNING lasts the job's billable tokens (tokens x "
+                             "epochs) times this rate per million, as on Vertex, instead of "
+                             "--job-seconds")
+    parser.add_argument("--run-spread", type=float, default=0.0, metavar="F",
+                        help="with --seconds-per-million-tokens: each job's run time varies "
+                             "by up to this fraction (fixed per job)")
     parser.add_argument("--cancel-seconds", type=float, default=1.0,
                         help="seconds a job stays CANCELLING")
     parser.add_argument("--max-concurrent", type=int, default=1,
@@ -96,6 +104,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(create: the job is created; get/list/cancel: nothing changes)")
     parser.add_argument("--manual-clock", action="store_true",
                         help="time moves only through POST /emulator/advance")
+    parser.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
+                        help="keep the jobs in DIR/emulator.json across restarts (by default "
+                             "they are in memory and forgotten on stop)")
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
@@ -124,6 +135,8 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         project_number=str(args.project_number),
         pending_seconds=args.pending_seconds,
         job_seconds=args.job_seconds,
+        seconds_per_million_tokens=args.seconds_per_million_tokens,
+        run_spread=args.run_spread,
         cancel_seconds=args.cancel_seconds,
         cancel_completes_probability=args.cancel_completes_probability,
         max_concurrent=args.max_concurrent,
@@ -146,13 +159,19 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error("config.rejected", error=str(exc))
         return 2
-    asyncio.run(_serve(config, args.host, args.port, manual_clock=args.manual_clock))
+    try:
+        asyncio.run(_serve(config, args.host, args.port, manual_clock=args.manual_clock,
+                           state_dir=getattr(args, "state_dir", None)))
+    except TuningdError as exc:  # the state directory is locked or its file unreadable
+        log.error("emulator.failed", error=exc.message)
+        return 1
     return 0
 
 
-async def _serve(config: EmulatorConfig, host: str, port: int, *, manual_clock: bool) -> None:
+async def _serve(config: EmulatorConfig, host: str, port: int, *, manual_clock: bool,
+                 state_dir: Path | None = None) -> None:
     clock = ManualClock() if manual_clock else SystemClock()
-    emulator = Emulator(config, clock=clock, host=host, port=port)
+    emulator = Emulator(config, clock=clock, host=host, port=port, state_dir=state_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

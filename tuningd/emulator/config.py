@@ -28,6 +28,12 @@ class EmulatorConfig:
     project_number: str = DEFAULT_PROJECT_NUMBER
     pending_seconds: float = 5.0
     job_seconds: float = 60.0
+    # When > 0, a job's RUNNING time follows its size as Vertex's does: its billable tokens
+    # (tokens x epochs, known once its dataset is read) times this rate, instead of job_seconds.
+    seconds_per_million_tokens: float = 0.0
+    # Run-to-run variation of that time: each job's is scaled by a factor within 1 +- this,
+    # fixed per job id (the service is not equally fast every time).
+    run_spread: float = 0.0
     # How long CANCELLING lasts before CANCELLED.
     cancel_seconds: float = 1.0
     cancel_completes_probability: float = 0.0
@@ -53,7 +59,10 @@ class EmulatorConfig:
     def __post_init__(self) -> None:
         if not self.project_number.isdigit():
             raise ValueError("project_number must be decimal digits")
-        for name in ("pending_seconds", "job_seconds", "cancel_seconds", "tick_seconds"):
+        if not 0.0 <= self.run_spread < 1.0:
+            raise ValueError("run_spread must be within [0, 1)")
+        for name in ("pending_seconds", "job_seconds", "cancel_seconds", "tick_seconds",
+                     "seconds_per_million_tokens"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if self.max_concurrent < 1:

@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -24,6 +25,7 @@ from tuningd.emulator import sdk_routes
 from tuningd.emulator.auth import OAuthError
 from tuningd.emulator.config import Clock, EmulatorConfig, ManualClock, SystemClock
 from tuningd.emulator.faults import FaultAction, Faults, LostReplyMode, injected_error
+from tuningd.emulator.persist import PersistentState
 from tuningd.emulator.replies import (
     drop,
     garbled,
@@ -393,13 +395,15 @@ async def _admin_advance(request: web.Request) -> web.StreamResponse:
 
 
 class Emulator:
-    """The emulator as an in-process server: `async with Emulator(cfg) as emu: emu.url ...`."""
+    """The emulator as an in-process server: `async with Emulator(cfg) as emu: emu.url ...`.
+    With a state_dir its jobs are kept there across restarts (see persist.py)."""
 
     def __init__(self, config: EmulatorConfig | None = None, *, clock: Clock | None = None,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, state_dir: Path | None = None) -> None:
         self.config = config or EmulatorConfig()
         self.clock: Clock = clock or SystemClock()
-        self.state = EmulatorState(self.config, self.clock)
+        self.state = (EmulatorState(self.config, self.clock) if state_dir is None
+                      else PersistentState(state_dir, self.config, self.clock))
         self.app = make_app(self.state)
         self._host = host
         self._port = port
@@ -428,11 +432,19 @@ class Emulator:
     async def start(self, host: str | None = None, port: int | None = None) -> None:
         host = host if host is not None else self._host
         port = port if port is not None else self._port
+        if isinstance(self.state, PersistentState):
+            self.state.open()  # before the first request: the saved jobs answer it
         # A short shutdown timeout: idle keep-alive clients must not delay stop().
         runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.25)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            if isinstance(self.state, PersistentState):
+                self.state.close()
+            raise
         self._runner = runner
         bound_host, bound_port = runner.addresses[0][:2]
         shown = f"[{bound_host}]" if ":" in str(bound_host) else str(bound_host)
@@ -454,6 +466,8 @@ class Emulator:
             await self._runner.cleanup()
             self._runner = None
             log.info("emulator.stopped", url=self._url)
+        if isinstance(self.state, PersistentState):
+            self.state.close()
 
     async def _tick(self) -> None:
         # Transitions are exact without this (they are replayed lazily); the ticker only makes

@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from tuningd.core.errors import Code, FailedPrecondition, InvalidArgument, NotFound
+from tuningd.core.eta import size_of
 from tuningd.core.model import JobState
 from tuningd.emulator.auth import TokenAuthority
 from tuningd.emulator.config import Clock, EmulatorConfig, QuotaMode, SystemClock
@@ -81,6 +82,10 @@ class EmulatorState:
         self._request_window = RateWindow()
         self._create_window = RateWindow()
         self.tokens.reset()
+        self._changed()
+
+    def _changed(self) -> None:
+        """A kept fact changed (a job, a late create, a counter): persist.PersistentState saves."""
 
     def now(self) -> float:
         return self.clock.now()
@@ -160,6 +165,7 @@ class EmulatorState:
                                 spec=spec, api_version=api_version, project_in_path=project,
                                 location=location)
         heapq.heappush(self._pending, (pending.land_s, pending.order, pending))
+        self._changed()
         log.info("late_create.scheduled", location=location,
                  lands_at=wire.format_timestamp(pending.land_s),
                  labels=pending.to_json()["labels"])
@@ -194,6 +200,7 @@ class EmulatorState:
         labels = pending.to_json()["labels"]
         if self._quota_refuses():
             self.late_creates_rejected += 1
+            self._changed()
             log.info("late_create.rejected", location=pending.location, labels=labels,
                      at=wire.format_timestamp(pending.land_s), reason="concurrent quota full")
             return
@@ -326,8 +333,16 @@ class EmulatorState:
         return min(times) if times else None
 
     def phase_seconds(self, job: EmulatedJob) -> tuple[float, float]:
-        """(pending, running) seconds of one job; a subclass may vary them per job (bench/)."""
-        return self.config.pending_seconds, self.config.job_seconds
+        """(pending, running) seconds of one job; a subclass may vary them per job (bench/).
+
+        With `seconds_per_million_tokens` the run follows the job's billable tokens once its
+        dataset is read (before that, job_seconds stands in)."""
+        cfg = self.config
+        size = size_of({"tuningDataStats": job.stats}) if job.stats else None
+        if cfg.seconds_per_million_tokens <= 0 or size is None:
+            return cfg.pending_seconds, cfg.job_seconds
+        spread = cfg.run_spread * (2.0 * random.Random(job.job_id).random() - 1.0)
+        return cfg.pending_seconds, size[1] / 1e6 * cfg.seconds_per_million_tokens * (1 + spread)
 
     def _next_event(self, job: EmulatedJob) -> tuple[float, str] | None:
         cfg = self.config
@@ -406,6 +421,7 @@ class EmulatorState:
 
     def _transition(self, job: EmulatedJob, at_s: float, reason: str) -> None:
         job.update_s = at_s
+        self._changed()
         previous = job.transitions[-1] if job.transitions else None
         entry = job.moment(reason)  # the whole view from now on, for lagged lists
         job.transitions.append(entry)

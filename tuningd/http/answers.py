@@ -37,8 +37,9 @@ ReadinessCheck = Callable[[], Awaitable[Mapping[str, bool | str]]]
 # (method, route template, HTTP status) per answered request: Metrics.observe_api_request.
 RequestObserver = Callable[[str, str, int], None]
 
-# Paths answered without a bearer token: probes and scrapers carry no credentials.
-OPEN_PATHS: frozenset[str] = frozenset({"/healthz", "/readyz", "/metrics"})
+# Paths answered without a bearer token: probes and scrapers carry no credentials, and the status
+# page's shell (no data: its script asks for the token and sends it) is a plain navigation.
+OPEN_PATHS: frozenset[str] = frozenset({"/healthz", "/readyz", "/metrics", "/"})
 
 UNAUTHENTICATED_MESSAGE = (
     "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie "

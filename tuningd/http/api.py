@@ -35,6 +35,8 @@ from tuningd.http.envelope import HANDLER_ARGS, Handler, json_response
 from tuningd.http.jobview import job_name, job_view, render_queued, render_view
 from tuningd.http.openapi import openapi_document
 from tuningd.http.passthrough import Passthrough
+from tuningd.http.statuspage import add_status_routes
+from tuningd.http.tuningd_jobs import resolve_job, serve_list
 from tuningd.service.facade import JobService
 from tuningd.vertex import models, wire
 
@@ -119,7 +121,8 @@ def make_api_app(
     - engine: the job facade every job route calls (the Engine, or on a shared store the
       leadership's switch between the engine and the standby facade).
     - token: when set, `Authorization: Bearer <token>` is required on every route except
-      /healthz, /readyz and /metrics (401 UNAUTHENTICATED otherwise).
+      /healthz, /readyz, /metrics and the status page's shell at / (401 UNAUTHENTICATED
+      otherwise).
     - allowed_projects / allowed_locations: when non-empty, other projects or locations in a path
       (or of a job looked up by id) answer 403 PERMISSION_DENIED.
     - max_body_bytes: request bodies above it answer 413 (status INVALID_ARGUMENT).
@@ -174,7 +177,9 @@ def make_api_app(
         router.add_get(base, api.list, allow_head=False)
         router.add_get(base + "/{id:[^/:]+}", api.get, allow_head=False)
         router.add_post(base + "/{id:[^/:]+}:cancel", api.cancel)
+    router.add_get("/v1/tuningd/jobs", api.list_everywhere, allow_head=False)
     router.add_get("/v1/tuningd/jobs/{id:[^/:]+}", api.lookup, allow_head=False)
+    add_status_routes(router, engine)
     if passthrough is not None:
         passthrough.add_routes(router, allowed_projects=frozenset(allowed_projects),
                                allowed_locations=frozenset(allowed_locations))
@@ -275,15 +280,21 @@ class _Api:
         history = await self._engine.history(job.id)
         return self._respond(request, job, history, _version(request))
 
+    def _in_scope(self, job: Job) -> bool:
+        return ((not self._projects or job.project in self._projects)
+                and (not self._locations or job.location in self._locations))
+
     async def lookup(self, request: web.Request) -> web.Response:
-        """GET /v1/tuningd/jobs/{id}: a job by local id alone, whatever its project/location."""
-        job_id = request.match_info["id"]
-        job = await self._engine.get(job_id)
-        if job is None:
-            raise NotFound(f"tuningd job {job_id} does not exist.")
+        """GET /v1/tuningd/jobs/{id}: a job by local id (or a unique prefix of one) alone,
+        whatever its project/location."""
+        job = await resolve_job(self._engine, request.match_info["id"], self._in_scope)
         self._check_scope(job.project, job.location)
         history = await self._engine.history(job.id)
         return self._respond(request, job, history, "v1")
+
+    async def list_everywhere(self, request: web.Request) -> web.Response:
+        """GET /v1/tuningd/jobs: every project's and location's jobs in scope, newest first."""
+        return await serve_list(request, self._engine, self._in_scope)
 
     async def list(self, request: web.Request) -> web.Response:
         """GET .../tuningJobs?filter=&pageSize=&pageToken=: newest first, AIP-160 filter."""
@@ -355,9 +366,10 @@ class _Api:
                     checks[name] = "ok"
                 else:
                     failures[name] = "failed" if result is False else str(result)
+        body: dict[str, Any] = {"status": "ready", "checks": checks}
         if failures:
             reasons = "; ".join(f"{name}: {why}" for name, why in sorted(failures.items()))
-            raise Unavailable(
+            error = Unavailable(
                 f"tuningd is not ready: {reasons}",
                 details=[{
                     "@type": "type.googleapis.com/google.rpc.ErrorInfo",
@@ -366,10 +378,15 @@ class _Api:
                     "metadata": failures,
                 }],
             )
-        body: dict[str, Any] = {"status": "ready", "checks": checks}
+            # Google's envelope for clients of errors, and beside it the readiness answer's
+            # own shape with every reason, for people and probes reading the body.
+            body = {**wire.error_envelope(error), "status": "not_ready",
+                    "reasons": [{"check": name, "reason": why}
+                                for name, why in sorted(failures.items())],
+                    "checks": {**checks, **failures}}
         if self._instance is not None:
             body["instance"] = dict(self._instance())
-        return json_response(body)
+        return json_response(body, status=503 if failures else 200)
 
 
 def _without_extension(view: Mapping[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ tuningd's own name, state and times, with the `tuningd` extension object."""
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,7 +31,8 @@ def job_name(job: Job) -> str:
 
 def job_view(job: Job, *, queue_position: int | None = None,
              history: Sequence[JobEvent] | None = None,
-             pause: recovery.Pause | None = None) -> dict[str, Any]:
+             pause: recovery.Pause | None = None,
+             now: float | None = None) -> dict[str, Any]:
     """The canonical TuningJob a client sees for a job, plus the `tuningd` extension object under
     the key "tuningd" (history included only when given).
 
@@ -38,7 +40,10 @@ def job_view(job: Job, *, queue_position: int | None = None,
     labels are taken out. Before, it is the request as accepted. Either way `name`, `state`
     (design §8: queued and submitting show as JOB_STATE_QUEUED), `createTime` and `updateTime`
     are tuningd's own resource's, and a job that ended without Vertex's word (cancelled while
-    queued, refused at create, lost) shows tuningd's `error` and `endTime`."""
+    queued, refused at create, lost) shows tuningd's `error` and `endTime`.
+
+    `now` (default: the wall clock) decides whether the job waits for a time (see
+    next_attempt_at)."""
     spec = job.spec
     remote = job.remote
     if remote is None:
@@ -60,16 +65,56 @@ def job_view(job: Job, *, queue_position: int | None = None,
     if job.state.is_terminal and "endTime" not in view and job.ended_at is not None:
         view["endTime"] = wire.format_timestamp(job.ended_at)
     view["tuningd"] = _extension(job, queue_position=queue_position, history=history)
+    _add_waiting(view["tuningd"], job, pause, now)
+    return view
+
+
+def _add_waiting(ext: dict[str, Any], job: Job, pause: recovery.Pause | None,
+                 now: float | None) -> None:
+    """The `tuningd` object's last error, next attempt and paused creates (job_view and
+    render_queued alike)."""
+    if job.last_error_code is not None and job.state is not LocalState.SUCCEEDED:
+        ext["lastError"] = last_error(job)
+    attempt_at = next_attempt_at(job, pause, time.time() if now is None else now)
+    if attempt_at is not None:
+        ext["nextAttemptTime"] = wire.format_timestamp(attempt_at)
     if pause is not None and job.state is LocalState.QUEUED:
         # Why a queued job does not move: creates to its project and location are paused.
-        view["tuningd"]["createsPaused"] = _paused(pause)
-    return view
+        ext["createsPaused"] = _paused(pause)
 
 
 def _paused(pause: recovery.Pause) -> dict[str, Any]:
     return {"status": pause.status, "message": pause.message,
             "since": wire.format_timestamp(pause.since),
             "nextProbeTime": wire.format_timestamp(pause.probe_at)}
+
+
+def last_error(job: Job) -> dict[str, Any]:
+    """The job's last recorded error as the `tuningd.lastError` object."""
+    code = job.last_error_code if job.last_error_code is not None else int(Code.UNKNOWN)
+    try:
+        status = Code(code).name
+    except ValueError:
+        status = Code.UNKNOWN.name
+    error: dict[str, Any] = {"code": code, "status": status,
+                             "message": job.last_error_message or ""}
+    if job.last_error_at is not None:
+        error["time"] = wire.format_timestamp(job.last_error_at)
+    return error
+
+
+def next_attempt_at(job: Job, pause: recovery.Pause | None, now: float) -> float | None:
+    """When tuningd next acts on a job that waits for a time: its retry, reconcile or poll
+    (`next_action_at`), or for a queued job whose place's creates are paused, the probe.
+
+    None for an ended job and for one that is due (a queued job waiting only for capacity, an
+    action under way): no time would be true for them."""
+    if job.state.is_terminal:
+        return None
+    at = job.next_action_at
+    if pause is not None and job.state is LocalState.QUEUED:
+        at = max(at, pause.probe_at)
+    return at if at > now else None
 
 
 def _local_error(job: Job) -> dict[str, Any]:
@@ -120,7 +165,7 @@ def history_entry(event: JobEvent) -> dict[str, Any]:
 
 def render_queued(job: Job, spec: Mapping[str, Any], *, queue_position: int | None,
                   pause: recovery.Pause | None, enum_as_int: bool = False,
-                  api_version: str = "v1") -> dict[str, Any]:
+                  api_version: str = "v1", now: float | None = None) -> dict[str, Any]:
     """render_view(job_view(job, ...)) of a job that is only queued (never sent: no remote),
     built from `spec`, the canonical spec its create parsed, validated and stored.
 
@@ -140,8 +185,7 @@ def render_queued(job: Job, spec: Mapping[str, Any], *, queue_position: int | No
     rendered["updateTime"] = (created if job.updated_at == job.created_at
                               else wire.format_timestamp(job.updated_at))
     ext = _extension(job, queue_position=queue_position, history=None)
-    if pause is not None:
-        ext["createsPaused"] = _paused(pause)
+    _add_waiting(ext, job, pause, now)
     rendered["tuningd"] = ext
     return rendered
 

@@ -7,63 +7,17 @@ from typing import Any
 
 from tuningd import __version__
 from tuningd.core.model import LocalState
+from tuningd.http.openapi_common import ALWAYS_POSSIBLE
+from tuningd.http.openapi_common import STRING as _STRING
+from tuningd.http.openapi_common import error_responses as _error_responses
+from tuningd.http.openapi_common import json_schema_response as _json_response
+from tuningd.http.openapi_common import param as _param
+from tuningd.http.openapi_common import ref as _ref
 from tuningd.http.passthrough import openapi_paths as passthrough_openapi_paths
+from tuningd.http.status import STATUS_SCHEMAS
 from tuningd.vertex import wire
 from tuningd.vertex.schema import schema
 
-# --------------------------------------------------------------------------------------------
-# OpenAPI description
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _error_responses(*codes: int) -> dict[str, Any]:
-    return {
-        str(code): {
-            "description": _ERROR_DESCRIPTIONS[code],
-            "content": {"application/json": {"schema": _ref("ErrorEnvelope")}},
-        }
-        for code in sorted({*codes, *ALWAYS_POSSIBLE})
-    }
-
-
-# What every route may answer, whatever it does: 400 for a request the HTTP layer refuses
-# (malformed request line or headers, a line or header over 64 KiB, too many headers, an
-# unsupported or undecodable Content-Encoding) and 500 for a bug.
-ALWAYS_POSSIBLE: tuple[int, ...] = (400, 500)
-
-_ERROR_DESCRIPTIONS = {
-    400: "INVALID_ARGUMENT (or FAILED_PRECONDITION): a value the route refuses, or a request "
-         "the HTTP layer refuses (malformed request line or header, a line or header over "
-         "64 KiB, too many headers, a Content-Encoding other than gzip or deflate, a body "
-         "that is not in its declared Content-Encoding)",
-    401: "UNAUTHENTICATED: missing or wrong bearer token",
-    403: "PERMISSION_DENIED: project or location not served",
-    404: "NOT_FOUND",
-    409: "ALREADY_EXISTS: the requestId was used for a different request",
-    413: "request body over the size limit (status INVALID_ARGUMENT)",
-    429: "RESOURCE_EXHAUSTED",
-    500: "INTERNAL: an unexpected failure inside tuningd (a bug; the log has the details)",
-    503: "UNAVAILABLE: not ready or shutting down, or the job store cannot be read or "
-         "written (the message says why: disk full, read-only database, disk I/O error); "
-         "nothing was changed, retry later",
-    504: "DEADLINE_EXCEEDED",
-}
-
-
-def _json_response(description: str, schema: Mapping[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _param(name: str, where: str, description: str, schema: Mapping[str, Any],
-           *, required: bool = False) -> dict[str, Any]:
-    return {"name": name, "in": where, "description": description,
-            "required": required or where == "path", "schema": dict(schema)}
-
-
-_STRING = {"type": "string"}
 _PATH_PARAMS = [
     _param("project", "path",
            "Project id (6-30 of a-z, 0-9, -), project number, or legacy domain-scoped id "
@@ -79,6 +33,14 @@ _ID_PARAM = _param("id", "path", "tuningd job id (the last segment of `name`).",
 _ALT_PARAM = _param("$alt", "query",
                     "`json;enum-encoding=int` renders enums as numbers (as GAPIC clients ask).",
                     _STRING)
+_LIST_PARAMS = [
+    _param("filter", "query", "AIP-160 filter on the TuningJob view: state, display_name, "
+           "create_time, labels.key, AND/OR/NOT.", _STRING),
+    _param("pageSize", "query", "default 50, maximum 100",
+           {"type": "integer", "format": "int32", "minimum": 0}),
+    _param("pageToken", "query", "nextPageToken of the previous page (same filter)", _STRING),
+    _ALT_PARAM,
+]
 
 
 # Create-time rules a schema can say (an empty preTunedModel or a spec without its dataset is
@@ -234,6 +196,25 @@ def _schemas() -> dict[str, Any]:
                     "properties": {"status": {"type": "string"}, "message": {"type": "string"},
                                    "since": timestamp, "nextProbeTime": timestamp},
                 },
+                "lastError": {
+                    "type": "object",
+                    "description": "the last error tuningd met for this job (a refused or "
+                                   "failed create, a throttle, a failed poll...), kept with "
+                                   "its time after later success; absent once the job "
+                                   "succeeded",
+                    "required": ["code", "status", "message", "time"],
+                    "properties": {
+                        "code": {"type": "integer", "description": "google.rpc.Code number"},
+                        "status": {"type": "string",
+                                   "description": "google.rpc.Code name, e.g. UNAUTHENTICATED"},
+                        "message": {"type": "string"}, "time": timestamp},
+                },
+                "nextAttemptTime": {
+                    **timestamp,
+                    "description": "when tuningd next acts on the job (a retry, a reconcile, "
+                                   "a poll, the probe of paused creates); absent for an ended "
+                                   "job and for one that waits only for capacity or is acted "
+                                   "on now"},
             },
         },
         "HistoryEntry": {
@@ -243,6 +224,7 @@ def _schemas() -> dict[str, Any]:
                            "to": {"type": "string"}, "reason": {"type": "string"},
                            "detail": {"type": "object"}},
         },
+        **STATUS_SCHEMAS,
         **{f"CreateTuningJobBody.{version}": _create_body(version, tuning_job)
            for version in wire.API_VERSIONS},
         "ListTuningJobsResponse": {
@@ -271,6 +253,21 @@ def _schemas() -> dict[str, Any]:
                                      "checks": {"type": "object",
                                                 "additionalProperties": {"type": "string"}},
                                      "instance": _ref("Instance")}},
+        "NotReady": {"type": "object", "required": ["error", "status", "reasons", "checks"],
+                     "description": "Google's error envelope, and every reason tuningd is "
+                                    "not ready (engine starting or draining, store not "
+                                    "writable, ...); `checks` holds \"ok\" or the reason "
+                                    "for each check",
+                     "properties": {
+                         "error": {"type": "object", "description": "as in ErrorEnvelope",
+                                   "required": ["code", "message", "status"]},
+                         "status": {"type": "string", "enum": ["not_ready"]},
+                         "reasons": {"type": "array", "items": {
+                             "type": "object", "required": ["check", "reason"],
+                             "properties": {"check": _STRING, "reason": _STRING}}},
+                         "checks": {"type": "object",
+                                    "additionalProperties": {"type": "string"}},
+                         "instance": _ref("Instance")}},
         "Instance": {"type": "object", "description": "Several instances on one store: this "
                      "one's role (leader runs the engine) and who holds the lease.",
                      "properties": {"role": {"type": "string", "enum": ["leader", "standby"]},
@@ -328,20 +325,49 @@ def openapi_document(*, with_metrics: bool, with_token: bool,
             "summary": "Readiness: engine started, store writable, credentials usable.",
             "operationId": "readyz", "security": [],
             "responses": {"200": _json_response("ready", _ref("Readiness")),
-                          **_error_responses(503)},
+                          **_error_responses(),
+                          "503": _json_response("not ready, with every reason",
+                                                _ref("NotReady"))},
         }},
         "/openapi.json": {"get": {
             "summary": "This document.", "operationId": "openapi",
             "responses": {"200": _json_response("OpenAPI 3.0 document", {"type": "object"}),
                           **_error_responses(*auth_errors)},
         }},
+        "/": {"get": {
+            "summary": "The status page (HTML shell; its script asks for the API token and "
+                       "fetches /v1/tuningd/status.html with it).",
+            "operationId": "statusPage", "security": [],
+            "responses": {"200": {"description": "the page",
+                                  "content": {"text/html": {"schema": _STRING}}},
+                          **_error_responses()},
+        }},
+        "/v1/tuningd/status": {"get": {
+            "summary": "tuningd extension: this instance at a glance (`tuningd status`).",
+            "operationId": "tuningd.status",
+            "responses": {"200": _json_response("the status", _ref("TuningdStatus")),
+                          **_error_responses(*auth_errors)},
+        }},
+        "/v1/tuningd/status.html": {"get": {
+            "summary": "tuningd extension: the status as an HTML fragment (the page inserts "
+                       "it).",
+            "operationId": "tuningd.statusFragment",
+            "responses": {"200": {"description": "the fragment",
+                                  "content": {"text/html": {"schema": _STRING}}},
+                          **_error_responses(*auth_errors)},
+        }},
         "/v1/tuningd/jobs/{id}": {"get": {
-            "summary": "tuningd extension: a job by local id alone (with history), whatever "
-                       "its project and location.",
-            "operationId": "tuningd.lookupJob",
-            "parameters": [_ID_PARAM, _ALT_PARAM],
+            "summary": "tuningd extension: a job by local id or a unique prefix of one (4+ "
+                       "characters; ambiguous: 400 naming the matches), with its history.",
+            "operationId": "tuningd.lookupJob", "parameters": [_ID_PARAM, _ALT_PARAM],
             "responses": {"200": _json_response("the job", _ref("TuningJob")),
-                          **_error_responses(*auth_errors, 403, 404, 503)},
+                          **_error_responses(400, *auth_errors, 403, 404, 503)},
+        }},
+        "/v1/tuningd/jobs": {"get": {
+            "summary": "tuningd extension: the jobs of every project and location, newest "
+                       "first.", "operationId": "tuningd.listJobs", "parameters": _LIST_PARAMS,
+            "responses": {"200": _json_response("one page", _ref("ListTuningJobsResponse")),
+                          **_error_responses(400, *auth_errors, 503)},
         }},
     }
     if with_metrics:
@@ -381,17 +407,7 @@ def openapi_document(*, with_metrics: bool, with_token: bool,
             "get": {
                 "summary": "List jobs, newest first.",
                 "operationId": f"{version}.tuningJobs.list",
-                "parameters": [
-                    *_PATH_PARAMS,
-                    _param("filter", "query",
-                           "AIP-160 filter on the TuningJob view: state, display_name, "
-                           "create_time, labels.key, AND/OR/NOT.", _STRING),
-                    _param("pageSize", "query", "default 50, maximum 100",
-                           {"type": "integer", "format": "int32", "minimum": 0}),
-                    _param("pageToken", "query", "nextPageToken of the previous page (same "
-                           "filter)", _STRING),
-                    _ALT_PARAM,
-                ],
+                "parameters": [*_PATH_PARAMS, *_LIST_PARAMS],
                 "responses": {"200": _json_response("one page", _ref("ListTuningJobsResponse")),
                               **_error_responses(400, *auth_errors, 403, 503)},
             },

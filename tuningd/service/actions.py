@@ -23,8 +23,12 @@ from tuningd.ports import JobList, VertexApi
 from tuningd.service.breaker import Breaker
 from tuningd.service.capacity import Capacity
 from tuningd.service.ledger import Ledger
-from tuningd.service.sweep import ACTIVE_REMOTE_FILTER, Sweeper
+from tuningd.service.sweep import Sweeper, poll_filter
 from tuningd.vertex import wire
+
+# A poll list also asks for jobs created since its oldest job's createTime (to see the ones that
+# ended); past this age that list could hold a long history, and ended jobs cost a GET instead.
+ENDED_LOOKBACK_S = 6 * 3600.0
 
 log = structlog.get_logger("tuningd.service.engine")
 
@@ -56,6 +60,8 @@ class Actions:
         # Next sweep time per place; places with a sweep in flight.
         self.sweep_at: dict[planner.Place, float] = {}
         self.sweeping: set[planner.Place] = set()
+        # When a poll last got Vertex's answer (status views; None: not since the start).
+        self.last_poll_success_at: float | None = None
         self._sweeper = Sweeper(
             list_place=self._list_labelled, cancel=self._cancel_remote, lookup=self._lookup,
             in_flight=capacity.busy.__contains__, adopt=self._adopt,
@@ -135,7 +141,7 @@ class Actions:
             self._ledger.version += 1
             # Due at once: the pause, not the job, decides when creates there go on.
             await self._ledger.transition(job.id, Event.create_deferred(
-                retry_at=now,
+                retry_at=now, error_code=_grpc_code(exc.status),
                 error_message=f"{exc.status} for the whole project and location, creates "
                               f"paused: {exc.message}"))
         elif verdict is recovery.CreateVerdict.REJECTED:
@@ -148,19 +154,20 @@ class Actions:
             self._capacity.create_throttled(job, self._ledger.jobs.values(), now)
             await self._ledger.transition(job.id, Event.create_throttled(
                 retry_at=schedule.retry_at(job, now, s.retry, self._rng),
-                error_message=exc.message))
+                error_code=_grpc_code(exc.status), error_message=exc.message))
         elif verdict is recovery.CreateVerdict.NOT_MADE:
             self._breaker.inconclusive(place)
             await self._ledger.transition(job.id, Event.create_deferred(
                 retry_at=schedule.retry_at(job, now, s.retry, self._rng),
-                error_message=f"{exc.status}: {exc.message}"))
+                error_code=_grpc_code(exc.status), error_message=f"{exc.status}: {exc.message}"))
         else:
             # The POST may have reached Vertex: reconcile, never resubmit blind. A first look
             # right away adopts a job whose reply was lost; only "absent" has to wait.
             self._breaker.inconclusive(place)
             self.count_unknown_outcome()
             await self._ledger.transition(job.id, Event.create_outcome_unknown(
-                reconcile_at=now, error_message=f"{exc.status}: {exc.message}"))
+                reconcile_at=now, error_code=_grpc_code(exc.status),
+                error_message=f"{exc.status}: {exc.message}"))
 
     def _answered(self, place: planner.Place) -> None:
         if self._breaker.answered(place):
@@ -277,15 +284,46 @@ class Actions:
     # ------------------------------------------------------------------ polls
 
     async def _poll_list(self, action: planner.Action) -> None:
+        swept = False
         for version, ids in self._by_version(action.job_ids):
-            await self._poll_list_at(action.project, action.location, ids, version)
+            remotes = await self._poll_list_at(action.project, action.location, ids, version)
+            if remotes is not None and not swept and action.place not in self.sweeping:
+                # The poll asked for every active job of tuningd's there: it is a sweep too.
+                swept = True
+                self.sweeping.add(action.place)
+                try:
+                    self.sweep_at[action.place] = (self._clock()
+                                                   + self._settings().sweep_interval_s)
+                    await self._sweeper.examine(action.place, remotes)
+                finally:
+                    self.sweeping.discard(action.place)
+
+    def _created_since(self, job_ids: Sequence[str], now: float) -> str | None:
+        """The oldest createTime Vertex gave the jobs of a poll, if recent enough that a list
+        of every job created since stays short (older: the ended ones cost a GET each)."""
+        oldest: tuple[float, str] | None = None
+        for job_id in job_ids:
+            job = self._ledger.jobs.get(job_id)
+            created = (job.remote or {}).get("createTime") if job is not None else None
+            if not isinstance(created, str):
+                return None
+            try:
+                at = wire.parse_timestamp(created)
+            except errors.TuningdError:
+                return None
+            if oldest is None or at < oldest[0]:
+                oldest = (at, created)
+        if oldest is None or now - oldest[0] > ENDED_LOOKBACK_S:
+            return None
+        return oldest[1]
 
     async def _poll_list_at(self, project: str, location: str, job_ids: list[str],
-                            version: str) -> None:
+                            version: str) -> JobList | None:
         try:
-            remotes = await self._vertex.list_all(project, location,
-                                                  filter=ACTIVE_REMOTE_FILTER,
-                                                  api_version=version)
+            remotes = await self._vertex.list_all(
+                project, location, filter=poll_filter(self._created_since(job_ids,
+                                                                          self._clock())),
+                api_version=version)
         except RemoteError as exc:
             if exc.kind == errors.PERMANENT and exc.http_status == 400:
                 log.warning("engine.batch_poll_refused", location=location,
@@ -293,11 +331,11 @@ class Actions:
                 self._capacity.batch_refused.add(location)
                 for job_id in job_ids:
                     await self._poll_one(job_id)
-                return
+                return None
             now = self._clock()
             for job_id in job_ids:
                 await self._transient(job_id, exc, now)
-            return
+            return None
         self._mark_poll_success()
         by_remote_id: dict[str, dict[str, Any]] = {}
         for remote in remotes:
@@ -309,10 +347,11 @@ class Actions:
                 continue
             found = by_remote_id.get(job.remote_id)
             if found is None:
-                # No longer active on Vertex: it ended (or vanished). One GET says which.
+                # Not in the list (ended long ago, vanished, or the list lags): a GET says.
                 await self._poll_one(job_id)
             else:
                 await self._observe(job_id, found)
+        return remotes
 
     async def _poll_get(self, action: planner.Action) -> None:
         for job_id in action.job_ids:
@@ -391,11 +430,13 @@ class Actions:
             self._capacity.read_throttled(job.location, now)
         await self._ledger.transition(job_id, Event.transient_error(
             retry_at=schedule.retry_at(job, now, self._settings().retry, self._rng),
-            error_message=f"{exc.status}: {exc.message}"))
+            error_code=_grpc_code(exc.status), error_message=f"{exc.status}: {exc.message}"))
 
     def _mark_poll_success(self) -> None:
+        now = self._clock()
+        self.last_poll_success_at = now
         if self._metrics is not None:
-            self._metrics.mark_poll_success(self._clock())
+            self._metrics.mark_poll_success(now)
 
     def count_unknown_outcome(self) -> None:
         if self._metrics is not None:

@@ -17,12 +17,14 @@ from typing import Any
 
 import structlog
 
+from tuningd import __version__
 from tuningd.adapters import failpoints
 from tuningd.adapters.log import enabled_for
 from tuningd.adapters.metrics import Metrics
-from tuningd.core import errors, limits, planner, recovery, schedule
+from tuningd.core import errors, limits, overview, planner, recovery, schedule
 from tuningd.core.machine import Event
 from tuningd.core.model import ACTIVE_STATES, Job, JobEvent, LocalState
+from tuningd.core.overview import Overview
 from tuningd.core.settings import EngineSettings
 from tuningd.ports import JobStore, VertexApi
 from tuningd.service import gauges
@@ -38,6 +40,7 @@ from tuningd.service.facade import (
 )
 from tuningd.service.gauges import scope_label
 from tuningd.service.ledger import Ledger
+from tuningd.service.overview import OverviewCache
 
 Clock = Callable[[], float]
 
@@ -76,6 +79,7 @@ class Engine:
                                 rng=self._rng, wake=self.wake, may_create=may_create)
         self._wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._overviews = OverviewCache(store)
         self._accepting: dict[str, asyncio.Event] = {}
         self._started = False
         self.draining = False
@@ -145,6 +149,13 @@ class Engine:
             self._store_failed("get", exc)
             raise
 
+    async def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        try:
+            return await self._store.ids_with_prefix(prefix, limit)
+        except errors.StoreError as exc:
+            self._store_failed("ids_with_prefix", exc)
+            raise
+
     async def history(self, job_id: str) -> list[JobEvent]:
         try:
             return await self._store.history(job_id)
@@ -152,7 +163,8 @@ class Engine:
             self._store_failed("history", exc)
             raise
 
-    async def list_jobs(self, project: str, location: str, *, predicate: JobPredicate | None,
+    async def list_jobs(self, project: str | None, location: str | None, *,
+                        predicate: JobPredicate | None,
                         page_size: int, after_key: str | None,
                         states: frozenset[LocalState] | None = None,
                         labels: Mapping[str, str] | None = None) -> Page:
@@ -207,6 +219,23 @@ class Engine:
     def state_counts(self) -> dict[LocalState, int]:
         """Jobs per local state, as the engine tracks them (for status lines)."""
         return {state: self._ledger.counts.get(state, 0) for state in LocalState}
+
+    async def overview(self) -> Overview:
+        """The engine at a glance (JobService.overview): active jobs and queue statistics from
+        the working set's index, the head of the queue merged from its groups' sorted orders;
+        its failures, and those stored before its start."""
+        now = self._clock()
+        jobs = self._ledger.jobs
+        stats = jobs.queue_stats()
+        stored = await self._overviews.stored_failures(now, every_s=None)
+        return overview.build(
+            role=overview.InstanceRole.SINGLE, version=__version__, now=now,
+            counts=self._ledger.counts, active=jobs.active.values(),
+            queued=overview.merged_head(jobs.groups.values(), now, self.settings.scheduling),
+            queue_depth=stats.depth, oldest_queued_at=stats.oldest_created_at,
+            failures=[*self._ledger.failed, *stored], configured=self.settings.limits,
+            adaptive=self._capacity.adaptive, paused=self._breaker.pauses,
+            last_poll_at=self._actions.last_poll_success_at)
 
     # ------------------------------------------------------------------ lifecycle
 

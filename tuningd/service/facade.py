@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tuningd.config import SchedulingSettings
 from tuningd.core import errors, planner, recovery, schedule
 from tuningd.core.model import LOCAL_TO_REMOTE, Job, JobEvent, LocalState
+from tuningd.core.overview import Overview
 from tuningd.ports import JobStore, page_key
 
 JobPredicate = Callable[[Job], bool]
@@ -37,7 +38,7 @@ class QueueOrder:
 
     version: int
     computed_at: float
-    positions: dict[str, int]
+    positions: dict[str, int]  # in queue order (the first queued job first)
     neg_priorities: list[int]  # ascending, i.e. by effective priority descending
 
     @classmethod
@@ -48,6 +49,10 @@ class QueueOrder:
                    positions={j.id: i + 1 for i, j in enumerate(order)},
                    neg_priorities=[-schedule.effective_priority(j, now, scheduling)
                                    for j in order])
+
+    def order(self) -> Iterator[str]:
+        """The sorted job ids, first first (for the head of the queue in status views)."""
+        return iter(self.positions)
 
     def position(self, job: Job, now: float, scheduling: SchedulingSettings) -> int:
         """1-based place of a queued job; one newer than the sort is placed by a binary search
@@ -77,9 +82,14 @@ class JobService(Protocol):
 
     async def get(self, job_id: str) -> Job | None: ...
 
+    async def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        """Ids of the jobs whose id starts with `prefix`, in id order, at most `limit`."""
+        ...
+
     async def history(self, job_id: str) -> list[JobEvent]: ...
 
-    async def list_jobs(self, project: str, location: str, *, predicate: JobPredicate | None,
+    async def list_jobs(self, project: str | None, location: str | None, *,
+                        predicate: JobPredicate | None,
                         page_size: int, after_key: str | None,
                         states: frozenset[LocalState] | None = None,
                         labels: Mapping[str, str] | None = None) -> Page: ...
@@ -101,6 +111,13 @@ class JobService(Protocol):
     def ready(self) -> bool: ...
 
     def state_counts(self) -> dict[LocalState, int]: ...
+
+    async def overview(self) -> Overview:
+        """The instance at a glance (status page, `tuningd status`): counts, the head of the
+        queue, active jobs, recent failures, limits, paused creates, role. Costs the active
+        jobs and small caps, never a walk or sort of the queue or the history per request
+        (see core.overview)."""
+        ...
 
 
 def queued_job(job_id: str, project: str, location: str, spec: Mapping[str, Any], *,
@@ -130,11 +147,12 @@ def check_cancellable(job: Job | None, job_id: str) -> Job:
     return job
 
 
-async def list_page(store: JobStore, project: str, location: str, *,
+async def list_page(store: JobStore, project: str | None, location: str | None, *,
                     predicate: JobPredicate | None, page_size: int, after_key: str | None,
                     states: frozenset[LocalState] | None, labels: Mapping[str, str] | None,
                     fresher: Callable[[Job], Job] = lambda job: job) -> Page:
-    """Newest first; keeps reading store pages until `page_size` jobs match.
+    """Newest first; keeps reading store pages until `page_size` jobs match (`project` /
+    `location` None: every one the store holds).
 
     `states` / `labels` are necessary conditions of `predicate` (store_pushdown) that the
     store answers from its indexes, so a rare match does not read the whole history;

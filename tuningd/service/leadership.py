@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, cast
@@ -27,6 +28,7 @@ from tuningd.adapters.metrics import Metrics
 from tuningd.config_ha import HaSettings
 from tuningd.core import errors, planner, recovery
 from tuningd.core.model import Job, JobEvent, LocalState
+from tuningd.core.overview import InstanceRole, Overview
 from tuningd.ports import ChangeFeed, Fenced, JobStore, Lease, Leases
 from tuningd.service.engine import Engine
 from tuningd.service.facade import JobPredicate, JobService, Page
@@ -340,10 +342,14 @@ class Leadership:
     async def get(self, job_id: str) -> Job | None:
         return await self._active().get(job_id)
 
+    async def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        return await self._active().ids_with_prefix(prefix, limit)
+
     async def history(self, job_id: str) -> list[JobEvent]:
         return await self._active().history(job_id)
 
-    async def list_jobs(self, project: str, location: str, *, predicate: JobPredicate | None,
+    async def list_jobs(self, project: str | None, location: str | None, *,
+                        predicate: JobPredicate | None,
                         page_size: int, after_key: str | None,
                         states: frozenset[LocalState] | None = None,
                         labels: Mapping[str, str] | None = None) -> Page:
@@ -375,3 +381,10 @@ class Leadership:
 
     def state_counts(self) -> dict[LocalState, int]:
         return self._active().state_counts()
+
+    async def overview(self) -> Overview:
+        """The engine's overview while leading (role leader), else the standby's."""
+        engine = self.engine
+        if engine is not None and engine.ready():
+            return dataclasses.replace(await engine.overview(), role=InstanceRole.LEADER)
+        return await self._standby.overview()

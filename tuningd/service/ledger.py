@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -24,6 +24,7 @@ import structlog
 from tuningd.adapters.metrics import Metrics
 from tuningd.config import PollingSettings, RetrySettings
 from tuningd.core import errors, machine
+from tuningd.core.eta import RunModel
 from tuningd.core.machine import Event, Transition
 from tuningd.core.model import Job, LocalState
 from tuningd.core.schedule import retry_at, schedule_poll
@@ -32,6 +33,9 @@ from tuningd.ports import JobStore, StaleWrite
 from tuningd.vertex import wire
 
 log = structlog.get_logger("tuningd.service.engine")
+
+# How many of the latest failures the ledger remembers for status views.
+RECENT_FAILED_KEPT = 50
 
 
 class Ledger:
@@ -43,6 +47,8 @@ class Ledger:
         self.store = store
         self.shared = shared
         self.jobs = WorkingSet()
+        # Run times of the jobs that succeeded, for when a running one may end (core/eta).
+        self.runs = RunModel()
         self.counts: Counter[LocalState] = Counter()
         self.lock = asyncio.Lock()
         # Bumped whenever the queue or the limits may look different (queue positions, views).
@@ -53,6 +59,8 @@ class Ledger:
         self._polling = polling
         # History notes that could not be written (store errors), written with the next commit.
         self._notes: dict[str, list[str]] = {}
+        # The jobs that failed here lately, newest first (status views; bounded).
+        self.failed: deque[Job] = deque(maxlen=RECENT_FAILED_KEPT)
 
     def note(self, job_id: str, text: str) -> None:
         """A history line for the job's next commit (its store refused one just now)."""
@@ -98,7 +106,11 @@ class Ledger:
         if schedule and not tr.job.state.is_terminal and not (
                 tr.job.state is LocalState.CANCELLING and tr.job.cancel_sent_at is None):
             # (A fresh cancel is due now, as the machine set it.)
-            sched = schedule_poll(tr.job, tr.changed, now, self._polling(), self._rng)
+            # Only a local state change starts the ramp again: a sub-state or updateTime
+            # change inside RUNNING says nothing about when the job ends (issue 11).
+            polling = self._polling()
+            sched = schedule_poll(tr.job, tr.state_changed, now, polling, self._rng,
+                                  self.runs.eta(tr.job, max_interval_s=polling.max_interval_s))
             tr = tr.with_schedule(sched.next_poll_at, sched.interval_s)
         return await self.commit_locked(tr)
 
@@ -152,6 +164,9 @@ class Ledger:
             await self.update_locked(before, after)
         if after.state.is_terminal:
             self.jobs.pop(after.id, None)
+            self.runs.learn(after)
+            if tr.state_changed and after.state is LocalState.FAILED:
+                self.failed.appendleft(after)
         else:
             self.jobs[after.id] = after
         if tr.state_changed:

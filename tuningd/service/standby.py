@@ -7,7 +7,9 @@ the store or not at all:
 
 - queue positions come from a snapshot of the store's queue, refreshed by `refresh()` (the
   leadership loop calls it every `ha.acquire_interval_s`), so they lag by up to that much;
-- paused places (the breaker) live in the leader's memory: a standby shows none;
+- paused places (the breaker), lowered caps and the last poll live in the leader's memory: a
+  standby shows none of them in its overview, and its failures are reread every
+  FAILURES_REREAD_S;
 - the pass-through's request budget is this instance's own bucket of the configured size: the
   engine's calls (the bulk of the traffic) are made by the leader alone, and each standby caps
   the pass-through calls it forwards at the same rate.
@@ -15,6 +17,7 @@ the store or not at all:
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -22,11 +25,14 @@ from typing import Any
 
 import structlog
 
+from tuningd import __version__
 from tuningd.config import SchedulingSettings
-from tuningd.core import errors, machine, planner, recovery
+from tuningd.core import errors, machine, overview, planner, recovery
 from tuningd.core.budget import Budgets, BudgetSettings
+from tuningd.core.limits import Limits
 from tuningd.core.machine import Event
-from tuningd.core.model import Job, JobEvent, LocalState
+from tuningd.core.model import ACTIVE_STATES, Job, JobEvent, LocalState
+from tuningd.core.overview import Overview
 from tuningd.ports import JobStore, StaleWrite
 from tuningd.service.facade import (
     JobPredicate,
@@ -36,13 +42,16 @@ from tuningd.service.facade import (
     list_page,
     queued_job,
 )
+from tuningd.service.overview import OverviewCache
 
 log = structlog.get_logger("tuningd.standby")
 
-__all__ = ["Standby"]
+__all__ = ["FAILURES_REREAD_S", "Standby"]
 
 # A cancel that keeps losing to the leader's writes gives up after this many rereads (503).
 _CANCEL_ATTEMPTS = 5
+# A standby's overview rereads the store's failed jobs at most this often.
+FAILURES_REREAD_S = 10.0
 
 
 class Standby:
@@ -50,9 +59,18 @@ class Standby:
 
     def __init__(self, store: JobStore, *, scheduling: Callable[[], SchedulingSettings],
                  budget: BudgetSettings, clock: Callable[[], float] = time.time,
-                 new_id: Callable[[], str] | None = None) -> None:
+                 new_id: Callable[[], str] | None = None,
+                 limits: Callable[[], Limits] | None = None) -> None:
         self._store = store
         self._scheduling = scheduling
+        # The configured limits, for the overview (None: none shown).
+        self._limits = limits
+        # From the last refresh, for the overview: the head of the queue, the active jobs, the
+        # oldest queued job (not every job: the queue may be long).
+        self._head: tuple[overview.QueuedJob, ...] = ()
+        self._active: list[Job] = []
+        self._oldest_queued_at: float | None = None
+        self._overviews = OverviewCache(store)
         self._clock = clock
         self._new_id = new_id or (lambda: str(uuid.uuid4()))
         self._budgets = Budgets(budget)
@@ -67,6 +85,13 @@ class Standby:
         counts = await self._store.count_by_state()
         now = self._clock()
         self._queue = QueueOrder.of(jobs, now, self._scheduling())
+        head_ids = set(itertools.islice(self._queue.order(), overview.QUEUE_SHOWN))
+        self._head = overview.queue_head(
+            self._queue.order(), self._queue.positions,
+            {job.id: job for job in jobs if job.id in head_ids})
+        self._active = [job for job in jobs if job.state in ACTIVE_STATES]
+        self._oldest_queued_at = min((job.created_at for job in jobs
+                                      if job.state is LocalState.QUEUED), default=None)
         self._counts = {state: counts.get(state, 0) for state in LocalState}
         self._started = True
 
@@ -91,10 +116,14 @@ class Standby:
     async def get(self, job_id: str) -> Job | None:
         return await self._store.get(job_id)
 
+    async def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        return await self._store.ids_with_prefix(prefix, limit)
+
     async def history(self, job_id: str) -> list[JobEvent]:
         return await self._store.history(job_id)
 
-    async def list_jobs(self, project: str, location: str, *, predicate: JobPredicate | None,
+    async def list_jobs(self, project: str | None, location: str | None, *,
+                        predicate: JobPredicate | None,
                         page_size: int, after_key: str | None,
                         states: frozenset[LocalState] | None = None,
                         labels: Mapping[str, str] | None = None) -> Page:
@@ -142,3 +171,17 @@ class Standby:
 
     def state_counts(self) -> dict[LocalState, int]:
         return dict(self._counts)
+
+    async def overview(self) -> Overview:
+        """The store as of the last refresh: counts, the queue's head, active jobs, limits;
+        failures from the store (reread at most every FAILURES_REREAD_S)."""
+        now = self._clock()
+        failures = await self._overviews.stored_failures(now, every_s=FAILURES_REREAD_S)
+        return overview.build(
+            role=overview.InstanceRole.STANDBY, version=__version__, now=now,
+            counts=self._counts, active=self._active,
+            queued=self._head,
+            queue_depth=self._counts.get(LocalState.QUEUED, 0),
+            oldest_queued_at=self._oldest_queued_at, failures=failures,
+            configured=self._limits() if self._limits is not None else None,
+            adaptive=None, paused={}, last_poll_at=None)

@@ -36,14 +36,22 @@ log = structlog.get_logger("tuningd.service.sweep")
 # Remote states in which a job still costs or may still change; a list asks only for these, so
 # it costs the same whatever the size of the history. Jobs labelled the way tuningd labelled them
 # before issue 8 (managed-by=tuningd) are asked for too: they may still run.
-ACTIVE_REMOTE_FILTER = (
-    f'(labels.{LABEL_MANAGED}="{MANAGED_VALUE}" OR '
-    f'labels.{LEGACY_LABEL_MANAGED_BY}="{LEGACY_MANAGED_BY_VALUE}") AND ('
-    + " OR ".join(f'state="{s}"' for s in (
-        "JOB_STATE_QUEUED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_CANCELLING",
-        "JOB_STATE_PAUSED", "JOB_STATE_UPDATING"))
-    + ")"
-)
+_OURS = (f'(labels.{LABEL_MANAGED}="{MANAGED_VALUE}" OR '
+         f'labels.{LEGACY_LABEL_MANAGED_BY}="{LEGACY_MANAGED_BY_VALUE}")')
+_ACTIVE = " OR ".join(f'state="{s}"' for s in (
+    "JOB_STATE_QUEUED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_CANCELLING",
+    "JOB_STATE_PAUSED", "JOB_STATE_UPDATING"))
+ACTIVE_REMOTE_FILTER = f"{_OURS} AND ({_ACTIVE})"
+
+
+def poll_filter(created_since: str | None) -> str:
+    """The poll list's filter: every active job of tuningd's (so the list is also a sweep)
+    and, with `created_since` (a createTime Vertex gave), every one created since then in any
+    state, so a job that just ended is seen in the same call instead of costing a GET."""
+    if created_since is None:
+        return ACTIVE_REMOTE_FILTER
+    return f'{_OURS} AND ({_ACTIVE} OR create_time>="{created_since}")'
+
 
 
 class Lister(Protocol):
@@ -86,6 +94,11 @@ class Sweeper:
             log.warning("sweep.failed", project=place[0], location=place[1],
                         status=exc.status, error=exc.message)
             return
+        await self.examine(place, remotes)
+
+    async def examine(self, place: Place, remotes: Sequence[Mapping[str, Any]]) -> None:
+        """Act on a list of the place that holds at least every active job of tuningd's (a
+        sweep's own, or a poll's, which asks for those too): the sweep without its read."""
         unowned = 0
         for remote in sorted(remotes, key=lambda r: str(r.get("createTime", ""))):
             labels = remote.get("labels") or {}

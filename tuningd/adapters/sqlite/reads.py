@@ -11,10 +11,13 @@ from tuningd.adapters.sqlite.rows import Undecodable, row_to_event, row_to_job
 from tuningd.adapters.sqlite.schema import NON_TERMINAL, SELECT_JOB, list_query, raw_page_key
 from tuningd.core import errors
 from tuningd.core.model import Job, JobEvent, LocalState
-from tuningd.ports import RowDamaged
+from tuningd.ports import RowDamaged, prefix_end
 
 log = structlog.get_logger("tuningd.adapters.sqlite.store")
 _STATES = frozenset(s.value for s in LocalState)
+# An id prefix as a range of the primary key (tests check SQLite's plan searches its index).
+IDS_IN_RANGE = "SELECT id FROM jobs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
+IDS_FROM = "SELECT id FROM jobs WHERE id >= ? ORDER BY id LIMIT ?"
 
 
 class StoreReads:
@@ -63,6 +66,22 @@ class StoreReads:
             f"{SELECT_JOB} WHERE project = ? AND location = ? AND request_id = ?",
             (project, location, request_id),
         ))
+
+    async def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        """Ids starting with `prefix`, in id order, at most `limit`: a range on the primary key
+        (`id >= ? AND id < ?`, which both stores answer from its index; LIKE would scan)."""
+        if not prefix:
+            raise errors.InvalidArgument("an id prefix must not be empty")
+        if limit < 1:
+            raise errors.InvalidArgument(f"limit must be >= 1, got {limit}")
+        end = prefix_end(prefix)
+        if end is None:
+            rows = await self._read(IDS_FROM, (prefix, limit))
+        else:
+            rows = await self._read(IDS_IN_RANGE, (prefix, end, limit))
+        # A damaged id (not text) cannot be asked for by prefix; it is reported where read whole.
+        return [row[0] for row in rows if isinstance(row[0], str)
+                and not isinstance(row[0], Undecodable) and row[0].startswith(prefix)]
 
     async def history(self, job_id: str) -> list[JobEvent]:
         """The job's events, oldest first (damaged ones left out)."""

@@ -14,14 +14,15 @@ from tuningd.ports import RowDamaged
 JOB_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Job))
 FLOAT_COLUMNS = frozenset({
     "created_at", "updated_at", "cancel_sent_at", "next_action_at", "poll_interval_s",
-    "submit_started_at", "submitted_at", "ended_at", "attempt_ended_at",
+    "submit_started_at", "submitted_at", "ended_at", "attempt_ended_at", "last_error_at",
 })
 _INT_COLUMNS = frozenset({"priority", "attempts", "retry_count", "error_code", "absent_checks",
-                          "missing_checks", "cancel_requested"})
+                          "missing_checks", "cancel_requested", "last_error_code"})
 _NULLABLE = frozenset({
     "request_id", "remote_name", "remote_state", "remote_substate", "remote_json",
     "cancel_sent_at", "submit_started_at", "submitted_at", "ended_at", "error_code",
     "error_message", "outcome", "remote_update_time", "attempt_ended_at", "api_version",
+    "last_error_code", "last_error_message", "last_error_at",
 })
 _STATES = frozenset(s.value for s in LocalState)
 _OUTCOMES = frozenset(o.value for o in Outcome)
