@@ -1,21 +1,20 @@
-"""The reference for create_throughput.py: a bare aiohttp server answering every POST with a
-fixed small JSON body (it reads the request body, as a real handler must).
+"""The reference for create_throughput.py: a bare aiohttp server that parses each POST's JSON body
+and echoes it back as JSON (the least a JSON API handler does: read, parse, serialise, answer).
 
     python bench/_bare_server.py PORT
 """
 
 from __future__ import annotations
 
+import json
 import sys
 
 from aiohttp import web
 
-REPLY = {"name": "projects/p/locations/l/tuningJobs/1", "state": "JOB_STATE_QUEUED"}
-
 
 async def handle(request: web.Request) -> web.Response:
-    await request.read()
-    return web.json_response(REPLY)
+    body = json.loads(await request.read())
+    return web.json_response(body)
 
 
 def main() -> None:

@@ -385,3 +385,18 @@ async def test_concurrent_writes_share_commits_and_fail_alone(store: Store) -> N
     assert len(await store.history(make_job(1).id)) == 1
 
 
+async def test_a_write_whose_caller_is_cancelled_is_still_committed(store: Store) -> None:
+    """Cancelling a caller waiting for its commit (a shutdown) neither drops its write nor leaves
+    a transaction open: the write is stored and the next writes go on."""
+    job = make_job(1)
+    waiting = asyncio.ensure_future(store.create_or_get(job, "accepted"))
+    await asyncio.sleep(0)  # the write is queued and its caller waits for the commit
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    # A later write is committed after the first one's transaction.
+    assert await store.create_or_get(make_job(2), "accepted") == (make_job(2), True)
+    assert await store.get(job.id) == job
+    assert [e.reason for e in await store.history(job.id)] == ["accepted"]
+
+

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 import structlog
 
-from tuningd.adapters.log import REDACTED, configure_logging, is_secret_key
+from tuningd.adapters.log import REDACTED, configure_logging, enabled_for, is_secret_key
 from tuningd.core.model import LocalState
 
 
@@ -237,3 +237,15 @@ def test_console_emulator_transition_names_the_remote_job_and_joins_the_substate
     log.info("emulated_job.transitioned", **fields, at="2026-01-01T00:00:00Z")
     [rec] = lines(piped)
     assert {k: rec[k] for k in fields} == fields and rec["at"] == "2026-01-01T00:00:00Z"
+
+
+def test_enabled_for_follows_the_level_and_yields_to_capture_logs() -> None:
+    """enabled_for says a debug line at level info would be dropped (so hot paths skip it), an
+    info line kept, and a debug line kept under capture_logs, which keeps every level."""
+    configure_logging("info", "json", stream=io.StringIO())
+    assert not enabled_for("tuningd.http.api", logging.DEBUG)
+    assert enabled_for("tuningd.http.api", logging.INFO)
+    with structlog.testing.capture_logs():
+        assert enabled_for("tuningd.http.api", logging.DEBUG)
+    configure_logging("debug", "json", stream=io.StringIO())
+    assert enabled_for("tuningd.http.api", logging.DEBUG)

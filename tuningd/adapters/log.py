@@ -280,3 +280,22 @@ def _isatty(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def enabled_for(logger_name: str, level: int) -> bool:
+    """Whether an event at `level` (logging.DEBUG, ...) on `logger_name` would be written.
+
+    For per-request lines on hot paths: a dropped structlog event still costs a bound logger and
+    a trip into the processor chain (~20 µs), this check well under 1 µs. False only when the
+    configured chain starts with filter_by_level (configure_logging's) and the stdlib logger is
+    above `level`; under another chain (structlog.testing.capture_logs, say) always True."""
+    stdlib = _stdlib_loggers.get(logger_name)
+    if stdlib is None:  # getLogger takes the logging module's lock: looked up once per name
+        stdlib = _stdlib_loggers[logger_name] = logging.getLogger(logger_name)
+    if stdlib.isEnabledFor(level):
+        return True
+    processors = structlog.get_config()["processors"]
+    return not processors or processors[0] is not structlog.stdlib.filter_by_level
+
+
+_stdlib_loggers: dict[str, logging.Logger] = {}

@@ -77,6 +77,7 @@ class Metrics:
         )
         self.start_time.set(time.time())
         self.jobs = Gauge("tuningd_jobs", "Jobs per local state.", ["state"], registry=r)
+        self._job_children: dict[LocalState, Gauge] = {}
         self.transitions = Counter(
             "tuningd_job_transitions_total",
             "Job state transitions.",
@@ -158,6 +159,7 @@ class Metrics:
             ["method", "route", "code"],
             registry=r,
         )
+        self._api_children: dict[tuple[str, str, str], Counter] = {}
         self.loop_iterations = Counter(
             "tuningd_engine_loop_iterations_total", "Engine loop iterations.", registry=r
         )
@@ -281,6 +283,13 @@ class Metrics:
         for state in LocalState:
             self.jobs.labels(state=state.value).set(counts.get(state, 0))
 
+    def set_job_count(self, state: LocalState, count: int) -> None:
+        """Set one state's count (a create changes the queued count alone)."""
+        child = self._job_children.get(state)
+        if child is None:  # labels() resolves its arguments per call: kept, as per API route
+            child = self._job_children[state] = self.jobs.labels(state=state.value)
+        child.set(count)
+
     def observe_transition(self, from_state: LocalState | str, to_state: LocalState | str) -> None:
         self.transitions.labels(from_state=str(from_state), to_state=str(to_state)).inc()
 
@@ -330,7 +339,13 @@ class Metrics:
 
     def observe_api_request(self, method: str, route: str, code: int | str) -> None:
         """`route` must be the route template (e.g. /v1/.../tuningJobs/{id}), never a raw path."""
-        self.api_requests.labels(method=method, route=route, code=str(code)).inc()
+        key = (method, route, str(code))
+        child = self._api_children.get(key)
+        if child is None:
+            # labels() resolves its arguments on every call; a request is served in ~0.2 ms,
+            # so the child is kept (routes, methods and codes are few: the dict stays small).
+            child = self._api_children[key] = self.api_requests.labels(*key)
+        child.inc()
 
     def loop_iteration(self, round_s: float) -> None:
         self.loop_iterations.inc()

@@ -23,6 +23,7 @@ from tuningd.core.model import (
     RESERVED_LABEL_PREFIX,
     Job,
     JobEvent,
+    LocalState,
 )
 from tuningd.http.answers import (
     ReadinessCheck,
@@ -31,7 +32,7 @@ from tuningd.http.answers import (
     error_middleware,
 )
 from tuningd.http.envelope import HANDLER_ARGS, Handler, json_response
-from tuningd.http.jobview import job_name, job_view, render_view
+from tuningd.http.jobview import job_name, job_view, render_queued, render_view
 from tuningd.http.openapi import openapi_document
 from tuningd.http.passthrough import Passthrough
 from tuningd.http.statuspage import add_status_routes
@@ -262,7 +263,16 @@ class _Api:
                 f"{job_name(job)}). Repeat the same body, priority and API version to get that "
                 "job, or use a new requestId."
             )
-        return self._respond(request, job, None, version)
+        if not created or job.state is not LocalState.QUEUED or job.remote_json is not None:
+            # A replay answers the job as it is now (it may have moved on since its create).
+            return self._respond(request, job, None, version)
+        # The job just made is only queued: its answer is the spec parsed above under tuningd's
+        # name, state, times and object, the same as the general path would render from the
+        # stored text (test_create_reply_is_the_get_view), without reading that text back.
+        return json_response(render_queued(
+            job, spec, queue_position=self._engine.queue_position(job),
+            pause=self._engine.pause_for(job),
+            enum_as_int=wire.wants_int_enums(request.query), api_version=version))
 
     async def get(self, request: web.Request) -> web.Response:
         """GET .../tuningJobs/{id}: the job with its history."""

@@ -3,6 +3,7 @@ tuningd's own name, state and times, with the `tuningd` extension object."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -64,7 +65,14 @@ def job_view(job: Job, *, queue_position: int | None = None,
     if job.state.is_terminal and "endTime" not in view and job.ended_at is not None:
         view["endTime"] = wire.format_timestamp(job.ended_at)
     view["tuningd"] = _extension(job, queue_position=queue_position, history=history)
-    ext = view["tuningd"]
+    _add_waiting(view["tuningd"], job, pause, now)
+    return view
+
+
+def _add_waiting(ext: dict[str, Any], job: Job, pause: recovery.Pause | None,
+                 now: float | None) -> None:
+    """The `tuningd` object's last error, next attempt and paused creates (job_view and
+    render_queued alike)."""
     if job.last_error_code is not None and job.state is not LocalState.SUCCEEDED:
         ext["lastError"] = last_error(job)
     attempt_at = next_attempt_at(job, pause, time.time() if now is None else now)
@@ -72,12 +80,13 @@ def job_view(job: Job, *, queue_position: int | None = None,
         ext["nextAttemptTime"] = wire.format_timestamp(attempt_at)
     if pause is not None and job.state is LocalState.QUEUED:
         # Why a queued job does not move: creates to its project and location are paused.
-        view["tuningd"]["createsPaused"] = {
-            "status": pause.status, "message": pause.message,
+        ext["createsPaused"] = _paused(pause)
+
+
+def _paused(pause: recovery.Pause) -> dict[str, Any]:
+    return {"status": pause.status, "message": pause.message,
             "since": wire.format_timestamp(pause.since),
-            "nextProbeTime": wire.format_timestamp(pause.probe_at),
-        }
-    return view
+            "nextProbeTime": wire.format_timestamp(pause.probe_at)}
 
 
 def last_error(job: Job) -> dict[str, Any]:
@@ -152,6 +161,48 @@ def history_entry(event: JobEvent) -> dict[str, Any]:
     if event.detail:
         entry["detail"] = dict(event.detail)
     return entry
+
+
+def render_queued(job: Job, spec: Mapping[str, Any], *, queue_position: int | None,
+                  pause: recovery.Pause | None, enum_as_int: bool = False,
+                  api_version: str = "v1", now: float | None = None) -> dict[str, Any]:
+    """render_view(job_view(job, ...)) of a job that is only queued (never sent: no remote),
+    built from `spec`, the canonical spec its create parsed, validated and stored.
+
+    The answer of every create: the same content, in the same order (so the same bytes), as the
+    general path, which reads the stored spec text back and renders the whole view; here only
+    the spec is rendered, and tuningd's name, state, times and object are set as they are."""
+    if job.state is not LocalState.QUEUED or job.remote_json is not None:
+        raise ValueError(f"render_queued() needs a queued job never sent; {job.id} is "
+                         f"{job.state.value}")
+    # The general path reads the spec from its stored text, whose keys json.dumps sorted.
+    rendered: dict[str, Any] = _sorted(wire.render_tuning_job(spec, enum_as_int=enum_as_int,
+                                              api_version=api_version))
+    created = wire.format_timestamp(job.created_at)
+    rendered["name"] = job_name(job)
+    rendered["state"] = _queued_state(enum_as_int)
+    rendered["createTime"] = created
+    rendered["updateTime"] = (created if job.updated_at == job.created_at
+                              else wire.format_timestamp(job.updated_at))
+    ext = _extension(job, queue_position=queue_position, history=None)
+    _add_waiting(ext, job, pause, now)
+    rendered["tuningd"] = ext
+    return rendered
+
+
+def _sorted(value: Any) -> Any:
+    """A JSON value with every object's keys in sorted order (as json.dumps(sort_keys=True))."""
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
+
+
+@functools.cache
+def _queued_state(enum_as_int: bool) -> Any:
+    state = LOCAL_TO_REMOTE[LocalState.QUEUED].value
+    return wire.render_tuning_job({"state": state}, enum_as_int=enum_as_int)["state"]
 
 
 def render_view(view: Mapping[str, Any], *, enum_as_int: bool = False,

@@ -7,6 +7,7 @@ hands their results to the `Ledger`, the one commit path of every job change.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 import uuid
@@ -18,6 +19,7 @@ import structlog
 
 from tuningd import __version__
 from tuningd.adapters import failpoints
+from tuningd.adapters.log import enabled_for
 from tuningd.adapters.metrics import Metrics
 from tuningd.core import errors, limits, overview, planner, recovery, schedule
 from tuningd.core.machine import Event
@@ -118,11 +120,15 @@ class Engine:
         if created:
             self._actions.sweep_at.setdefault((project, location),
                                       now + self.settings.sweep_interval_s)
-            log.info("job.accepted", job_id=stored.id, project=project, location=location,
-                     base_model=job.base_model, priority=priority, request_id=request_id,
-                     api_version=api_version)
+            # Per request, so debug (issue 11): at info a job's story starts with its first
+            # transition; the check spares the cost of building a line that would be dropped.
+            if enabled_for("tuningd.service.engine", logging.DEBUG):
+                log.debug("job.accepted", job_id=stored.id, project=project,
+                          location=location, base_model=job.base_model, priority=priority,
+                          request_id=request_id, api_version=api_version)
             if self._metrics is not None:
-                self._metrics.set_job_counts(self._ledger.counts)
+                # Only the queued count changed: one gauge, not one per state.
+                self._metrics.set_job_count(stored.state, self._ledger.counts[stored.state])
             if self._has_room():
                 self._wakeup.set()
         return stored, created

@@ -107,9 +107,10 @@ class Standby:
                          request_id=request_id, api_version=api_version, now=self._clock())
         stored, created = await self._store.create_or_get(job, "accepted")
         if created:
-            log.info("job.accepted", job_id=stored.id, project=project, location=location,
-                     base_model=stored.base_model, priority=priority, request_id=request_id,
-                     api_version=api_version, role="standby")
+            # Per request, so debug, as on the leader (issue 11).
+            log.debug("job.accepted", job_id=stored.id, project=project, location=location,
+                      base_model=stored.base_model, priority=priority, request_id=request_id,
+                      api_version=api_version, role="standby")
         return stored, created
 
     async def get(self, job_id: str) -> Job | None:

@@ -8,6 +8,7 @@ the messages a client set. Ranges Vertex does not document are inferred (spec §
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
@@ -15,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from tuningd.core.errors import InvalidArgument
-from tuningd.vertex.schema import Message, schema
+from tuningd.vertex.schema import Field, Message, schema
 
 __all__ = ["KINDS", "MAX_DISPLAY_NAME_LENGTH", "MAX_EPOCH_COUNT", "MAX_LABELS",
            "RESERVED_LABEL_PREFIX", "check_labels", "tuning_kind", "validate_job"]
@@ -50,7 +51,9 @@ _DATASET_RE = re.compile(r"projects/[^/\s]+/locations/[^/\s]+/datasets/[^/\s]+")
 _TUNED_MODEL_RE = re.compile(r"projects/[^/\s]+/locations/[^/\s]+/models/[^/\s]+")
 
 
+@functools.cache
 def _snake(json_name: str) -> str:
+    # Cached: every create names its tuning spec's kind (the names are the schema's few).
     return re.sub(r"(?<!^)([A-Z])", r"_\1", json_name).lower()
 
 
@@ -255,6 +258,13 @@ def check_labels(labels: Mapping[str, Any]) -> None:
 # Generic: REQUIRED fields and oneofs of every message set
 
 
+@functools.cache
+def _checked_fields(msg: Message) -> tuple[Field, ...]:
+    """The fields _generic has anything to check in: required ones and messages (input only)."""
+    return tuple(f for f in msg.fields if not f.output
+                 and ((f.required and not f.oneof) or f.message is not None))
+
+
 def _generic(msg: Message, obj: Mapping[str, Any], path: str) -> None:
     for name, members in msg.oneofs.items():
         given = [f for f in members if f.json in obj]
@@ -262,9 +272,7 @@ def _generic(msg: Message, obj: Mapping[str, Any], path: str) -> None:
             raise InvalidArgument(
                 f"Only one of {path}{given[0].proto} and {path}{given[1].proto} can be set "
                 f"(oneof {name}).")
-    for f in msg.fields:
-        if f.output:
-            continue
+    for f in _checked_fields(msg):
         value = obj.get(f.json)
         if f.required and not f.oneof and value is None:
             raise InvalidArgument(f"{path}{f.proto} is required.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -49,11 +50,19 @@ def ts_to_micros(text: str) -> int | None:
     return micros
 
 
-def micros_to_text(micros: int) -> str:
-    dt = _EPOCH + timedelta(microseconds=micros)
+@functools.lru_cache(maxsize=256)
+def _second_text(seconds: int) -> str:
+    dt = _EPOCH + timedelta(seconds=seconds)
     # f-string rather than strftime: %Y does not zero-pad years < 1000 on glibc.
     return (f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:"
-            f"{dt.second:02d}.{dt.microsecond:06d}Z")
+            f"{dt.second:02d}")
+
+
+def micros_to_text(micros: int) -> str:
+    # Every reply carries two or more times, mostly of the current second: the date part of a
+    # second is built once (a datetime per call was a tenth of a create's cost).
+    seconds, fraction = divmod(micros, 1_000_000)
+    return f"{_second_text(seconds)}.{fraction:06d}Z"
 
 
 def format_timestamp(unix_s: float) -> str:
@@ -133,6 +142,25 @@ def _check_json_tree(value: Any) -> None:
             stack.extend((v, depth + 1) for v in node)
 
 
+class _ConstantLiteral(Exception):
+    """A NaN / Infinity / -Infinity literal met by the decoder."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN/Infinity literals; JSON (and Google) does not.
+    raise _ConstantLiteral(name)
+
+
+# One decoder for every body: json.loads with hooks would build a decoder and its scanner per
+# call, which cost as much as the parse of a create body itself.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_int=_parse_json_int,
+                            parse_float=_parse_json_float, object_pairs_hook=_no_duplicates)
+
+
 def parse_json_body(raw: bytes) -> Any:
     """Decode a request body; malformed JSON -> InvalidArgument with Google's wording.
 
@@ -148,13 +176,14 @@ def parse_json_body(raw: bytes) -> Any:
     if not text.strip():
         return {}
 
-    def _reject_constant(name: str) -> Any:
-        # Python's json accepts NaN/Infinity literals; JSON (and Google) does not.
-        raise json.JSONDecodeError("Unexpected token", text, text.index(name))
-
     try:
-        value = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_json_int,
-                           parse_float=_parse_json_float, object_pairs_hook=_no_duplicates)
+        try:
+            if text.startswith("\ufeff"):  # as json.loads refuses a BOM
+                raise json.JSONDecodeError("Unexpected UTF-8 BOM", text, 0)
+            value = _DECODER.decode(text)
+        except _ConstantLiteral as literal:
+            raise json.JSONDecodeError("Unexpected token", text, text.index(literal.name)) \
+                from None
     except json.JSONDecodeError as exc:
         line = text.splitlines()[exc.lineno - 1] if text.splitlines() else ""
         caret = " " * max(exc.colno - 1, 0) + "^"
@@ -166,7 +195,10 @@ def parse_json_body(raw: bytes) -> Any:
             f"Message too deep. Max recursion depth is {MAX_JSON_DEPTH}.") from None
     except ValueError as exc:  # any other conversion limit of the json module
         raise json_error(f"Unexpected value: {str(exc)[:200]}") from None
-    _check_json_tree(value)
+    # What the walk looks for needs, in the text, a \u escape (a lone surrogate cannot be UTF-8)
+    # or more than MAX_JSON_DEPTH brackets: a body with neither is not walked (most creates).
+    if "\\u" in text or text.count("{") + text.count("[") > MAX_JSON_DEPTH:
+        _check_json_tree(value)
     return value
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import operator
 import sqlite3
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
@@ -46,26 +47,37 @@ def raw_page_key(row: Sequence[Any]) -> str:
     return f"{row[_CREATED_AT]!r}|{row[_ID]}"
 
 
+_JOB_VALUES = operator.attrgetter(*JOB_COLUMNS)
+# Values stored as they are (the common case, checked first: a row is built per write).
+_AS_IS = frozenset({str, float, type(None)})
+
+
 def job_to_row(job: Job) -> tuple[Any, ...]:
-    row: list[Any] = []
-    for name in JOB_COLUMNS:
-        value = getattr(job, name)
+    row = list(_JOB_VALUES(job))
+    for i, value in enumerate(row):
+        if type(value) in _AS_IS:
+            continue
         if isinstance(value, LocalState | Outcome):
-            value = value.value
+            row[i] = value.value
         elif isinstance(value, bool):
-            value = int(value)
-        elif name in FLOAT_COLUMNS and isinstance(value, int):
-            value = float(value)
-        row.append(value)
+            row[i] = int(value)
+        elif JOB_COLUMNS[i] in FLOAT_COLUMNS and isinstance(value, int):
+            row[i] = float(value)
     return tuple(row)
 
 
 def detail_json(detail: Mapping[str, Any] | None) -> str:
-    return json.dumps(dict(detail or {}), sort_keys=True, separators=(",", ":"))
+    if not detail:
+        return "{}"  # most events (every create's) carry no detail
+    return json.dumps(dict(detail), sort_keys=True, separators=(",", ":"))
 
 
 def labels_of(spec_json: str) -> list[tuple[str, str]]:
     """The string-valued client labels of a spec, as (key, value) pairs."""
+    if '"labels"' not in spec_json:
+        # A spec's JSON text holds the key verbatim whenever it has labels: the common create
+        # without labels is not parsed a second time.
+        return []
     try:
         labels = json.loads(spec_json).get("labels")
     except (ValueError, AttributeError):
