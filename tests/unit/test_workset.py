@@ -139,3 +139,19 @@ def test_positions_match_the_sorted_queue_through_adds_and_removals() -> None:
         ws.pop(f"j{i:03d}")
     order = queue_order(list(ws.values()), NOW, sched)
     assert [ws.position(j.id, NOW, sched) for j in order] == list(range(1, len(order) + 1))
+
+
+def test_a_one_priority_group_keeps_its_order_as_time_passes() -> None:
+    """With one priority aging cannot reorder a group, so positions hours later (without a new
+    sort) still equal the fully sorted queue, capped aging bonus included."""
+    sched = SchedulingSettings(aging_interval_s=60.0, max_aging_bonus=5)
+    ws = WorkingSet()
+    rng = random.Random(5)
+    for i in range(100):
+        ws[f"j{i:03d}"] = job(f"j{i:03d}", created_at=NOW - rng.uniform(0, 3600))
+    ws.position("j000", NOW, sched)
+    for i in range(100, 120):
+        ws[f"j{i:03d}"] = job(f"j{i:03d}", created_at=NOW + i)
+    later = NOW + 5 * 3600
+    order = queue_order(list(ws.values()), later, sched)
+    assert [ws.position(j.id, later, sched) for j in order] == list(range(1, len(order) + 1))

@@ -40,7 +40,8 @@ def sort_key(job: Job, now: float, settings: SchedulingSettings) -> SortKey:
 class QueueGroup:
     """The queued jobs of one group; its order is computed lazily and kept for RESORT_S."""
 
-    __slots__ = ("_by_age", "_keys", "_order", "_settings", "_sorted_at", "jobs", "key")
+    __slots__ = ("_by_age", "_keys", "_order", "_priorities", "_settings", "_sorted_at", "jobs",
+                 "key")
 
     def __init__(self, key: GroupKey) -> None:
         self.key = key
@@ -51,6 +52,9 @@ class QueueGroup:
         self._settings: SchedulingSettings | None = None
         # (created_at, id), lazily cleaned: the oldest queued job without a walk.
         self._by_age: list[tuple[float, str]] = []
+        # Jobs per priority: with one priority, aging never reorders the group (an older job
+        # always has at least the newer one's bonus), so time alone needs no new sort.
+        self._priorities: dict[int, int] = {}
 
     @property
     def place(self) -> tuple[str, str]:
@@ -61,6 +65,7 @@ class QueueGroup:
         self.jobs[job.id] = job
         if known:
             return
+        self._priorities[job.priority] = self._priorities.get(job.priority, 0) + 1
         heapq.heappush(self._by_age, (job.created_at, job.id))
         if self._sorted_at is None or self._settings is None:
             return
@@ -73,7 +78,14 @@ class QueueGroup:
 
     def remove(self, job_id: str) -> None:
         job = self.jobs.pop(job_id, None)
-        if job is None or self._sorted_at is None or self._settings is None:
+        if job is None:
+            return
+        left = self._priorities[job.priority] - 1
+        if left:
+            self._priorities[job.priority] = left
+        else:
+            del self._priorities[job.priority]
+        if self._sorted_at is None or self._settings is None:
             return
         # Found by its key as of the last sort (ids are unique, so the key is too).
         at = bisect.bisect_left(self._keys, sort_key(job, self._sorted_at, self._settings))
@@ -85,8 +97,9 @@ class QueueGroup:
 
     def _fresh(self, now: float, settings: SchedulingSettings) -> float:
         """The time of a sort at most RESORT_S old (sorting now if needed)."""
-        if (self._sorted_at is None or now - self._sorted_at >= RESORT_S
-                or now < self._sorted_at or settings is not self._settings):
+        if (self._sorted_at is None or settings is not self._settings
+                or (len(self._priorities) > 1
+                    and (now - self._sorted_at >= RESORT_S or now < self._sorted_at))):
             pairs = sorted((sort_key(j, now, settings), j.id) for j in self.jobs.values())
             self._keys = [k for k, _ in pairs]
             self._order = [i for _, i in pairs]
