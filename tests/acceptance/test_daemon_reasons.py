@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Processes, free_port, job_body, job_id_of, wait_until
+from helpers import Processes, free_port, job_body, job_id_of, run_cli, wait_until
 
 pytestmark = pytest.mark.acceptance
 
@@ -37,7 +37,8 @@ def _time(text: str) -> datetime:
 def test_no_credentials_is_one_warning_and_the_jobs_reason(procs: Processes,
                                                              tmp_path: Path) -> None:
     """With no usable credentials the daemon still starts and is ready, logs one WARNING with
-    the fix, and its queued job shows lastError UNAUTHENTICATED and a later nextAttemptTime."""
+    the fix, and its queued job shows lastError UNAUTHENTICATED and a later nextAttemptTime in
+    the API, in `tuningd show` and `tuningd list`, and on the status page."""
     emu = procs.emulator()
     daemon = procs.daemon(emu.url, {"vertex": {"anonymous": False}},
                           env=_without_credentials(tmp_path))
@@ -55,6 +56,15 @@ def test_no_credentials_is_one_warning_and_the_jobs_reason(procs: Processes,
     assert "no usable Google credentials" in error["message"]
     assert _time(ext["nextAttemptTime"]) > _time(error["time"])
     assert emu.create_count() == 0
+    # The same reason where a person looks: `show` (by an id prefix), `list`, the status page.
+    cli_env = {**os.environ, "TUNINGD_URL": daemon.url, "COLUMNS": "200"}
+    shown = run_cli("show", job_id[:8], env=cli_env)
+    assert shown.returncode == 0 and "UNAUTHENTICATED" in shown.stdout, shown
+    assert "no usable Google credentials" in shown.stdout
+    listed = run_cli("list", "--project", "acc-proj", env=cli_env)
+    assert listed.returncode == 0 and "UNAUTHENTICATED" in listed.stdout, listed
+    page = daemon.call("GET", "/v1/tuningd/status.html")
+    assert page.status == 200 and b"UNAUTHENTICATED" in page.raw
     warned = wait_until(lambda: _warnings(daemon.log_records(), "vertex.credentials_missing"),
                         30, message=lambda: f"the credentials warning\n{daemon.tail()}")
     assert len(warned) == 1
