@@ -210,7 +210,8 @@ def run_size(size: int, args: argparse.Namespace, workdir: Path) -> dict[str, An
     config = workdir / f"h{size}.toml"
     write_toml(config, {
         "server": {"host": "127.0.0.1", "port": port},
-        "store": {"path": str(db)},
+        # The history is dated 2023: retention (90 days by default) would prune it at start.
+        "store": {"path": str(db), "retention_days": 0},
         "vertex": {"endpoint": "http://127.0.0.1:9", "anonymous": True},
         "logging": {"level": args.log_level, "format": "json"},
     })
