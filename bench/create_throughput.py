@@ -30,6 +30,7 @@ from _common import (
     EXAMPLES,
     PYTHON,
     Proc,
+    cpu_seconds,
     free_port,
     http_status,
     machine_info,
@@ -43,13 +44,6 @@ from _common import (
 
 BENCH = Path(__file__).resolve().parent
 PATH = "/v1/projects/bench-proj/locations/us-central1/tuningJobs"
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (Linux /proc), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    import os
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def thread_cpu_seconds(pid: int) -> dict[int, float]:

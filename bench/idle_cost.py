@@ -31,6 +31,7 @@ from _common import (
     EXAMPLES,
     PYTHON,
     Proc,
+    cpu_seconds,
     free_port,
     http_status,
     machine_info,
@@ -48,14 +49,6 @@ PROJECT = "bench-proj"
 LOCATION = "us-central1"
 BASE = f"/v1/projects/{PROJECT}/locations/{LOCATION}/tuningJobs"
 T0 = 1_700_000_000.0
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (Linux /proc), in seconds."""
-    import os
-
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def scrape(port: int) -> dict[str, float]:
