@@ -3,6 +3,7 @@ predicate over every stored job answers, page by page, with and without push-dow
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import AsyncIterator, Mapping
@@ -90,7 +91,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         await s.create_or_get(_job(n, rng))
     # Another scope with the same labels and states must never leak in.
     other = _job(7, rng)
-    await s.create_or_get(Job(**{**other.__dict__, "id": "other-scope", "project": "proj-b"}))
+    await s.create_or_get(dataclasses.replace(other, id="other-scope", project="proj-b"))
     yield s
     await s.close()
 

@@ -19,7 +19,6 @@ from tuningd.emulator.config import (
     SystemClock,
 )
 from tuningd.emulator.faults import FAULT_STATUSES, METHODS, RULE_STATUSES, ErrorRule, Faults
-from tuningd.emulator.server import Emulator
 
 log = structlog.get_logger("tuningd.emulator")
 
@@ -171,6 +170,8 @@ def run(args: argparse.Namespace) -> int:
 async def _serve(config: EmulatorConfig, host: str, port: int, *, manual_clock: bool,
                  state_dir: Path | None = None) -> None:
     clock = ManualClock() if manual_clock else SystemClock()
+    from tuningd.emulator.server import Emulator  # here: the parser is built on every command
+
     emulator = Emulator(config, clock=clock, host=host, port=port, state_dir=state_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
