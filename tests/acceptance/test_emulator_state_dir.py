@@ -26,7 +26,7 @@ from helpers import (
 
 pytestmark = pytest.mark.acceptance
 
-JOB_SECONDS = 6
+JOB_SECONDS = 3
 COLLECTION = "/v1/projects/my-proj/locations/us-central1/tuningJobs"
 
 
