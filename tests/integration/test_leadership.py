@@ -75,8 +75,15 @@ async def test_a_crashed_leader_is_replaced_and_every_job_runs_once(cluster: Clu
     assert [(await cluster.job(i)).state for i in ids] == [LocalState.SUCCEEDED] * 12
     assert [len(cluster.remote_for(i)) for i in ids] == [1] * 12
     assert cluster.emulator.state.max_active <= 2
-    assert second.metrics.registry.get_sample_value("tuningd_leader") == 1
     assert first.metrics.registry.get_sample_value("tuningd_leader") == 0
+    # The lease may move again between the survivors when the machine is loaded (a 1 s lease):
+    # what holds is one leader among them, never two.
+    survivors = [i for i in cluster.instances if i is not first]
+
+    async def one_leader() -> bool:
+        flags = [i.metrics.registry.get_sample_value("tuningd_leader") for i in survivors]
+        return sorted(flags) == [0, 1]
+    await eventually(one_leader, what="exactly one surviving leader")
 
 
 async def test_a_create_on_a_standby_reaches_the_leader_through_the_feed(
