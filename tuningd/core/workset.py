@@ -56,10 +56,6 @@ class QueueGroup:
         # always has at least the newer one's bonus), so time alone needs no new sort.
         self._priorities: dict[int, int] = {}
 
-    @property
-    def place(self) -> tuple[str, str]:
-        return (self.key[0], self.key[1])
-
     def add(self, job: Job) -> None:
         known = job.id in self.jobs
         self.jobs[job.id] = job
